@@ -1,0 +1,151 @@
+"""What this provider knows about each cancellable OpenAI resource, in one table.
+
+Operators, sensors, triggers, the hook and the emulator read paths, statuses, headers and ID fields
+from here. A new cancellable resource is one more :class:`CancellableResource` entry in
+:data:`RESOURCES`.
+
+This module imports nothing but the standard library: operators import it at DAG-parse time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+ASSISTANTS_BETA_HEADERS: Mapping[str, str] = {"OpenAI-Beta": "assistants=v2"}
+
+
+@dataclass(frozen=True)
+class CancellableResource:
+    """One kind of OpenAI object that can be retrieved, cancelled and waited on.
+
+    :param name: Stable key of the entry (also what triggers serialise).
+    :param label: Word used in messages, as the PSOpenAI cmdlets say it ("batch", "run").
+    :param object_type: Value of the ``object`` field of the API's answers.
+    :param id_fields: Argument names of the IDs, in path order (``thread_id``, ``run_id``).
+    :param object_keys: For each ID field, the key of the object that holds it (the seed's InputObject).
+    :param object_arg: Argument name under which operators accept a whole object.
+    :param path_template: Path relative to the API base; ``{field}`` placeholders are percent-encoded.
+    :param statuses: Every status the API documents.
+    :param cancellable: Statuses in which a cancel is sent without ``force``.
+    :param settled: Statuses in which a wait after a cancel ends.
+    :param headers: Extra headers the API requires on every call for this resource.
+    :param assistants_api: True for the Assistants API (shut down on api.openai.com on 2026-08-26).
+    :param description_template: How messages name one object, from its IDs.
+    :param console_url: Page of the object on platform.openai.com, when there is one.
+    """
+
+    name: str
+    label: str
+    object_type: str
+    id_fields: tuple[str, ...]
+    object_keys: Mapping[str, str]
+    object_arg: str
+    path_template: str
+    statuses: frozenset[str]
+    cancellable: frozenset[str]
+    settled: frozenset[str]
+    description_template: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    assistants_api: bool = False
+    console_url: str | None = None
+
+    def path(self, ids: Mapping[str, str]) -> str:
+        """Return the object's path with every ID percent-encoded (``/``, ``?``, ``#`` and ``..`` included)."""
+        return self.path_template.format(**{name: quote(ids[name], safe="") for name in self.id_fields})
+
+    def cancel_path(self, ids: Mapping[str, str]) -> str:
+        """Return the path of the object's cancel endpoint."""
+        return self.path(ids) + "/cancel"
+
+    def describe(self, ids: Mapping[str, str]) -> str:
+        """Return a short human description such as ``run 'run_1' of thread 'thread_2'``."""
+        return self.description_template.format(**ids)
+
+    def ids_from_object(self, obj: Mapping[str, object]) -> dict[str, object]:
+        """Return the ID fields as found in an object returned by the API (values not yet validated)."""
+        return {name: obj.get(key) for name, key in self.object_keys.items()}
+
+    @staticmethod
+    def normalise_status(status: object) -> str:
+        """Return a status in lower case: older Azure answers capitalise them ("Validating")."""
+        return str(status).strip().lower()
+
+    def in_progress(self) -> frozenset[str]:
+        """Return the statuses that are neither settled nor cancellable (``cancelling``)."""
+        return self.statuses - self.settled - self.cancellable
+
+
+BATCH = CancellableResource(
+    name="batch",
+    label="batch",
+    object_type="batch",
+    id_fields=("batch_id",),
+    object_keys={"batch_id": "id"},
+    object_arg="batch",
+    path_template="/batches/{batch_id}",
+    statuses=frozenset(
+        {
+            "validating",
+            "failed",
+            "in_progress",
+            "finalizing",
+            "completed",
+            "expired",
+            "cancelling",
+            "cancelled",
+        }
+    ),
+    cancellable=frozenset({"validating", "in_progress", "finalizing"}),
+    settled=frozenset({"cancelled", "completed", "failed", "expired"}),
+    description_template="batch {batch_id!r}",
+    console_url="https://platform.openai.com/batches/{batch_id}",
+)
+
+THREAD_RUN = CancellableResource(
+    name="thread_run",
+    label="run",
+    object_type="thread.run",
+    id_fields=("thread_id", "run_id"),
+    object_keys={"thread_id": "thread_id", "run_id": "id"},
+    object_arg="run",
+    path_template="/threads/{thread_id}/runs/{run_id}",
+    statuses=frozenset(
+        {
+            "queued",
+            "in_progress",
+            "requires_action",
+            "cancelling",
+            "cancelled",
+            "failed",
+            "completed",
+            "incomplete",
+            "expired",
+        }
+    ),
+    cancellable=frozenset({"queued", "in_progress", "requires_action"}),
+    settled=frozenset({"cancelled", "completed", "failed", "expired", "incomplete"}),
+    description_template="run {run_id!r} of thread {thread_id!r}",
+    headers=ASSISTANTS_BETA_HEADERS,
+    assistants_api=True,
+)
+
+# Background responses are the successor of thread runs; the API has no `cancelling` state for them.
+RESPONSE = CancellableResource(
+    name="response",
+    label="response",
+    object_type="response",
+    id_fields=("response_id",),
+    object_keys={"response_id": "id"},
+    object_arg="response",
+    path_template="/responses/{response_id}",
+    statuses=frozenset({"queued", "in_progress", "completed", "failed", "cancelled", "incomplete"}),
+    cancellable=frozenset({"queued", "in_progress"}),
+    settled=frozenset({"cancelled", "completed", "failed", "incomplete"}),
+    description_template="response {response_id!r}",
+)
+
+RESOURCES: Mapping[str, CancellableResource] = {r.name: r for r in (BATCH, THREAD_RUN, RESPONSE)}
+
+CANCELLED = "cancelled"
