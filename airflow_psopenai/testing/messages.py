@@ -1,0 +1,117 @@
+"""HTTP requests and replies as the emulator's handlers see them, independent of the socket code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request as received.
+
+    :param method: Upper-case method.
+    :param target: Request target exactly as sent (percent-encoding kept).
+    :param headers: Header pairs with lower-case names, in the order received.
+    :param body: The whole body.
+    """
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    @property
+    def raw_path(self) -> str:
+        """Return the target without its query string."""
+        return self.target.partition("?")[0]
+
+    @property
+    def segments(self) -> list[str]:
+        """Return the path segments, each percent-decoded once after splitting on ``/``.
+
+        An ID holding ``/``, ``?``, ``#`` or ``..`` thus stays one literal segment.
+        """
+        return [unquote(segment) for segment in self.raw_path.split("/")[1:]]
+
+    @property
+    def path(self) -> str:
+        """Return the decoded path (for display and globbing, not for routing)."""
+        return "/" + "/".join(self.segments)
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Return the query parameters (the first value of each)."""
+        query: dict[str, str] = {}
+        for name, value in parse_qsl(self.target.partition("?")[2], keep_blank_values=True):
+            query.setdefault(name, value)
+        return query
+
+    def header(self, name: str) -> str | None:
+        """Return the values of header ``name`` (lower case) joined by ``", "``, or None when absent."""
+        values = [value for key, value in self.headers if key == name]
+        return ", ".join(values) if values else None
+
+    def json(self) -> object:
+        """Return the body parsed as JSON (an empty body is an empty object).
+
+        :raises ValueError: When the body is not JSON.
+        """
+        return json.loads(self.body) if self.body.strip() else {}
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """One reply; the server adds ``content-length`` and ``x-request-id``."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = JSON
+
+    def with_headers(self, *headers: tuple[str, str]) -> HttpReply:
+        """Return a copy with more headers."""
+        return HttpReply(self.status, self.body, self.headers + headers, self.content_type)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What to do with a request: wait ``delay`` seconds, then send what ``finish`` returns.
+
+    ``finish`` returning None means: close the connection without a response. The server runs
+    ``finish`` only after the delay and only if the client is still connected, so state is read
+    when the answer is sent.
+    """
+
+    finish: Callable[[], HttpReply | None]
+    delay: float = 0.0
+
+
+def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> HttpReply:
+    """Return a JSON reply."""
+    return HttpReply(status, json.dumps(payload).encode(), headers)
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
+    """Return an error body in the shape of OpenAI's ``ErrorResponse``."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_reply(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> HttpReply:
+    """Return an OpenAI-style JSON error reply."""
+    return json_reply(status, error_body(message, type_, param, code), headers)

@@ -1,0 +1,367 @@
+"""All objects of one emulator and the rules of their cancels, thread-safe.
+
+Time only moves through the injectable clock, and transitions are worked out lazily whenever an
+object is read, so a test with a :class:`ManualClock` needs no sleeps. Statuses and which of them
+can be cancelled come from :mod:`airflow_psopenai.resources`.
+
+Objects stay in the status they were created in until they are cancelled: the emulator never
+finishes a batch or a run by itself (``race_to`` says how a cancel ends instead).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, CancellableResource
+from airflow_psopenai.testing.messages import HttpReply, error_reply
+from airflow_psopenai.testing.objects import (
+    BATCH_TIMES_AT_CREATION,
+    CANCELLING,
+    BatchObject,
+    ResponseObject,
+    RunObject,
+    TrackedObject,
+    new_id,
+)
+
+Clock = Callable[[], float]
+
+
+class ApiError(Exception):
+    """An error answer of the API, e.g. an unknown ID (404) or a cancel in the wrong status (409, 400)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """Keep the parts of the error body."""
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+
+    def reply(self) -> HttpReply:
+        """Return the error as an HTTP reply."""
+        return error_reply(self.status, self.message, self.type, param=self.param, code=self.code)
+
+
+class ManualClock:
+    """A clock that moves only when told to, for tests; pass it as ``clock``."""
+
+    def __init__(self, start: float = 1_750_000_000.0) -> None:
+        """Start at ``start`` epoch seconds."""
+        self._now = start
+
+    def __call__(self) -> float:
+        """Return the current time."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        if seconds < 0:
+            raise ValueError("A clock does not go back.")
+        self._now += seconds
+
+
+def _check_status(resource: CancellableResource, status: str, race_to: str | None) -> None:
+    if status not in resource.statuses:
+        raise ValueError(f"Unknown {resource.label} status {status!r}; expected one of {sorted(resource.statuses)}.")
+    ends = resource.settled - {CANCELLED}
+    if race_to is not None and race_to not in ends:
+        raise ValueError(f"race_to must be one of {sorted(ends)} or None, not {race_to!r}.")
+
+
+class EmulatorState:
+    """Every batch, thread run and response of one emulator; thread-safe.
+
+    :param clock: Returns epoch seconds; a :class:`ManualClock` makes tests independent of real time.
+    :param cancel_delay: Seconds an object stays ``cancelling`` before it settles.
+    """
+
+    def __init__(self, clock: Clock = time.time, cancel_delay: float = 0.2) -> None:
+        """Start with no objects."""
+        self.clock = clock
+        self.cancel_delay = cancel_delay
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._batches: dict[str, BatchObject] = {}
+        self._threads: dict[str, dict[str, RunObject]] = {}
+        self._responses: dict[str, ResponseObject] = {}
+        self._objects: dict[str, TrackedObject] = {}
+
+    @property
+    def cancel_delay(self) -> float:
+        """Seconds a cancel takes to settle; a change applies to cancels requested afterwards."""
+        return self._cancel_delay
+
+    @cancel_delay.setter
+    def cancel_delay(self, seconds: float) -> None:
+        if not 0 <= seconds < math.inf:
+            raise ValueError(f"cancel_delay must be a finite number of seconds >= 0, not {seconds!r}.")
+        self._cancel_delay = float(seconds)
+
+    def reset(self) -> None:
+        """Forget every object."""
+        with self._lock:
+            self._batches.clear()
+            self._threads.clear()
+            self._responses.clear()
+            self._objects.clear()
+
+    def _register(self, record: TrackedObject) -> None:
+        if record.id in self._objects:
+            raise ValueError(f"An object with id {record.id!r} already exists.")
+        self._objects[record.id] = record
+
+    # Batches
+
+    def create_batch(
+        self,
+        status: str = "in_progress",
+        race_to: str | None = None,
+        total_requests: int = 100,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        batch_id: str | None = None,
+        endpoint: str = "/v1/chat/completions",
+        input_file_id: str | None = None,
+        completion_window: str = "24h",
+    ) -> dict[str, object]:
+        """Create a batch in ``status`` and return it.
+
+        :param race_to: How a later cancel ends instead of ``cancelled`` (``completed``, ``failed``, ``expired``).
+        :param total_requests: Requests in the batch; ``in_progress`` works through them over time.
+        :param batch_id: ID to use instead of a random ``batch_...`` (any string, for encoding tests).
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        _check_status(BATCH, status, race_to)
+        if total_requests < 0:
+            raise ValueError(f"total_requests cannot be negative: {total_requests!r}.")
+        with self._lock:
+            now = self.clock()
+            batch = BatchObject(
+                id=batch_id if batch_id is not None else new_id("batch_", 32),
+                status=status,
+                created=now,
+                race_to=race_to,
+                seq=next(self._seq),
+                history=[(now, status)],
+                times=dict.fromkeys(BATCH_TIMES_AT_CREATION.get(status, ()), now),
+                endpoint=endpoint,
+                input_file_id=input_file_id if input_file_id is not None else new_id("file-", 22),
+                completion_window=completion_window,
+                metadata=dict(metadata) if metadata is not None else None,
+                total=total_requests,
+            )
+            if status in (CANCELLING, CANCELLED, "expired"):
+                batch.done_frozen = 0
+            if status == CANCELLING:
+                batch.request_cancel(now, self.cancel_delay)
+                batch.history = [(now, status)]
+            self._register(batch)
+            self._batches[batch.id] = batch
+            return batch.render(now)
+
+    def _batch(self, batch_id: str, now: float) -> BatchObject:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise ApiError(404, f"No batch found with id '{batch_id}'.")
+        batch.settle(now)
+        return batch
+
+    def get_batch(self, batch_id: str) -> dict[str, object]:
+        """Return the batch as the API shows it now.
+
+        :raises ApiError: 404 for an unknown ID.
+        """
+        with self._lock:
+            now = self.clock()
+            return self._batch(batch_id, now).render(now)
+
+    def cancel_batch(self, batch_id: str) -> dict[str, object]:
+        """Request the cancel of a batch and return it (``cancelling``, or unchanged when already cancelled).
+
+        :raises ApiError: 404 for an unknown ID, 409 for a batch that already ended otherwise.
+        """
+        with self._lock:
+            now = self.clock()
+            batch = self._batch(batch_id, now)
+            if batch.status in BATCH.cancellable:
+                batch.request_cancel(now, self.cancel_delay)
+            elif batch.status not in (CANCELLING, CANCELLED):
+                raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.")
+            return batch.render(now)
+
+    def list_batches(self, limit: int = 20, after: str | None = None) -> dict[str, object]:
+        """Return one page of batches, newest first, starting after the batch ``after``."""
+        with self._lock:
+            now = self.clock()
+            ordered = sorted(self._batches.values(), key=lambda b: (b.created, b.seq), reverse=True)
+            start = 0
+            if after is not None:
+                ids = [batch.id for batch in ordered]
+                start = ids.index(after) + 1 if after in ids else len(ids)
+            page = ordered[start : start + limit]
+            for batch in page:
+                batch.settle(now)
+            return {
+                "object": "list",
+                "data": [batch.render(now) for batch in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": start + limit < len(ordered),
+            }
+
+    # Thread runs
+
+    def create_thread_run(
+        self,
+        status: str = "in_progress",
+        thread_id: str | None = None,
+        race_to: str | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> dict[str, object]:
+        """Create a run (in a new thread unless ``thread_id`` is given) and return it.
+
+        :param race_to: How a later cancel ends instead of ``cancelled``
+            (``completed``, ``failed``, ``incomplete``, ``expired``).
+        :param run_id: ID to use instead of a random ``run_...``.
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        _check_status(THREAD_RUN, status, race_to)
+        with self._lock:
+            now = self.clock()
+            run = RunObject(
+                id=run_id if run_id is not None else new_id("run_"),
+                status=status,
+                created=now,
+                race_to=race_to,
+                seq=next(self._seq),
+                history=[(now, status)],
+                thread_id=thread_id if thread_id is not None else new_id("thread_"),
+            )
+            if status != "queued":
+                run.times["started_at"] = now
+            if status in THREAD_RUN.settled - {"incomplete", "expired"}:
+                run.times[f"{status}_at"] = now
+            if status == CANCELLING:
+                run.request_cancel(now, self.cancel_delay)
+                run.history = [(now, status)]
+            self._register(run)
+            self._threads.setdefault(run.thread_id, {})[run.id] = run
+            return run.render(now)
+
+    def _run(self, thread_id: str, run_id: str, now: float) -> RunObject:
+        runs = self._threads.get(thread_id)
+        if runs is None:
+            raise ApiError(404, f"No thread found with id '{thread_id}'.")
+        run = runs.get(run_id)
+        if run is None:
+            raise ApiError(404, f"No run found with id '{run_id}'.")
+        run.settle(now)
+        return run
+
+    def get_thread_run(self, thread_id: str, run_id: str) -> dict[str, object]:
+        """Return the run as the API shows it now.
+
+        :raises ApiError: 404 for an unknown thread or run.
+        """
+        with self._lock:
+            now = self.clock()
+            return self._run(thread_id, run_id, now).render(now)
+
+    def cancel_thread_run(self, thread_id: str, run_id: str) -> dict[str, object]:
+        """Request the cancel of a run and return it (``cancelling``).
+
+        :raises ApiError: 404 for an unknown thread or run, 400 for a run not in a cancellable status.
+        """
+        with self._lock:
+            now = self.clock()
+            run = self._run(thread_id, run_id, now)
+            if run.status not in THREAD_RUN.cancellable:
+                raise ApiError(400, f"Cannot cancel run with status '{run.status}'.")
+            run.request_cancel(now, self.cancel_delay)
+            return run.render(now)
+
+    # Responses
+
+    def create_response(
+        self, status: str = "in_progress", background: bool = True, *, response_id: str | None = None
+    ) -> dict[str, object]:
+        """Create a response and return it.
+
+        :param background: Only background responses can be cancelled.
+        :param response_id: ID to use instead of a random ``resp_...``.
+        :raises ValueError: On an unknown status or an ID already used.
+        """
+        _check_status(RESPONSE, status, None)
+        with self._lock:
+            now = self.clock()
+            response = ResponseObject(
+                id=response_id if response_id is not None else new_id("resp_", 48),
+                status=status,
+                created=now,
+                race_to=None,
+                seq=next(self._seq),
+                history=[(now, status)],
+                background=background,
+            )
+            if status == "completed":
+                response.times["completed_at"] = now
+            self._register(response)
+            self._responses[response.id] = response
+            return response.render(now)
+
+    def _response(self, response_id: str) -> ResponseObject:
+        response = self._responses.get(response_id)
+        if response is None:
+            raise ApiError(404, f"Response with id '{response_id}' not found.")
+        return response
+
+    def get_response(self, response_id: str) -> dict[str, object]:
+        """Return the response as the API shows it now.
+
+        :raises ApiError: 404 for an unknown ID.
+        """
+        with self._lock:
+            return self._response(response_id).render(self.clock())
+
+    def cancel_response(self, response_id: str) -> dict[str, object]:
+        """Cancel a background response at once and return it; a cancelled one is returned unchanged.
+
+        :raises ApiError: 404 for an unknown ID or a response not created in the background,
+            400 for one that already ended otherwise.
+        """
+        with self._lock:
+            now = self.clock()
+            response = self._response(response_id)
+            if not response.background:
+                raise ApiError(404, "Cannot cancel a synchronous response.")
+            if response.status in RESPONSE.cancellable:
+                response.change(CANCELLED, now)
+            elif response.status != CANCELLED:
+                raise ApiError(400, f"Cannot cancel a {response.status} response.")
+            return response.render(now)
+
+    def status_history(self, object_id: str) -> list[tuple[float, str]]:
+        """Return ``(epoch seconds, status)`` for each status the object has had, from its creation.
+
+        :raises ApiError: 404 for an unknown ID.
+        """
+        with self._lock:
+            record = self._objects.get(object_id)
+            if record is None:
+                raise ApiError(404, f"No object found with id '{object_id}'.")
+            record.settle(self.clock())
+            return list(record.history)
