@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 ASSISTANTS_SHUTDOWN_NOTE = (
     "OpenAI shut the Assistants API (threads and runs) down on 2026-08-26, so api.openai.com no longer "
@@ -35,7 +38,7 @@ class PSOpenAITransportError(PSOpenAIError):
 class PSOpenAIAPIError(PSOpenAIError):
     """The API answered with an error status.
 
-    :param status_code: HTTP status.
+    :param http_status: HTTP status.
     :param message: Text for people, already naming the object or connection involved.
     :param error_type: OpenAI's ``error.type``, when the body had one.
     :param code: OpenAI's ``error.code``, when the body had one.
@@ -49,7 +52,7 @@ class PSOpenAIAPIError(PSOpenAIError):
         self,
         message: str,
         *,
-        status_code: int,
+        http_status: int,
         error_type: str | None = None,
         code: str | None = None,
         api_message: str | None = None,
@@ -57,9 +60,9 @@ class PSOpenAIAPIError(PSOpenAIError):
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
-        suffix = f" (HTTP {status_code}" + (f", request id {request_id})" if request_id else ")")
+        suffix = f" (HTTP {http_status}" + (f", request id {request_id})" if request_id else ")")
         super().__init__(message + suffix)
-        self.status_code = status_code
+        self.http_status = http_status
         self.error_type = error_type
         self.code = code
         self.api_message = api_message

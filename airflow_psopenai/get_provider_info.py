@@ -24,12 +24,8 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.hooks.psopenai"]}],
         "operators": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.operators.stop"]}],
-        "sensors": [
-            {"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.sensors.cancelled"]}
-        ],
-        "triggers": [
-            {"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.triggers.status"]}
-        ],
+        "sensors": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.sensors.cancelled"]}],
+        "triggers": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.triggers.status"]}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_psopenai.hooks.psopenai.PSOpenAIHook",

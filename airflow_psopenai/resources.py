@@ -9,11 +9,24 @@ This module imports nothing but the standard library: operators import it at DAG
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 ASSISTANTS_BETA_HEADERS: Mapping[str, str] = {"OpenAI-Beta": "assistants=v2"}
+
+
+def _path_segment(value: str) -> str:
+    """Percent-encode one ID as a single path segment.
+
+    ``quote`` leaves dots alone, and clients resolve a ``.`` or ``..`` segment before sending, so
+    those are encoded too: the ID is then looked up, never used to climb the path.
+    """
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in {".", ".."} else segment
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,7 @@ class CancellableResource:
 
     def path(self, ids: Mapping[str, str]) -> str:
         """Return the object's path with every ID percent-encoded (``/``, ``?``, ``#`` and ``..`` included)."""
-        return self.path_template.format(**{name: quote(ids[name], safe="") for name in self.id_fields})
+        return self.path_template.format(**{name: _path_segment(ids[name]) for name in self.id_fields})
 
     def cancel_path(self, ids: Mapping[str, str]) -> str:
         """Return the path of the object's cancel endpoint."""

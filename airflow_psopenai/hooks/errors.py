@@ -1,0 +1,164 @@
+"""Turn an HTTP answer or a transport failure into this provider's errors, with clear words.
+
+Every text built from what the server sent goes through ``redact`` so that a proxy echoing the key
+cannot leak it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from airflow_psopenai.exceptions import (
+    ASSISTANTS_SHUTDOWN_NOTE,
+    PSOpenAIAPIError,
+    PSOpenAIAssistantsShutdownError,
+    PSOpenAIAuthenticationError,
+    PSOpenAIInvalidResponseError,
+    PSOpenAINotFoundError,
+    PSOpenAIQuotaError,
+    PSOpenAIRateLimitError,
+    PSOpenAIServerError,
+    PSOpenAITransportError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_psopenai.hooks.settings import ApiSettings
+
+OPENAI_HOST = "api.openai.com"
+QUOTA_CODE = "insufficient_quota"
+
+
+def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Return the delay the server asked for: ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date)."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(millis) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return moment.timestamp() - (time.time() if now is None else now)
+
+
+def _should_retry_header(headers: httpx.Headers) -> bool | None:
+    value = headers.get("x-should-retry", "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
+def _error_fields(response: httpx.Response) -> dict[str, Any] | None:
+    """Return the ``error`` object of an OpenAI error body, or None when the body is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _body_kind(response: httpx.Response) -> str:
+    if not response.content:
+        return "an empty body"
+    content_type = response.headers.get("content-type", "unknown type").split(";")[0]
+    return f"a {content_type} body that is not OpenAI's JSON (a proxy or gateway answered?)"
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    settings: ApiSettings,
+    target: str,
+    assistants_api: bool,
+    redact: Callable[[str], str],
+) -> PSOpenAIAPIError:
+    """Return the error for a non-2xx answer, with ``retryable`` and ``retry_after`` set by the seed's rules.
+
+    :param target: What was asked for, in words (``batch 'batch_1'``), for the message.
+    :param assistants_api: Whether the endpoint belongs to the Assistants API (for the shutdown note).
+    """
+    status = response.status_code
+    fields = _error_fields(response)
+    api_message = redact(str(fields.get("message") or "")) if fields else None
+    error_type = fields.get("type") if fields else None
+    code = fields.get("code") if fields else None
+    request_id = response.headers.get("x-request-id")
+    detail = f": {api_message}" if api_message else f"; the server sent {_body_kind(response)}"
+
+    retryable = (status == 429 and QUOTA_CODE not in (code, error_type)) or status >= 500
+    if (server_says := _should_retry_header(response.headers)) is not None:
+        retryable = server_says
+
+    cls: type[PSOpenAIAPIError] = PSOpenAIAPIError
+    if status == 401:
+        cls = PSOpenAIAuthenticationError
+        message = (
+            f"The API key of connection {settings.conn_id!r} was refused by {settings.api_base}{detail}. "
+            "Check the connection's password (API key) or OPENAI_API_KEY."
+        )
+    elif status == 404 and assistants_api and urlsplit(settings.api_base).hostname == OPENAI_HOST:
+        cls = PSOpenAIAssistantsShutdownError
+        message = f"{target} was not found on {OPENAI_HOST}{detail}. {ASSISTANTS_SHUTDOWN_NOTE}"
+    elif status == 404:
+        cls = PSOpenAINotFoundError
+        message = f"{target} was not found at {settings.api_base}{detail}. Check the ID and the connection."
+    elif status == 429 and not retryable and QUOTA_CODE in (code, error_type):
+        cls = PSOpenAIQuotaError
+        message = (
+            f"The OpenAI account of connection {settings.conn_id!r} is out of quota{detail}. "
+            "Retrying cannot help: check the plan and billing details."
+        )
+    elif status == 429:
+        cls = PSOpenAIRateLimitError
+        message = f"Rate limited while calling the API for {target}{detail}."
+    elif status >= 500:
+        cls = PSOpenAIServerError
+        message = f"The API failed with a server error for {target}{detail}."
+    elif fields is None:
+        cls = PSOpenAIInvalidResponseError
+        message = f"The API answered HTTP {status} for {target} with {_body_kind(response)}."
+    else:
+        message = f"The API refused the request for {target}{detail}."
+    return cls(
+        message,
+        http_status=status,
+        error_type=error_type,
+        code=code,
+        api_message=api_message,
+        request_id=request_id,
+        retryable=retryable,
+        retry_after=retry_after_seconds(response.headers),
+    )
+
+
+def invalid_success_body(response: httpx.Response, *, target: str) -> PSOpenAIInvalidResponseError:
+    """Return the error for a 2xx answer whose body is not a JSON object."""
+    return PSOpenAIInvalidResponseError(
+        f"The API answered HTTP {response.status_code} for {target} with {_body_kind(response)}.",
+        http_status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def transport_error(error: httpx.TransportError, *, settings: ApiSettings, target: str) -> PSOpenAITransportError:
+    """Return the error for a request that got no HTTP answer (no header or key is in httpx's text)."""
+    if isinstance(error, httpx.TimeoutException):
+        limit = f"timeout_sec={settings.timeout_sec:g}" if settings.timeout_sec else "the connect timeout"
+        reason = f"timed out ({type(error).__name__}, {limit})"
+    else:
+        reason = f"failed: {type(error).__name__}: {error or 'connection closed'}"
+    return PSOpenAITransportError(f"The request to {settings.api_base} for {target} {reason}.")

@@ -1,0 +1,94 @@
+"""The retry policy of the seed (PSOpenAI), built once from plain numbers on tenacity.
+
+What is retried is decided where the error is built (:func:`airflow_psopenai.hooks.errors.error_from_response`
+sets ``retryable`` and ``retry_after``); this module decides how often and how long to wait.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
+
+from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAITransportError
+from airflow_psopenai.validation import require_retry_count
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+BASE_DELAY_SEC = 1.0
+MAX_BACKOFF_SEC = 129.0
+MAX_SERVER_DELAY_SEC = 60.0
+JITTER = (0.8, 1.2)
+
+
+class WarningLogger(Protocol):
+    """Anything with a logging-style ``warning`` (stdlib or Airflow's structlog loggers)."""
+
+    def warning(self, event: Any, /, *args: Any) -> Any: ...
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Return whether an error is one the policy sends again (429 but quota, 5xx, transport errors)."""
+    return isinstance(error, PSOpenAIAPIError | PSOpenAITransportError) and error.retryable
+
+
+def backoff_delay(retry_number: int, server_delay: float | None, rng: random.Random | None = None) -> float:
+    """Return the seconds to wait before retry number ``retry_number`` (1 for the first retry).
+
+    The server's delay (``retry-after-ms`` / ``retry-after``) wins when it is between 0 and 60 s;
+    otherwise ``2^(n-1) * 1 s * jitter(0.8..1.2)``, capped at 129 s.
+    """
+    if server_delay is not None and 0 <= server_delay <= MAX_SERVER_DELAY_SEC:
+        return server_delay
+    jitter = (rng or random).uniform(*JITTER)
+    return float(min(2 ** (retry_number - 1) * BASE_DELAY_SEC * jitter, MAX_BACKOFF_SEC))
+
+
+class RetryPolicy:
+    """How many times a failed call is sent again, and how long to wait in between.
+
+    :param max_retry_count: Retries after the first attempt, 0 to 100 (0: the call is sent once).
+    :param logger: Where each retry is announced (a warning with status, request id, delay, attempt).
+    """
+
+    def __init__(self, max_retry_count: int, logger: WarningLogger) -> None:
+        self.max_retry_count = require_retry_count(max_retry_count)
+        self._logger = logger
+        common = {
+            "stop": stop_after_attempt(self.max_retry_count + 1),
+            "retry": retry_if_exception(is_retryable),
+            "wait": self._wait,
+            "before_sleep": self._announce,
+            "reraise": True,
+        }
+        self._retrying = Retrying(**common)  # type: ignore[arg-type]
+        self._async_retrying = AsyncRetrying(**common)  # type: ignore[arg-type]
+
+    def retrying(self) -> Retrying:
+        """Return a fresh tenacity controller for one synchronous call."""
+        return self._retrying.copy()
+
+    def async_retrying(self) -> AsyncRetrying:
+        """Return a fresh tenacity controller for one asynchronous call."""
+        return self._async_retrying.copy()
+
+    @staticmethod
+    def _wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        server_delay = getattr(error, "retry_after", None)
+        return backoff_delay(state.attempt_number, server_delay)
+
+    def _announce(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self._logger.warning(
+            "Retrying after %s (HTTP status %s, request id %s): waiting %.2f s before attempt %d of %d.",
+            type(error).__name__,
+            getattr(error, "http_status", None) or "none",
+            getattr(error, "request_id", None) or "none",
+            delay,
+            state.attempt_number + 1,
+            self.max_retry_count + 1,
+        )

@@ -1,0 +1,182 @@
+"""Resolve where the API is, which key and organization, and the retry and timeout numbers.
+
+Each setting resolves as: argument given to the hook > connection > environment > default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from airflow_psopenai import __version__
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+from airflow_psopenai.validation import require_retry_count, require_timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from airflow.sdk import Connection
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
+# A dead host must not hold a worker slot or a trigger forever, even with timeout_sec=0.
+CONNECT_TIMEOUT_SEC = 10.0
+USER_AGENT = f"airflow-psopenai/{__version__} httpx/{httpx.__version__}"
+
+API_TYPES = ("openai", "azure")
+AUTH_TYPES = ("api_key", "entra_id")
+ENV_API_KEY = "OPENAI_API_KEY"
+ENV_API_BASE = "OPENAI_API_BASE"
+ENV_ORGANIZATION = "OPENAI_ORGANIZATION"
+# The official apache-airflow-providers-openai connection type, reused as is.
+OFFICIAL_OPENAI_CONN_TYPE = "openai"
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class HookOverrides:
+    """Per-call settings that operators, sensors and triggers pass to the hook (never a key)."""
+
+    api_base: str | None = None
+    organization: str | None = None
+    timeout_sec: float | None = None
+    max_retry_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout_sec is not None:
+            object.__setattr__(self, "timeout_sec", require_timeout(self.timeout_sec))
+        if self.max_retry_count is not None:
+            object.__setattr__(self, "max_retry_count", require_retry_count(self.max_retry_count))
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Return the overrides that are set, as JSON-plain keyword arguments of the hook."""
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything needed to call the API; the key is left out of ``repr``."""
+
+    conn_id: str
+    api_base: str
+    api_key: str = field(repr=False)
+    organization: str | None = None
+    project: str | None = None
+    api_type: str = "openai"
+    api_version: str = DEFAULT_AZURE_API_VERSION
+    auth_type: str = "api_key"
+    timeout_sec: float = 0.0
+    max_retry_count: int = 0
+
+    @property
+    def azure_dated_api(self) -> bool:
+        """Return whether paths go under ``/openai`` with an ``api-version`` (Azure's dated API, not v1)."""
+        return self.api_type == "azure" and not self.api_base.endswith("/openai/v1")
+
+    def url(self, path: str) -> str:
+        """Return the full URL of an API path such as ``/batches/batch_1``."""
+        prefix = "/openai" if self.azure_dated_api else ""
+        return f"{self.api_base}{prefix}{path}"
+
+    def query(self) -> dict[str, str]:
+        """Return the query parameters every call carries (Azure's ``api-version``)."""
+        return {"api-version": self.api_version} if self.azure_dated_api else {}
+
+    def headers(self, extra: Mapping[str, str]) -> dict[str, str]:
+        """Return the request headers: authentication, organization and project when set, ``extra``."""
+        if self.api_type == "azure" and self.auth_type == "api_key":
+            headers = {"api-key": self.api_key}
+        else:
+            headers = {"Authorization": f"Bearer {self.api_key}"}
+        if self.organization:
+            headers["OpenAI-Organization"] = self.organization
+        if self.project:
+            headers["OpenAI-Project"] = self.project
+        headers.update(extra)
+        return headers
+
+    def timeout(self) -> httpx.Timeout:
+        """Return httpx timeouts: ``timeout_sec`` per request (0: none), and always a connect timeout."""
+        limit = self.timeout_sec or None
+        connect = min(CONNECT_TIMEOUT_SEC, limit) if limit else CONNECT_TIMEOUT_SEC
+        return httpx.Timeout(limit, connect=connect)
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with the key replaced, for messages built from what a server sent."""
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+
+def resolve_settings(
+    conn_id: str,
+    connection: Connection | None,
+    overrides: HookOverrides,
+    environ: Mapping[str, str] = os.environ,
+) -> ApiSettings:
+    """Return the settings from the hook's overrides, the connection (if any), the environment and defaults."""
+    extras = _connection_extras(connection)
+    api_type = str(extras.get("api_type") or "openai").lower()
+    if api_type not in API_TYPES:
+        raise PSOpenAIConfigurationError(
+            f"Connection {conn_id!r}: api_type must be one of {', '.join(API_TYPES)}, got {api_type!r}."
+        )
+    auth_type = str(extras.get("auth_type") or "api_key").lower()
+    if auth_type not in AUTH_TYPES:
+        raise PSOpenAIConfigurationError(
+            f"Connection {conn_id!r}: auth_type must be one of {', '.join(AUTH_TYPES)}, got {auth_type!r}."
+        )
+    api_base = overrides.api_base or (connection.host if connection else None) or environ.get(ENV_API_BASE)
+    if not api_base:
+        if api_type == "azure":
+            raise PSOpenAIConfigurationError(
+                f"Connection {conn_id!r} is of api_type 'azure' but has no host: set it to the resource "
+                "endpoint, such as https://RESOURCE.openai.azure.com."
+            )
+        api_base = DEFAULT_API_BASE
+    api_key = (connection.password if connection else None) or environ.get(ENV_API_KEY)
+    if not api_key:
+        raise PSOpenAIConfigurationError(
+            f"No API key: connection {conn_id!r} has no password and {ENV_API_KEY} is not set. "
+            "Put the key in the connection's password field (it is stored as a secret)."
+        )
+    return ApiSettings(
+        conn_id=conn_id,
+        api_base=_normalise_base(api_base),
+        api_key=api_key,
+        organization=overrides.organization or extras.get("organization") or environ.get(ENV_ORGANIZATION),
+        project=extras.get("project") or None,
+        api_type=api_type,
+        api_version=str(extras.get("api_version") or DEFAULT_AZURE_API_VERSION),
+        auth_type=auth_type,
+        timeout_sec=_first_set(overrides.timeout_sec, extras.get("timeout_sec"), 0.0, check=require_timeout),
+        max_retry_count=_first_set(
+            overrides.max_retry_count, extras.get("max_retry_count"), 0, check=require_retry_count
+        ),
+    )
+
+
+def _connection_extras(connection: Connection | None) -> dict[str, Any]:
+    """Return the extras, reading the official provider's ``openai_client_kwargs`` for its ``openai`` type."""
+    if connection is None:
+        return {}
+    extras: dict[str, Any] = dict(connection.extra_dejson)
+    if connection.conn_type == OFFICIAL_OPENAI_CONN_TYPE:
+        client_kwargs = extras.get("openai_client_kwargs") or {}
+        for name in ("organization", "project"):
+            extras.setdefault(name, client_kwargs.get(name))
+    return extras
+
+
+def _first_set(override: _T | None, extra: object, default: _T, *, check: Callable[[object], _T]) -> _T:
+    for value in (override, extra):
+        if value is not None and value != "":
+            return check(value)
+    return default
+
+
+def _normalise_base(api_base: str) -> str:
+    base = api_base.strip().rstrip("/")
+    return base if "://" in base else f"https://{base}"

@@ -1,0 +1,97 @@
+"""What operators and sensors of this provider share: connection arguments, IDs, the hook, the trigger.
+
+Imports stay light (no httpx, no tenacity): this module is loaded at DAG-parse time; the hook and
+the trigger are imported when a task runs.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_psopenai.validation import ids_from_arguments, require_retry_count, require_timeout
+from airflow_psopenai.waiting import as_seconds
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from airflow_psopenai.hooks import PSOpenAIHook
+    from airflow_psopenai.resources import CancellableResource
+    from airflow_psopenai.triggers.status import ResourceStatusTrigger
+
+DEFAULT_CONN_ID = "psopenai_default"
+CONNECTION_TEMPLATE_FIELDS = ("conn_id", "api_base", "organization")
+
+
+class ResourceTaskMixin:
+    """Connection handling and ID resolution for a task that acts on one :class:`CancellableResource`.
+
+    Subclasses set ``resource`` and store the ID arguments and the object argument as attributes
+    named after ``resource.id_fields`` and ``resource.object_arg`` (so they can be template fields).
+    """
+
+    resource: ClassVar[CancellableResource]
+
+    conn_id: str
+    api_base: str | None
+    organization: str | None
+    timeout_sec: float | None
+    max_retry_count: int | None
+
+    def _store_connection_args(
+        self,
+        conn_id: str,
+        api_base: str | None,
+        organization: str | None,
+        timeout_sec: float | None,
+        max_retry_count: int | None,
+    ) -> None:
+        # Only stored here: templates are rendered after __init__, values are checked in execute.
+        self.conn_id = conn_id
+        self.api_base = api_base
+        self.organization = organization
+        self.timeout_sec = timeout_sec
+        self.max_retry_count = max_retry_count
+
+    def hook_kwargs(self) -> dict[str, Any]:
+        """Return the hook's per-call overrides, checked (JSON-plain: they also go to the trigger)."""
+        kwargs: dict[str, Any] = {}
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.organization:
+            kwargs["organization"] = self.organization
+        if self.timeout_sec is not None:
+            kwargs["timeout_sec"] = require_timeout(self.timeout_sec)
+        if self.max_retry_count is not None:
+            kwargs["max_retry_count"] = require_retry_count(self.max_retry_count)
+        return kwargs
+
+    @cached_property
+    def hook(self) -> PSOpenAIHook:
+        """Return the hook, created on first use (in the worker, never at DAG-parse time)."""
+        from airflow_psopenai.hooks import PSOpenAIHook
+
+        return PSOpenAIHook(self.conn_id, **self.hook_kwargs())
+
+    def resolved_ids(self) -> dict[str, str]:
+        """Return the rendered IDs, checked, taken from the ID arguments or from the object argument."""
+        given = {name: getattr(self, name) for name in self.resource.id_fields}
+        return ids_from_arguments(self.resource, given, getattr(self, self.resource.object_arg))
+
+    def status_trigger(
+        self, ids: dict[str, str], poll_interval: float, timeout: float | timedelta | None
+    ) -> ResourceStatusTrigger:
+        """Return the trigger that waits in the triggerer until the object is settled or ``timeout`` passes."""
+        from airflow_psopenai.triggers.status import ResourceStatusTrigger
+
+        seconds = as_seconds(timeout)
+        return ResourceStatusTrigger(
+            resource=self.resource.name,
+            ids=ids,
+            conn_id=self.conn_id,
+            hook_kwargs=self.hook_kwargs(),
+            poll_interval=poll_interval,
+            # Absolute, so a triggerer restart does not restart the clock.
+            deadline=None if seconds is None else time.time() + seconds,
+        )

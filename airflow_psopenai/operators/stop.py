@@ -1,0 +1,269 @@
+"""Operators that cancel an OpenAI object, optionally wait until it is settled, and pass it on.
+
+The behaviour of PSOpenAI's ``Stop-Batch`` and ``Stop-ThreadRun``, written once over the resource
+table; :class:`StopBatchOperator` and :class:`StopThreadRunOperator` only name their arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow.sdk import BaseOperator, BaseOperatorLink, conf
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_psopenai.exceptions import (
+    PSOpenAICannotCancelError,
+    PSOpenAIError,
+    PSOpenAIWaitTimeoutError,
+)
+from airflow_psopenai.operators.base import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.resources import BATCH, CANCELLED, THREAD_RUN
+from airflow_psopenai.waiting import (
+    EVENT_ERROR,
+    EVENT_TIMEOUT,
+    StatusWatch,
+    as_seconds,
+    check_event,
+    poll_delays,
+    status_of,
+)
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+IfNotCancellable = Literal["fail", "succeed", "skip"]
+IF_NOT_CANCELLABLE_CHOICES = ("fail", "succeed", "skip")
+CONSOLE_URL_XCOM_KEY = "openai_console_url"
+
+
+class OpenAIBatchLink(BaseOperatorLink):
+    """Link to the batch's page on platform.openai.com (only when the task used api.openai.com)."""
+
+    name = "OpenAI Batch"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """Return the URL the task pushed to XCom, or an empty string when there is none."""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        url = XCom.get_value(key=CONSOLE_URL_XCOM_KEY, ti_key=ti_key)
+        return url if isinstance(url, str) else ""
+
+
+class StopResourceOperator(ResourceTaskMixin, BaseOperator):
+    """Cancel one object of ``resource``; the generic body of the public stop operators.
+
+    :param wait: Wait after cancelling until the status is settled (cancelled, completed, failed, ...).
+    :param force: Send the cancel whatever the status (no retrieve first); the API's "cannot cancel"
+        answer then gives an error naming the real status.
+    :param pass_through: Return the final object (the cancel's answer, or the settled object after
+        ``wait``) so it goes to XCom; otherwise return nothing.
+    :param if_not_cancellable: What to do when the object cannot be cancelled (already settled, or
+        already cancelling): ``"fail"`` (the seed's behaviour, default), ``"succeed"`` (for cleanup
+        and teardown tasks: nothing left to cancel; a ``wait`` still waits for a cancelling object) or
+        ``"skip"``.
+    :param poll_interval: Seconds between status polls while waiting (the first polls come sooner).
+    :param wait_timeout: Longest wait, in seconds or a timedelta; None waits until the task's
+        ``execution_timeout``.
+    :param deferrable: Wait in the triggerer, freeing the worker slot.
+    :param conn_id: Connection of type ``psopenai`` (or the official ``openai`` type).
+    :param api_base: Overrides the connection's API base.
+    :param organization: Overrides the connection's organization.
+    :param timeout_sec: Per-request limit in seconds; 0 means no overall limit.
+    :param max_retry_count: Retries of a failed call (0 to 100); a wait's status polls always ride
+        out transient errors.
+    """
+
+    ui_color = "#f6c6b7"
+
+    def __init__(
+        self,
+        *,
+        wait: bool = False,
+        force: bool = False,
+        pass_through: bool = False,
+        if_not_cancellable: IfNotCancellable = "fail",
+        poll_interval: float = 1.0,
+        wait_timeout: float | timedelta | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        conn_id: str = DEFAULT_CONN_ID,
+        api_base: str | None = None,
+        organization: str | None = None,
+        timeout_sec: float | None = None,
+        max_retry_count: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
+        self.wait = wait
+        self.force = force
+        self.pass_through = pass_through
+        self.if_not_cancellable = if_not_cancellable
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        """Cancel the object, wait if asked, and return it if ``pass_through``."""
+        self._check_options()
+        ids = self.resolved_ids()
+        hook = self.hook
+        self._push_console_url(context, hook, ids)
+        obj = self._cancel(hook, ids)
+        if self.wait and status_of(obj) not in self.resource.settled:
+            if self.deferrable:
+                self.defer(
+                    trigger=self.status_trigger(ids, self.poll_interval, self.wait_timeout),
+                    method_name="execute_complete",
+                )
+            obj = self._wait_in_worker(hook, ids)
+        return self._finish(obj, ids)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Resume after the deferred wait: check the event, then finish as ``execute`` does."""
+        checked = check_event(event, self.resource)
+        if checked["status"] == EVENT_TIMEOUT:
+            raise PSOpenAIWaitTimeoutError(checked["message"])
+        if checked["status"] == EVENT_ERROR:
+            raise PSOpenAIError(checked["message"])
+        return self._finish(checked["object"], self.resolved_ids())
+
+    def _check_options(self) -> None:
+        if self.if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:
+            raise ValueError(
+                f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, "
+                f"got {self.if_not_cancellable!r}."
+            )
+        if not (isinstance(self.poll_interval, int | float) and self.poll_interval > 0):
+            raise ValueError(f"poll_interval must be a number of seconds above 0, got {self.poll_interval!r}.")
+
+    def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str]) -> dict[str, Any]:
+        """Send the cancel (after a retrieve, unless ``force``) and return the resulting object."""
+        target = self.resource.describe(ids)
+        if not self.force:
+            current = hook.get_object(self.resource, ids)
+            status = status_of(current)
+            if status not in self.resource.cancellable:
+                message = f'Cannot cancel {self.resource.label} with status "{status}": {target}.'
+                return self._not_cancellable(message, current, ids)
+        try:
+            obj = hook.cancel_object(self.resource, ids)
+        except PSOpenAICannotCancelError as error:
+            return self._not_cancellable(str(error), hook.get_object(self.resource, ids), ids, error)
+        self.log.info("Cancel requested for %s: status is now %s.", target, status_of(obj))
+        return obj
+
+    def _not_cancellable(
+        self,
+        message: str,
+        current: dict[str, Any],
+        ids: dict[str, str],
+        error: PSOpenAICannotCancelError | None = None,
+    ) -> dict[str, Any]:
+        if self.if_not_cancellable == "succeed":
+            self.log.info("%s Nothing to cancel (if_not_cancellable='succeed').", message)
+            return current
+        if self.if_not_cancellable == "skip":
+            raise AirflowSkipException(f"{message} Skipping (if_not_cancellable='skip').")
+        if error is not None:
+            raise error
+        raise PSOpenAICannotCancelError(
+            f"{message} Use force=True to send the cancel anyway, or if_not_cancellable='succeed' for cleanup tasks.",
+            status=status_of(current),
+            ids=ids,
+        )
+
+    def _wait_in_worker(self, hook: PSOpenAIHook, ids: dict[str, str]) -> dict[str, Any]:
+        """Poll until settled; transient errors of a poll are logged and the poll repeated."""
+        from airflow_psopenai.hooks.retry import is_retryable
+
+        watch = StatusWatch(self.resource, ids, self.log)
+        limit = as_seconds(self.wait_timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        for delay in poll_delays(self.poll_interval):
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise PSOpenAIWaitTimeoutError(
+                    f"{watch.target} did not settle within wait_timeout={limit:g} s (last status: {watch.last_status})."
+                )
+            time.sleep(delay)
+            try:
+                obj = hook.get_object(self.resource, ids)
+            except PSOpenAIError as error:
+                if not is_retryable(error):
+                    raise
+                watch.transient(error)
+                continue
+            if watch.observe(obj):
+                return obj
+        raise AssertionError("unreachable: poll_delays never ends")  # pragma: no cover
+
+    def _finish(self, obj: dict[str, Any], ids: dict[str, str]) -> dict[str, Any] | None:
+        status = status_of(obj)
+        if status in self.resource.settled and status != CANCELLED:
+            self.log.warning(
+                "%s settled as %r, not cancelled: it ended before the cancel took effect.",
+                self.resource.describe(ids),
+                status,
+            )
+        return obj if self.pass_through else None
+
+    def _push_console_url(self, context: Context, hook: PSOpenAIHook, ids: dict[str, str]) -> None:
+        from airflow_psopenai.hooks.settings import DEFAULT_API_BASE
+
+        if self.resource.console_url and hook.settings.api_base == DEFAULT_API_BASE:
+            context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=self.resource.console_url.format(**ids))
+
+
+class StopBatchOperator(StopResourceOperator):
+    """Cancel an OpenAI Batch (PSOpenAI's ``Stop-Batch``), optionally wait, and pass it on.
+
+    :param batch_id: The batch's ID (templated).
+    :param batch: Instead of ``batch_id``: a batch object as returned by the API or another task (templated).
+
+    Every other argument is described in :class:`StopResourceOperator`.
+    """
+
+    resource = BATCH
+    template_fields = (*BATCH.id_fields, BATCH.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+    operator_extra_links = (OpenAIBatchLink(),)
+
+    def __init__(
+        self, *, batch_id: str | None = None, batch: dict[str, Any] | str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.batch = batch
+
+
+class StopThreadRunOperator(StopResourceOperator):
+    """Cancel an Assistants thread run (PSOpenAI's ``Stop-ThreadRun``), optionally wait, and pass it on.
+
+    OpenAI shut the Assistants API down on 2026-08-26: this works against servers that keep it.
+
+    :param thread_id: The thread's ID (templated).
+    :param run_id: The run's ID (templated).
+    :param run: Instead of the IDs: a run object as returned by the API or another task (templated).
+
+    Every other argument is described in :class:`StopResourceOperator`.
+    """
+
+    resource = THREAD_RUN
+    template_fields = (*THREAD_RUN.id_fields, THREAD_RUN.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+
+    def __init__(
+        self,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        run: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.run = run

@@ -1,0 +1,160 @@
+"""Sensors that wait until an OpenAI object is cancelled, and hand it to XCom.
+
+Downstream tasks read ``request_counts`` and ``output_file_id`` of the cancelled batch to recover
+partial results.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+
+from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
+from airflow_psopenai.operators.base import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.resources import BATCH, CANCELLED, THREAD_RUN
+from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, check_event, status_of
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
+    """Wait until one object of ``resource`` is ``cancelled``; the generic body of the public sensors.
+
+    ``cancelling`` or still running: keep waiting. Any other settled status (completed, failed,
+    expired, incomplete) can never become ``cancelled``: fail at once (skip with ``soft_fail``).
+    A transient error of a poke (429 that is not quota, 5xx, transport errors) counts as "not yet";
+    a permanent one (401, 404, quota) fails the task with its message.
+
+    :param deferrable: Poke once, then wait in the triggerer (polling every ``poke_interval``,
+        until the sensor's ``timeout``).
+    :param conn_id: Connection of type ``psopenai`` (or the official ``openai`` type).
+    :param api_base: Overrides the connection's API base.
+    :param organization: Overrides the connection's organization.
+    :param timeout_sec: Per-request limit in seconds; 0 means no overall limit.
+    :param max_retry_count: Retries of one call (0 to 100).
+    """
+
+    ui_color = "#f6e3b7"
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        conn_id: str = DEFAULT_CONN_ID,
+        api_base: str | None = None,
+        organization: str | None = None,
+        timeout_sec: float | None = None,
+        max_retry_count: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
+        self.deferrable = deferrable
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        """Retrieve the object once and say whether it is cancelled."""
+        from airflow_psopenai.hooks.retry import is_retryable
+
+        ids = self.resolved_ids()
+        try:
+            obj = self.hook.get_object(self.resource, ids)
+        except PSOpenAIError as error:
+            if not is_retryable(error):
+                raise
+            self.log.warning(
+                "Poke of %s failed for now, trying at the next poke: %s", self.resource.describe(ids), error
+            )
+            return False
+        status = status_of(obj)
+        if status == CANCELLED:
+            return PokeReturnValue(is_done=True, xcom_value=obj)
+        if status in self.resource.settled:
+            raise self._unexpected(obj, ids)
+        self.log.info("%s is %s; waiting for cancelled.", self.resource.describe(ids), status)
+        return False
+
+    def execute(self, context: Context) -> Any:
+        """Poke (in the worker, or once and then in the triggerer when ``deferrable``)."""
+        if not self.deferrable:
+            return super().execute(context)
+        try:
+            done = self.poke(context)
+        except AirflowFailException as error:
+            if self.soft_fail:
+                raise AirflowSkipException(f"Skipping (soft_fail): {error}") from error
+            raise
+        if isinstance(done, PokeReturnValue) and done.is_done:
+            return done.xcom_value
+        timeout = timedelta(seconds=float(self.timeout))
+        self.defer(
+            trigger=self.status_trigger(self.resolved_ids(), float(self.poke_interval), timeout),
+            method_name="execute_complete",
+            timeout=timeout,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: the cancelled object goes to XCom; anything else fails (or skips)."""
+        checked = check_event(event, self.resource)
+        if checked["status"] == EVENT_TIMEOUT:
+            raise AirflowSensorTimeout(f"Sensor timed out after {self.timeout} s: {checked['message']}")
+        if checked["status"] == EVENT_ERROR:
+            raise PSOpenAIError(checked["message"])
+        obj: dict[str, Any] = checked["object"]
+        if status_of(obj) != CANCELLED:
+            raise self._unexpected(obj, self.resolved_ids())
+        return obj
+
+    def _unexpected(self, obj: dict[str, Any], ids: dict[str, str]) -> PSOpenAIUnexpectedStatusError:
+        status = status_of(obj)
+        return PSOpenAIUnexpectedStatusError(
+            f"{self.resource.describe(ids)} settled as {status!r}, so it will never be cancelled.",
+            status=status,
+            obj=obj,
+        )
+
+
+class BatchCancelledSensor(ResourceCancelledSensor):
+    """Wait until an OpenAI Batch is ``cancelled``; the batch goes to XCom.
+
+    :param batch_id: The batch's ID (templated).
+    :param batch: Instead of ``batch_id``: a batch object as returned by the API or another task (templated).
+    """
+
+    resource = BATCH
+    template_fields = (*BATCH.id_fields, BATCH.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+
+    def __init__(
+        self, *, batch_id: str | None = None, batch: dict[str, Any] | str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.batch = batch
+
+
+class ThreadRunCancelledSensor(ResourceCancelledSensor):
+    """Wait until an Assistants thread run is ``cancelled``; the run goes to XCom.
+
+    :param thread_id: The thread's ID (templated).
+    :param run_id: The run's ID (templated).
+    :param run: Instead of the IDs: a run object as returned by the API or another task (templated).
+    """
+
+    resource = THREAD_RUN
+    template_fields = (*THREAD_RUN.id_fields, THREAD_RUN.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+
+    def __init__(
+        self,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        run: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.run = run

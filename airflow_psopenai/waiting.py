@@ -1,0 +1,108 @@
+"""Shared logic of every wait for a status: poll delays, logging each change once, event checks.
+
+Used by the operators' wait in the worker, by the sensors and by the trigger, so that all three
+report the same way. Standard library only (imported at DAG-parse time).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_psopenai.resources import RESOURCES, CancellableResource
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+# The first polls come sooner than the interval: a cancel often settles within a second.
+FIRST_POLL_DELAYS = (0.25, 0.5)
+
+EVENT_SETTLED = "settled"
+EVENT_TIMEOUT = "timeout"
+EVENT_ERROR = "error"
+EVENT_STATUSES = (EVENT_SETTLED, EVENT_TIMEOUT, EVENT_ERROR)
+
+
+def poll_delays(poll_interval: float) -> Iterator[float]:
+    """Yield the delays between polls: a few short ones, then ``poll_interval`` for ever."""
+    for delay in FIRST_POLL_DELAYS:
+        if delay < poll_interval:
+            yield delay
+    while True:
+        yield poll_interval
+
+
+def as_seconds(value: float | timedelta | None) -> float | None:
+    """Return a duration given in seconds or as a timedelta, in seconds (None stays None)."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds >= 0:
+        raise ValueError(f"A wait or timeout must be 0 seconds or more, got {value!r}.")
+    return seconds
+
+
+def status_of(obj: Mapping[str, Any]) -> str:
+    """Return an object's status, normalised (lower case)."""
+    return CancellableResource.normalise_status(obj.get("status"))
+
+
+class StatusWatch:
+    """Follow one object's status during a wait, logging each change once with the elapsed time.
+
+    :param resource: What is watched.
+    :param ids: Its IDs.
+    :param log: A logger with ``info`` and ``warning``.
+    """
+
+    def __init__(self, resource: CancellableResource, ids: Mapping[str, str], log: Any) -> None:
+        self.resource = resource
+        self.target = resource.describe(ids)
+        self.log = log
+        self.started = time.monotonic()
+        self.last_status: str | None = None
+
+    def elapsed(self) -> float:
+        """Return the seconds since the watch started."""
+        return time.monotonic() - self.started
+
+    def observe(self, obj: Mapping[str, Any]) -> bool:
+        """Record a polled object; return whether its status is settled."""
+        status = status_of(obj)
+        if status != self.last_status:
+            self.log.info("%s is %s (after %.1f s).", self.target, status, self.elapsed())
+            self.last_status = status
+        return status in self.resource.settled
+
+    def transient(self, error: BaseException) -> None:
+        """Log a transient error of a status poll; the wait goes on."""
+        self.log.warning("Polling %s failed for now, polling again: %s", self.target, error)
+
+
+def settled_event(resource: CancellableResource, ids: Mapping[str, str], obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the event that ends a wait on a settled object."""
+    return {"status": EVENT_SETTLED, "resource": resource.name, "ids": dict(ids), "object": dict(obj)}
+
+
+def failure_event(kind: str, message: str, obj: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the event that ends a wait on a timeout or a permanent error."""
+    return {"status": kind, "message": message, "object": dict(obj) if obj is not None else None}
+
+
+def check_event(event: object, resource: CancellableResource) -> dict[str, Any]:
+    """Return a trigger event after checking it is one of ours; anything else raises ``ValueError``.
+
+    A missing or unknown event is never taken as success.
+    """
+    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+        raise ValueError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
+    if event["status"] == EVENT_SETTLED:
+        obj = event.get("object")
+        if (
+            RESOURCES.get(str(event.get("resource"))) is not resource
+            or not isinstance(obj, dict)
+            or status_of(obj) not in resource.settled
+        ):
+            raise ValueError(f"The trigger sent a settled event without a settled {resource.label}: {event!r:.300}.")
+    return event
