@@ -68,7 +68,11 @@ def ids_from_arguments(resource: CancellableResource, given: Mapping[str, object
     if obj is None:
         if not any_id_given:
             names = " and ".join(resource.id_fields)
-            raise ValueError(f"Give {names}, or {resource.object_arg}= with an object returned by the API.")
+            raise ValueError(
+                f"{names} is None and {resource.object_arg} is not given: give the ID, check that the "
+                "template or XCom it comes from returns one, or pass "
+                f"{resource.object_arg}= with an object returned by the API."
+            )
         return {name: require_id(name, given.get(name)) for name in resource.id_fields}
     if any_id_given:
         raise ValueError(f"Give either {resource.object_arg}= or {' and '.join(resource.id_fields)}, not both.")

@@ -34,7 +34,7 @@ def shared_async_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
     client = clients.get(key)
     if client is None or client.is_closed:
         # Waiting for a free connection of our own pool is not the server's fault: no pool timeout.
-        pool_timeout = httpx.Timeout(timeout, pool=None)
+        pool_timeout = httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.write, pool=None)
         client = httpx.AsyncClient(timeout=pool_timeout, limits=POOL_LIMITS, headers={"User-Agent": USER_AGENT})
         clients[key] = client
     return client

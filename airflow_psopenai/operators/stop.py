@@ -154,7 +154,9 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         try:
             obj = hook.cancel_object(self.resource, ids)
         except PSOpenAICannotCancelError as error:
-            return self._not_cancellable(str(error), hook.get_object(self.resource, ids), ids, error)
+            if self.if_not_cancellable == "fail":
+                raise
+            return self._not_cancellable(str(error), hook.get_object(self.resource, ids), ids)
         self.log.info("Cancel requested for %s: status is now %s.", target, status_of(obj))
         return obj
 
@@ -163,15 +165,12 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         message: str,
         current: dict[str, Any],
         ids: dict[str, str],
-        error: PSOpenAICannotCancelError | None = None,
     ) -> dict[str, Any]:
         if self.if_not_cancellable == "succeed":
             self.log.info("%s Nothing to cancel (if_not_cancellable='succeed').", message)
             return current
         if self.if_not_cancellable == "skip":
             raise AirflowSkipException(f"{message} Skipping (if_not_cancellable='skip').")
-        if error is not None:
-            raise error
         raise PSOpenAICannotCancelError(
             f"{message} Use force=True to send the cancel anyway, or if_not_cancellable='succeed' for cleanup tasks.",
             status=status_of(current),
