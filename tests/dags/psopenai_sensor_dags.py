@@ -1,0 +1,52 @@
+"""DAGs the sensor tests run with dag.test(); IDs come from the run's conf."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import DAG, task
+
+from airflow_psopenai.sensors import BatchCancelledSensor, ThreadRunCancelledSensor
+
+START = datetime(2026, 1, 1)
+MODES: dict[str, dict[str, Any]] = {
+    "poke": {"mode": "poke"},
+    "reschedule": {"mode": "reschedule"},
+    "deferrable": {"deferrable": True},
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "": {"timeout": 30},
+    "_timeout": {"timeout": 1},
+    "_soft_fail": {"timeout": 1, "soft_fail": True},
+}
+
+
+@task
+def partial_results(batch: dict[str, Any]) -> dict[str, Any]:
+    """Read what a downstream task recovers from the cancelled batch."""
+    return {"request_counts": batch["request_counts"], "output_file_id": batch["output_file_id"]}
+
+
+for mode, mode_arguments in MODES.items():
+    for suffix, variant_arguments in VARIANTS.items():
+        with DAG(f"sensor_batch_{mode}{suffix}", schedule=None, start_date=START, catchup=False):
+            sensor = BatchCancelledSensor(
+                task_id="cancelled",
+                batch_id="{{ dag_run.conf['batch_id'] }}",
+                poke_interval=0.2,
+                max_retry_count=0,
+                **mode_arguments,
+                **variant_arguments,
+            )
+            partial_results(sensor.output)
+
+    with DAG(f"sensor_run_{mode}", schedule=None, start_date=START, catchup=False):
+        ThreadRunCancelledSensor(
+            task_id="cancelled",
+            thread_id="{{ dag_run.conf['thread_id'] }}",
+            run_id="{{ dag_run.conf['run_id'] }}",
+            poke_interval=0.2,
+            timeout=30,
+            **mode_arguments,
+        )

@@ -1,0 +1,126 @@
+"""BatchCancelledSensor and ThreadRunCancelledSensor in real DAG runs against the emulator."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_psopenai.testing import Fault
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_psopenai.testing import OpenAIEmulator
+    from tests.conftest import DagRunResult
+
+    RunDag = Callable[..., DagRunResult]
+
+MODES = ["poke", "reschedule", "deferrable"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_waits_through_cancelling_and_passes_the_batch_on(emulator: OpenAIEmulator, run_dag: RunDag, mode: str) -> None:
+    emulator.cancel_delay = 1.0
+    batch = emulator.create_batch(status="cancelling")
+    result = run_dag(f"sensor_batch_{mode}", batch_id=batch["id"])
+    assert result.state == "success", result.task_states
+    cancelled = result.xcom("cancelled")
+    assert cancelled["status"] == "cancelled"
+    recovered = result.xcom("partial_results")
+    assert recovered["request_counts"] == cancelled["request_counts"]
+    assert recovered["output_file_id"] == cancelled["output_file_id"]
+    assert emulator.requests(method="POST") == []  # a sensor never cancels
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("status", ["completed", "failed", "expired"])
+def test_fails_at_once_on_another_settled_status(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], mode: str, status: str
+) -> None:
+    batch = emulator.create_batch(status=status)
+    result = run_dag(f"sensor_batch_{mode}", batch_id=batch["id"])  # timeout 30 s: no waiting for it
+    assert result.task_states["cancelled"] == "failed"
+    assert f"settled as '{status}', so it will never be cancelled" in captured_logs()
+    assert len(emulator.requests(method="GET")) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_race_to_completed_fails_the_deferred_or_poked_wait(
+    emulator: OpenAIEmulator, run_dag: RunDag, mode: str
+) -> None:
+    emulator.cancel_delay = 0.5
+    batch = emulator.create_batch(status="cancelling", race_to="completed")
+    result = run_dag(f"sensor_batch_{mode}", batch_id=batch["id"])
+    assert result.task_states["cancelled"] == "failed"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_soft_fail_skips_on_another_settled_status(emulator: OpenAIEmulator, run_dag: RunDag, mode: str) -> None:
+    batch = emulator.create_batch(status="completed")
+    result = run_dag(f"sensor_batch_{mode}_soft_fail", batch_id=batch["id"])
+    assert result.task_states["cancelled"] == "skipped"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_timeout_fails_and_soft_fail_skips(emulator: OpenAIEmulator, run_dag: RunDag, mode: str) -> None:
+    emulator.cancel_delay = 60
+    batch = emulator.create_batch(status="cancelling")
+    assert run_dag(f"sensor_batch_{mode}_timeout", batch_id=batch["id"]).task_states["cancelled"] == "failed"
+    assert len(emulator.requests(method="GET")) >= 2  # it kept polling until the timeout
+    assert run_dag(f"sensor_batch_{mode}_soft_fail", batch_id=batch["id"]).task_states["cancelled"] == "skipped"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_transient_errors_count_as_not_yet(emulator: OpenAIEmulator, run_dag: RunDag, mode: str) -> None:
+    emulator.cancel_delay = 1.0
+    batch = emulator.create_batch(status="cancelling")
+    emulator.add_fault(Fault.server_error(503), method="GET", times=1)
+    emulator.add_fault(Fault.rate_limit(retry_after_ms=10), method="GET", times=1)
+    emulator.add_fault(Fault.drop(), method="GET", times=1)
+    result = run_dag(f"sensor_batch_{mode}", batch_id=batch["id"])  # max_retry_count=0
+    assert result.state == "success", result.task_states
+    statuses = [e.status for e in emulator.requests(method="GET")]
+    assert statuses[:3] == [503, 429, None]
+    assert statuses[-1] == 200
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (Fault.insufficient_quota(), "out of quota"),
+        (Fault.server_error(503, should_retry=False), "server error"),
+    ],
+)
+def test_permanent_errors_fail_at_once(
+    emulator: OpenAIEmulator,
+    run_dag: RunDag,
+    captured_logs: Callable[[], str],
+    mode: str,
+    fault: Fault,
+    message: str,
+) -> None:
+    batch = emulator.create_batch(status="cancelling")
+    emulator.add_fault(fault, method="GET", times=5)
+    result = run_dag(f"sensor_batch_{mode}", batch_id=batch["id"])
+    assert result.task_states["cancelled"] == "failed"
+    assert message in captured_logs()
+    assert len(emulator.requests(method="GET")) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unknown_batch_fails_at_once(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], mode: str
+) -> None:
+    result = run_dag(f"sensor_batch_{mode}", batch_id="batch_does_not_exist")
+    assert result.task_states["cancelled"] == "failed"
+    assert "batch 'batch_does_not_exist' was not found" in captured_logs()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_thread_run_sensor(emulator: OpenAIEmulator, run_dag: RunDag, mode: str) -> None:
+    run = emulator.create_thread_run(status="cancelling")
+    result = run_dag(f"sensor_run_{mode}", thread_id=run["thread_id"], run_id=run["id"])
+    assert result.state == "success", result.task_states
+    assert result.xcom("cancelled")["status"] == "cancelled"
