@@ -15,6 +15,8 @@ from airflow_psopenai.resources import RESOURCES, CancellableResource
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+# The seed honours a server-requested delay only up to a minute.
+MAX_SERVER_DELAY_SEC = 60.0
 # The first polls come sooner than the interval: a cancel often settles within a second.
 FIRST_POLL_DELAYS = (0.25, 0.5)
 
@@ -75,9 +77,15 @@ class StatusWatch:
             self.last_status = status
         return status in self.resource.settled
 
-    def transient(self, error: BaseException) -> None:
-        """Log a transient error of a status poll; the wait goes on."""
-        self.log.warning("Polling %s failed for now, polling again: %s", self.target, error)
+    def transient(self, error: BaseException, next_delay: float) -> float:
+        """Log a transient error of a status poll; return the delay before the next poll.
+
+        A delay the server asked for (``retry-after``, up to a minute) outranks the poll interval.
+        """
+        server_delay = getattr(error, "retry_after", None) or 0.0
+        delay = max(next_delay, min(server_delay, MAX_SERVER_DELAY_SEC))
+        self.log.warning("Polling %s failed for now, polling again in %.1f s: %s", self.target, delay, error)
+        return delay
 
 
 def settled_event(resource: CancellableResource, ids: Mapping[str, str], obj: Mapping[str, Any]) -> dict[str, Any]:

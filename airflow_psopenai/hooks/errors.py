@@ -97,7 +97,7 @@ def error_from_response(
     error_type = fields.get("type") if fields else None
     code = fields.get("code") if fields else None
     request_id = response.headers.get("x-request-id")
-    detail = f": {api_message}" if api_message else f"; the server sent {_body_kind(response)}"
+    detail = f": {api_message.rstrip('.')}" if api_message else f"; the server sent {_body_kind(response)}"
 
     retryable = (status == 429 and QUOTA_CODE not in (code, error_type)) or status >= 500
     if (server_says := _should_retry_header(response.headers)) is not None:

@@ -13,13 +13,13 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_att
 
 from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAITransportError
 from airflow_psopenai.validation import require_retry_count
+from airflow_psopenai.waiting import MAX_SERVER_DELAY_SEC
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
 BASE_DELAY_SEC = 1.0
 MAX_BACKOFF_SEC = 129.0
-MAX_SERVER_DELAY_SEC = 60.0
 JITTER = (0.8, 1.2)
 
 

@@ -184,22 +184,23 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         watch = StatusWatch(self.resource, ids, self.log)
         limit = as_seconds(self.wait_timeout)
         deadline = None if limit is None else time.monotonic() + limit
-        for delay in poll_delays(self.poll_interval):
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise PSOpenAIWaitTimeoutError(
-                    f"{watch.target} did not settle within wait_timeout={limit:g} s (last status: {watch.last_status})."
-                )
+        delays = poll_delays(self.poll_interval)
+        delay = next(delays)
+        while deadline is None or time.monotonic() + delay <= deadline:
             time.sleep(delay)
             try:
                 obj = hook.get_object(self.resource, ids)
             except PSOpenAIError as error:
                 if not is_retryable(error):
                     raise
-                watch.transient(error)
+                delay = watch.transient(error, next(delays))
                 continue
             if watch.observe(obj):
                 return obj
-        raise AssertionError("unreachable: poll_delays never ends")  # pragma: no cover
+            delay = next(delays)
+        raise PSOpenAIWaitTimeoutError(
+            f"{watch.target} did not settle within wait_timeout={limit:g} s (last status: {watch.last_status})."
+        )
 
     def _finish(self, obj: dict[str, Any], ids: dict[str, str]) -> dict[str, Any] | None:
         status = status_of(obj)

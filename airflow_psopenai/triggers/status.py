@@ -80,6 +80,7 @@ class ResourceStatusTrigger(BaseTrigger):
         watch = StatusWatch(resource, self.ids, self.log)
         delays = poll_delays(self.poll_interval)
         last: dict[str, Any] | None = None
+        delay = next(delays)
         while True:
             remaining = None if self.deadline is None else self.deadline - time.time()
             if remaining is not None and remaining <= 0:
@@ -96,12 +97,12 @@ class ResourceStatusTrigger(BaseTrigger):
                 if isinstance(error, PSOpenAIError) and not is_retryable(error):
                     yield TriggerEvent(failure_event(EVENT_ERROR, str(error)))
                     return
-                watch.transient(error)
+                delay = watch.transient(error, next(delays))
             else:
                 if watch.observe(last):
                     yield TriggerEvent(settled_event(resource, self.ids, last))
                     return
-            delay = next(delays)
+                delay = next(delays)
             if self.deadline is not None:
                 delay = max(0.0, min(delay, self.deadline - time.time()))
             await asyncio.sleep(delay)

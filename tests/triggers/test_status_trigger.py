@@ -1,0 +1,216 @@
+"""ResourceStatusTrigger driven directly in an event loop, against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_psopenai.hooks.pool import aclose_shared_clients, shared_pool_count
+from airflow_psopenai.operators import StopBatchOperator
+from airflow_psopenai.sensors import ThreadRunCancelledSensor
+from airflow_psopenai.testing import Fault
+from airflow_psopenai.triggers import ResourceStatusTrigger
+from tests.conftest import connection_json
+
+if TYPE_CHECKING:
+    from airflow_psopenai.testing import OpenAIEmulator
+
+
+def import_string(path: str) -> Any:
+    """Import a class by its dotted path, as the triggerer does with ``serialize()``'s first item."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+async def events_of(trigger: ResourceStatusTrigger) -> list[dict[str, Any]]:
+    """Run a trigger to its end and return its events' payloads."""
+    return [event.payload async for event in trigger.run()]
+
+
+def batch_trigger(batch_id: str, **kwargs: Any) -> ResourceStatusTrigger:
+    arguments: dict[str, Any] = {"conn_id": "psopenai_default", "poll_interval": 0.2, **kwargs}
+    return ResourceStatusTrigger(resource="batch", ids={"batch_id": batch_id}, **arguments)
+
+
+def test_serialisation_round_trip() -> None:
+    trigger = batch_trigger("batch_1", hook_kwargs={"timeout_sec": 5.0, "max_retry_count": 2}, deadline=1_900_000_000.5)
+    path, kwargs = trigger.serialize()
+    assert path == "airflow_psopenai.triggers.status.ResourceStatusTrigger"
+    rebuilt = import_string(path)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == (path, kwargs)
+    assert kwargs == {
+        "resource": "batch",
+        "ids": {"batch_id": "batch_1"},
+        "conn_id": "psopenai_default",
+        "hook_kwargs": {"timeout_sec": 5.0, "max_retry_count": 2},
+        "poll_interval": 0.2,
+        "deadline": 1_900_000_000.5,
+    }
+
+
+def test_kwargs_built_by_tasks_hold_no_secret(emulator: OpenAIEmulator) -> None:
+    operator = StopBatchOperator(
+        task_id="stop", batch_id="batch_1", api_base=emulator.api_base, organization="org-1", timeout_sec=3
+    )
+    sensor = ThreadRunCancelledSensor(task_id="sense", thread_id="thread_1", run_id="run_1")
+    for trigger in (
+        operator.status_trigger({"batch_id": "batch_1"}, 1.0, 60),
+        sensor.status_trigger({"thread_id": "thread_1", "run_id": "run_1"}, 1.0, None),
+    ):
+        _, kwargs = trigger.serialize()
+        text = json.dumps(kwargs).lower()
+        assert emulator.api_key.lower() not in text
+        assert "authorization" not in text
+        assert "api-key" not in text
+        assert "bearer" not in text
+
+
+def test_unknown_resource_is_refused() -> None:
+    with pytest.raises(ValueError, match="Unknown resource 'job'"):
+        ResourceStatusTrigger(resource="job", ids={}, conn_id="psopenai_default")
+
+
+async def test_waits_through_cancelling_and_yields_one_settled_event(emulator: OpenAIEmulator) -> None:
+    emulator.cancel_delay = 0.6
+    batch = emulator.create_batch(status="cancelling")
+    events = await events_of(batch_trigger(batch["id"]))
+    assert len(events) == 1
+    assert events[0]["status"] == "settled"
+    assert events[0]["object"]["status"] == "cancelled"
+    assert events[0]["ids"] == {"batch_id": batch["id"]}
+    assert len(emulator.requests(method="GET")) >= 2
+
+
+async def test_thread_run(emulator: OpenAIEmulator) -> None:
+    run = emulator.create_thread_run(status="cancelling")
+    trigger = ResourceStatusTrigger(
+        resource="thread_run", ids={"thread_id": run["thread_id"], "run_id": run["id"]}, conn_id="psopenai_default"
+    )
+    (event,) = await events_of(trigger)
+    assert event["object"]["status"] == "cancelled"
+    assert emulator.journal[0].headers["openai-beta"] == "assistants=v2"
+
+
+async def test_transient_errors_are_ridden_out(emulator: OpenAIEmulator, capfd: pytest.CaptureFixture[str]) -> None:
+    emulator.cancel_delay = 0.3
+    batch = emulator.create_batch(status="cancelling")
+    for fault in (Fault.server_error(502, html=True), Fault.rate_limit(retry_after=1), Fault.drop()):
+        emulator.add_fault(fault, method="GET", times=1)
+    (event,) = await events_of(batch_trigger(batch["id"]))
+    assert event["status"] == "settled"
+    gets = emulator.requests(method="GET")
+    assert [e.status for e in gets][:3] == [502, 429, None]
+    assert gets[2].time - gets[1].time >= 1.0  # the server's retry-after outranks the poll interval
+    assert capfd.readouterr().out.count("failed for now, polling again") == 3
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (Fault.insufficient_quota(), "out of quota"),
+        (Fault.server_error(500, should_retry=False), "server error"),
+    ],
+)
+async def test_permanent_error_ends_the_wait(emulator: OpenAIEmulator, fault: Fault, message: str) -> None:
+    batch = emulator.create_batch(status="cancelling")
+    emulator.add_fault(fault, method="GET", times=1)
+    (event,) = await events_of(batch_trigger(batch["id"]))
+    assert event["status"] == "error"
+    assert message in event["message"]
+    assert len(emulator.journal) == 1
+
+
+async def test_unknown_id_and_wrong_key_end_the_wait(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    (event,) = await events_of(batch_trigger("batch_missing"))
+    assert event["status"] == "error"
+    assert "batch 'batch_missing' was not found" in event["message"]
+
+    wrong = connection_json(emulator).replace(emulator.api_key, "sk-wrong-key-123456")
+    monkeypatch.setenv("AIRFLOW_CONN_PSOPENAI_WRONG", wrong)
+    batch = emulator.create_batch(status="cancelling")
+    (event,) = await events_of(batch_trigger(batch["id"], conn_id="psopenai_wrong"))
+    assert event["status"] == "error"
+    assert "connection 'psopenai_wrong' was refused" in event["message"]
+    assert "sk-wrong-key-123456" not in event["message"]
+
+
+async def test_past_deadline_times_out_without_a_request(emulator: OpenAIEmulator) -> None:
+    batch = emulator.create_batch(status="cancelling")
+    (event,) = await events_of(batch_trigger(batch["id"], deadline=time.time() - 1))
+    assert event["status"] == "timeout"
+    assert emulator.journal == []
+
+
+async def test_deadline_is_absolute_across_a_restart(emulator: OpenAIEmulator) -> None:
+    emulator.cancel_delay = 60
+    batch = emulator.create_batch(status="cancelling")
+    first = batch_trigger(batch["id"], deadline=time.time() + 1.5)
+    task = asyncio.create_task(events_of(first))
+    await asyncio.sleep(0.8)
+    task.cancel()  # the triggerer stops; another one rebuilds the trigger from its kwargs
+    path, kwargs = first.serialize()
+    restarted_at = time.monotonic()
+    (event,) = await events_of(import_string(path)(**kwargs))
+    waited = time.monotonic() - restarted_at
+    assert event["status"] == "timeout"
+    assert event["object"]["status"] == "cancelling"
+    assert waited < 1.2  # the rest of the original 1.5 s, not a fresh 1.5 s
+
+
+async def test_deadline_bounds_a_hanging_call_without_timeout(emulator: OpenAIEmulator) -> None:
+    batch = emulator.create_batch(status="cancelling")
+    emulator.add_fault(Fault.hang(None), method="GET", times=1)
+    started = time.monotonic()
+    (event,) = await events_of(batch_trigger(batch["id"], deadline=time.time() + 1.0))
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 2.0
+
+
+async def test_200_triggers_share_one_pool_and_do_not_block_each_other(emulator: OpenAIEmulator) -> None:
+    """With 200 ms per request, 200 triggers finish in about one poll interval plus the latency."""
+    emulator.cancel_delay = 0.5
+    emulator.latency = 0.2
+    batch_ids = [str(emulator.create_batch(status="cancelling")["id"]) for _ in range(200)]
+    await aclose_shared_clients()
+    started = time.monotonic()
+    results = await asyncio.gather(*(events_of(batch_trigger(b, poll_interval=1.0)) for b in batch_ids))
+    elapsed = time.monotonic() - started
+    assert [len(events) for events in results] == [1] * 200
+    assert [events[0]["ids"]["batch_id"] for events in results] == batch_ids
+    assert {events[0]["object"]["status"] for events in results} == {"cancelled"}
+    assert shared_pool_count() == 1
+    # Serialised polling would take at least 200 x 0.2 s = 40 s for the first round alone.
+    assert elapsed < 1.0 + 0.2 + 2.0, f"took {elapsed:.1f} s"
+    await aclose_shared_clients()
+
+
+async def test_on_kill_says_nothing_more_is_cancelled(
+    emulator: OpenAIEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    await batch_trigger("batch_1").on_kill()
+    out = capfd.readouterr().out
+    assert "batch 'batch_1'" in out
+    assert "the cancel was already requested, nothing more to do" in out
+    assert emulator.journal == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        {},
+        {"status": "done"},
+        {"status": "settled"},
+        {"status": "settled", "resource": "batch", "object": {"status": "cancelling"}},
+        {"status": "settled", "resource": "thread_run", "object": {"status": "cancelled"}},
+    ],
+)
+def test_resumed_operator_refuses_unknown_events(event: Any) -> None:
+    operator = StopBatchOperator(task_id="stop", batch_id="batch_1", wait=True, deferrable=True)
+    with pytest.raises(ValueError, match="trigger sent"):
+        operator.execute_complete(context={}, event=event)  # type: ignore[arg-type]
