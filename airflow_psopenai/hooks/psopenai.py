@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
-from airflow.sdk.log import mask_secret
+from airflow.sdk.log import amask_secret, mask_secret
 
 from airflow_psopenai.exceptions import (
     PSOpenAIAPIError,
@@ -102,7 +102,9 @@ class PSOpenAIHook(BaseHook):
             except AirflowNotFoundException:
                 self._allow_missing_connection()
                 connection = None
-            self._adopt(resolve_settings(self.conn_id, connection, self.overrides))
+            settings = resolve_settings(self.conn_id, connection, self.overrides)
+            mask_secret(settings.api_key)
+            self._adopt(settings)
         assert self._settings is not None
         return self._settings
 
@@ -114,7 +116,10 @@ class PSOpenAIHook(BaseHook):
             except AirflowNotFoundException:
                 self._allow_missing_connection()
                 connection = None
-            self._adopt(resolve_settings(self.conn_id, connection, self.overrides))
+            settings = resolve_settings(self.conn_id, connection, self.overrides)
+            # The sync mask_secret would block the event loop talking to the supervisor.
+            await amask_secret(settings.api_key)
+            self._adopt(settings)
         assert self._settings is not None
         return self._settings
 
@@ -129,7 +134,6 @@ class PSOpenAIHook(BaseHook):
         )
 
     def _adopt(self, settings: ApiSettings) -> None:
-        mask_secret(settings.api_key)
         self._settings = settings
         self._retry_policy = RetryPolicy(settings.max_retry_count, self.log)
 

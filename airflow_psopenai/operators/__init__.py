@@ -1,7 +1,7 @@
-"""Operators that cancel OpenAI Batches and thread runs."""
+"""Operators that cancel OpenAI Batches, thread runs and background responses."""
 
 from __future__ import annotations
 
-from airflow_psopenai.operators.stop import StopBatchOperator, StopThreadRunOperator
+from airflow_psopenai.operators.stop import StopBatchOperator, StopResponseOperator, StopThreadRunOperator
 
-__all__ = ["StopBatchOperator", "StopThreadRunOperator"]
+__all__ = ["StopBatchOperator", "StopResponseOperator", "StopThreadRunOperator"]

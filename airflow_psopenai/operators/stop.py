@@ -18,7 +18,7 @@ from airflow_psopenai.exceptions import (
     PSOpenAIWaitTimeoutError,
 )
 from airflow_psopenai.operators.base import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
-from airflow_psopenai.resources import BATCH, CANCELLED, THREAD_RUN
+from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
 from airflow_psopenai.waiting import (
     EVENT_ERROR,
     EVENT_TIMEOUT,
@@ -267,3 +267,26 @@ class StopThreadRunOperator(StopResourceOperator):
         self.thread_id = thread_id
         self.run_id = run_id
         self.run = run
+
+
+class StopResponseOperator(StopResourceOperator):
+    """Cancel a background Response (the Responses API, successor of thread runs), optionally wait, pass it on.
+
+    Only responses created with ``background=true`` can be cancelled; they go straight to ``cancelled``.
+
+    :param response_id: The response's ID (templated).
+    :param response: Instead of ``response_id``: a response object as returned by the API or another task
+        (templated).
+
+    Every other argument is described in :class:`StopResourceOperator`.
+    """
+
+    resource = RESPONSE
+    template_fields = (*RESPONSE.id_fields, RESPONSE.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+
+    def __init__(
+        self, *, response_id: str | None = None, response: dict[str, Any] | str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.response_id = response_id
+        self.response = response

@@ -1,7 +1,7 @@
-"""Sensors that wait until an OpenAI Batch or thread run is cancelled."""
+"""Sensors that wait until an OpenAI Batch, thread run or background response is cancelled."""
 
 from __future__ import annotations
 
-from airflow_psopenai.sensors.cancelled import BatchCancelledSensor, ThreadRunCancelledSensor
+from airflow_psopenai.sensors.cancelled import BatchCancelledSensor, ResponseCancelledSensor, ThreadRunCancelledSensor
 
-__all__ = ["BatchCancelledSensor", "ThreadRunCancelledSensor"]
+__all__ = ["BatchCancelledSensor", "ResponseCancelledSensor", "ThreadRunCancelledSensor"]

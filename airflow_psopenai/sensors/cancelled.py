@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, A
 
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
 from airflow_psopenai.operators.base import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
-from airflow_psopenai.resources import BATCH, CANCELLED, THREAD_RUN
+from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
 from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, check_event, status_of
 
 if TYPE_CHECKING:
@@ -158,3 +158,22 @@ class ThreadRunCancelledSensor(ResourceCancelledSensor):
         self.thread_id = thread_id
         self.run_id = run_id
         self.run = run
+
+
+class ResponseCancelledSensor(ResourceCancelledSensor):
+    """Wait until a background Response is ``cancelled``; the response goes to XCom.
+
+    :param response_id: The response's ID (templated).
+    :param response: Instead of ``response_id``: a response object as returned by the API or another task
+        (templated).
+    """
+
+    resource = RESPONSE
+    template_fields = (*RESPONSE.id_fields, RESPONSE.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+
+    def __init__(
+        self, *, response_id: str | None = None, response: dict[str, Any] | str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.response_id = response_id
+        self.response = response

@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from airflow_psopenai.operators import StopBatchOperator, StopThreadRunOperator
+from airflow_psopenai.operators import StopBatchOperator, StopResponseOperator, StopThreadRunOperator
 
 START = datetime(2026, 1, 1)
 BATCH_ID = "{{ dag_run.conf['batch_id'] }}"
@@ -49,6 +49,12 @@ with DAG("stop_run_wait", schedule=None, start_date=START, catchup=False):
 
 with DAG("stop_run_by_object", schedule=None, start_date=START, catchup=False, render_template_as_native_obj=True):
     StopThreadRunOperator(task_id="stop", run="{{ dag_run.conf['run'] }}", pass_through=True)
+
+
+with DAG("stop_response_wait", schedule=None, start_date=START, catchup=False):
+    StopResponseOperator(
+        task_id="stop", response_id="{{ dag_run.conf['response_id'] }}", wait=True, pass_through=True, deferrable=True
+    )
 
 
 @task

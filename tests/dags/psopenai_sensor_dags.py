@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from airflow_psopenai.sensors import BatchCancelledSensor, ThreadRunCancelledSensor
+from airflow_psopenai.sensors import BatchCancelledSensor, ResponseCancelledSensor, ThreadRunCancelledSensor
 
 START = datetime(2026, 1, 1)
 MODES: dict[str, dict[str, Any]] = {
@@ -50,3 +50,12 @@ for mode, mode_arguments in MODES.items():
             timeout=30,
             **mode_arguments,
         )
+
+with DAG("sensor_response_deferrable", schedule=None, start_date=START, catchup=False):
+    ResponseCancelledSensor(
+        task_id="cancelled",
+        response_id="{{ dag_run.conf['response_id'] }}",
+        poke_interval=0.2,
+        timeout=30,
+        deferrable=True,
+    )

@@ -186,6 +186,23 @@ def test_thread_run_by_object(emulator: OpenAIEmulator, run_dag: RunDag) -> None
     assert cancels(emulator) == [f"/v1/threads/{run['thread_id']}/runs/{run['id']}/cancel"]
 
 
+def test_background_response_cancel_and_wait(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    response = emulator.create_response(status="in_progress")
+    result = run_dag("stop_response_wait", response_id=response["id"])
+    assert result.state == "success"
+    assert result.xcom("stop")["status"] == "cancelled"
+    assert cancels(emulator) == [f"/v1/responses/{response['id']}/cancel"]
+
+
+def test_synchronous_response_cannot_be_cancelled(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    response = emulator.create_response(status="in_progress", background=False)
+    result = run_dag("stop_response_wait", response_id=response["id"])
+    assert result.task_states["stop"] == "failed"
+    assert f"response {response['id']!r} was not found" in captured_logs()
+
+
 BAD_NATIVE_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({}, "batch_id is None and batch is not given"),
     ({"batch_id": None}, "batch_id is None and batch is not given"),

@@ -124,3 +124,10 @@ def test_thread_run_sensor(emulator: OpenAIEmulator, run_dag: RunDag, mode: str)
     result = run_dag(f"sensor_run_{mode}", thread_id=run["thread_id"], run_id=run["id"])
     assert result.state == "success", result.task_states
     assert result.xcom("cancelled")["status"] == "cancelled"
+
+
+def test_response_sensor_passes_the_cancelled_response_on(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    response = emulator.create_response(status="cancelled")
+    result = run_dag("sensor_response_deferrable", response_id=response["id"])
+    assert result.state == "success", result.task_states
+    assert result.xcom("cancelled")["id"] == response["id"]
