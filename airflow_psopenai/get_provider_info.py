@@ -55,6 +55,11 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "null"], "enum": ["openai", "azure", None]},
                         "description": "openai (default) or azure.",
                     },
+                    "auth_type": {
+                        "label": "Auth type",
+                        "schema": {"type": ["string", "null"], "enum": ["api_key", "entra_id", None]},
+                        "description": "api_key (default) or entra_id (Azure: the password is an Entra ID token).",
+                    },
                     "api_version": {
                         "label": "Azure API version",
                         "schema": {"type": ["string", "null"]},

@@ -6,6 +6,7 @@ cannot leak it.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import time
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> flo
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if moment.tzinfo is None:  # "-0000" means UTC, but parses to a naive datetime
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp() - (time.time() if now is None else now)
 
 
@@ -116,7 +119,7 @@ def error_from_response(
     elif status == 404:
         cls = PSOpenAINotFoundError
         message = f"{target} was not found at {settings.api_base}{detail}. Check the ID and the connection."
-    elif status == 429 and not retryable and QUOTA_CODE in (code, error_type):
+    elif status == 429 and QUOTA_CODE in (code, error_type):
         cls = PSOpenAIQuotaError
         message = (
             f"The OpenAI account of connection {settings.conn_id!r} is out of quota{detail}. "

@@ -250,7 +250,9 @@ class PSOpenAIHook(BaseHook):
                 headers=settings.headers({}),
             )
             self._parse(response, settings, target="the batch list", assistants_api=False)
-        except (PSOpenAIError, httpx.TransportError) as error:
+        except httpx.TransportError as error:
+            return False, str(transport_error(error, settings=self.settings, target="the batch list"))
+        except PSOpenAIError as error:
             return False, str(error)
         return True, f"Connected to {settings.api_base} (connection {self.conn_id!r}): the key was accepted."
 

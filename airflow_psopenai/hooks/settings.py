@@ -79,7 +79,7 @@ class ApiSettings:
 
     def url(self, path: str) -> str:
         """Return the full URL of an API path such as ``/batches/batch_1``."""
-        prefix = "/openai" if self.azure_dated_api else ""
+        prefix = "/openai" if self.azure_dated_api and not self.api_base.endswith("/openai") else ""
         return f"{self.api_base}{prefix}{path}"
 
     def query(self) -> dict[str, str]:
@@ -128,7 +128,7 @@ def resolve_settings(
         raise PSOpenAIConfigurationError(
             f"Connection {conn_id!r}: auth_type must be one of {', '.join(AUTH_TYPES)}, got {auth_type!r}."
         )
-    api_base = overrides.api_base or (connection.host if connection else None) or environ.get(ENV_API_BASE)
+    api_base = overrides.api_base or _connection_base(connection) or environ.get(ENV_API_BASE)
     if not api_base:
         if api_type == "azure":
             raise PSOpenAIConfigurationError(
@@ -142,6 +142,13 @@ def resolve_settings(
             f"No API key: connection {conn_id!r} has no password and {ENV_API_KEY} is not set. "
             "Put the key in the connection's password field (it is stored as a secret)."
         )
+    try:
+        timeout_sec = _first_set(overrides.timeout_sec, extras.get("timeout_sec"), 0.0, check=require_timeout)
+        max_retry_count = _first_set(
+            overrides.max_retry_count, extras.get("max_retry_count"), 0, check=require_retry_count
+        )
+    except ValueError as error:
+        raise PSOpenAIConfigurationError(f"Connection {conn_id!r}: {error}") from None
     return ApiSettings(
         conn_id=conn_id,
         api_base=_normalise_base(api_base),
@@ -151,11 +158,24 @@ def resolve_settings(
         api_type=api_type,
         api_version=str(extras.get("api_version") or DEFAULT_AZURE_API_VERSION),
         auth_type=auth_type,
-        timeout_sec=_first_set(overrides.timeout_sec, extras.get("timeout_sec"), 0.0, check=require_timeout),
-        max_retry_count=_first_set(
-            overrides.max_retry_count, extras.get("max_retry_count"), 0, check=require_retry_count
-        ),
+        timeout_sec=timeout_sec,
+        max_retry_count=max_retry_count,
     )
+
+
+def _connection_base(connection: Connection | None) -> str | None:
+    """Return the API base a connection names.
+
+    The JSON form keeps the whole URL in host; the URI form (``psopenai://:KEY@gateway:8080/v1``)
+    splits it into host, port and schema, which are put back together here.
+    """
+    if connection is None or not connection.host:
+        return None
+    if "://" in connection.host:
+        return connection.host
+    port = f":{connection.port}" if connection.port else ""
+    path = f"/{connection.schema.strip('/')}" if connection.schema else ""
+    return f"https://{connection.host}{port}{path}"
 
 
 def _connection_extras(connection: Connection | None) -> dict[str, Any]:

@@ -1,0 +1,362 @@
+"""What the hook raises for each kind of failure, and that the API key never shows in errors or logs."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from airflow_psopenai.exceptions import (
+    PSOpenAIAPIError,
+    PSOpenAIAssistantsShutdownError,
+    PSOpenAIAuthenticationError,
+    PSOpenAICannotCancelError,
+    PSOpenAIInvalidResponseError,
+    PSOpenAINotFoundError,
+    PSOpenAIQuotaError,
+    PSOpenAIServerError,
+    PSOpenAITransportError,
+)
+from airflow_psopenai.hooks import PSOpenAIHook
+from airflow_psopenai.testing import Fault, OpenAIEmulator
+from tests.hooks.conftest import MockedApi, json_error, unique_key, use_emulator
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.timeout(30)
+
+REQUEST_ID = "req_0123456789abcdef0123456789abcdef"
+
+
+# -- messages against the emulator ---------------------------------------------------------------------------
+
+
+def test_401_names_the_connection_and_carries_the_request_id(
+    openai_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_emulator(monkeypatch, openai_emulator, conn_id="team_openai", password="sk-wrong-0123456789abcdef")
+    with pytest.raises(PSOpenAIAuthenticationError) as raised:
+        PSOpenAIHook("team_openai").get_batch("batch_1")
+    error = raised.value
+    assert "'team_openai'" in str(error)
+    assert "refused" in str(error)
+    assert error.http_status == 401
+    assert error.code == "invalid_api_key"
+    assert error.request_id is not None
+    assert error.request_id.startswith("req_")
+    assert error.request_id in str(error)
+
+
+def test_404_names_the_id(emulator: OpenAIEmulator) -> None:
+    with pytest.raises(PSOpenAINotFoundError) as raised:
+        PSOpenAIHook().get_batch("batch_nowhere_42")
+    error = raised.value
+    assert not isinstance(error, PSOpenAIAssistantsShutdownError)
+    assert "batch 'batch_nowhere_42'" in str(error)
+    assert error.api_message == "No batch found with id 'batch_nowhere_42'."
+    assert error.http_status == 404
+    assert error.request_id is not None
+    assert error.request_id in str(error)
+
+
+def test_thread_run_404_on_another_server_is_a_plain_not_found(emulator: OpenAIEmulator) -> None:
+    with pytest.raises(PSOpenAINotFoundError) as raised:
+        PSOpenAIHook().get_thread_run("thread_x", "run_y")
+    assert not isinstance(raised.value, PSOpenAIAssistantsShutdownError)
+    assert "run 'run_y' of thread 'thread_x'" in str(raised.value)
+
+
+def test_quota_says_retrying_cannot_help(emulator: OpenAIEmulator) -> None:
+    emulator.add_fault(Fault.insufficient_quota())
+    with pytest.raises(PSOpenAIQuotaError) as raised:
+        PSOpenAIHook(max_retry_count=3).get_batch("batch_1")
+    error = raised.value
+    assert "Retrying cannot help" in str(error)
+    assert "psopenai_default" in str(error)
+    assert (error.http_status, error.code, error.retryable) == (429, "insufficient_quota", False)
+
+
+def test_html_502_is_a_clear_message_about_a_non_json_body(emulator: OpenAIEmulator) -> None:
+    emulator.add_fault(Fault.server_error(502, html=True))
+    with pytest.raises(PSOpenAIServerError) as raised:
+        PSOpenAIHook().get_batch("batch_1")
+    error = raised.value
+    message = str(error)
+    assert "text/html" in message
+    assert "not OpenAI's JSON" in message
+    assert "<html>" not in message
+    assert error.http_status == 502
+    assert error.api_message is None
+    assert error.request_id is not None
+    assert f"request id {error.request_id}" in message
+
+
+def test_batch_cancel_409_is_cannot_cancel_with_the_status(emulator: OpenAIEmulator) -> None:
+    batch = emulator.create_batch(status="completed")
+    with pytest.raises(PSOpenAICannotCancelError) as raised:
+        PSOpenAIHook().cancel_batch(batch["id"])
+    error = raised.value
+    assert error.status == "completed"
+    assert error.ids == {"batch_id": batch["id"]}
+    assert error.api_error is not None
+    assert error.api_error.http_status == 409
+    assert error.api_error.request_id is not None
+    assert error.api_error.request_id in str(error)
+    assert batch["id"] in str(error)
+
+
+@pytest.mark.parametrize("status", ["completed", "cancelled", "cancelling", "failed", "expired", "incomplete"])
+def test_run_cancel_400_is_cannot_cancel_with_the_runs_status(emulator: OpenAIEmulator, status: str) -> None:
+    run = emulator.create_thread_run(status=status)
+    with pytest.raises(PSOpenAICannotCancelError) as raised:
+        PSOpenAIHook().cancel_thread_run(run["thread_id"], run["id"])
+    assert raised.value.status == status
+    assert raised.value.ids == {"thread_id": run["thread_id"], "run_id": run["id"]}
+    assert raised.value.api_error is not None
+    assert raised.value.api_error.http_status == 400
+
+
+def test_other_400_on_cancel_is_not_cannot_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = MockedApi(monkeypatch, lambda request: json_error(400, "Invalid 'run_id'.", code="invalid_value"))
+    with pytest.raises(PSOpenAIAPIError) as raised:
+        api.hook.cancel_thread_run("thread_1", "run_1")
+    assert not isinstance(raised.value, PSOpenAICannotCancelError)
+    assert raised.value.code == "invalid_value"
+
+
+def test_capitalised_status_in_a_refusal_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = MockedApi(monkeypatch, lambda request: json_error(409, "Cannot cancel a batch with status 'Completed'."))
+    with pytest.raises(PSOpenAICannotCancelError) as raised:
+        api.hook.cancel_batch("batch_1")
+    assert raised.value.status == "completed"
+
+
+# -- narrow answers (MockTransport) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="<html>ok</html>", headers={"content-type": "text/html", "x-request-id": REQUEST_ID}),
+        httpx.Response(200, content=b"", headers={"x-request-id": REQUEST_ID}),
+        httpx.Response(200, json=["not", "an", "object"], headers={"x-request-id": REQUEST_ID}),
+        httpx.Response(
+            200, text="{truncated", headers={"content-type": "application/json", "x-request-id": REQUEST_ID}
+        ),
+    ],
+    ids=["html", "empty", "json-list", "broken-json"],
+)
+def test_2xx_that_is_not_a_json_object_is_an_invalid_response(
+    monkeypatch: pytest.MonkeyPatch, answer: httpx.Response
+) -> None:
+    api = MockedApi(monkeypatch, lambda request: answer, max_retry_count=3)
+    with pytest.raises(PSOpenAIInvalidResponseError) as raised:
+        api.hook.get_batch("batch_1")
+    assert raised.value.http_status == 200
+    assert raised.value.request_id == REQUEST_ID
+    assert "batch 'batch_1'" in str(raised.value)
+    assert len(api.requests) == 1
+
+
+def test_empty_error_body_is_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = MockedApi(monkeypatch, lambda request: httpx.Response(400, headers={"x-request-id": REQUEST_ID}))
+    with pytest.raises(PSOpenAIInvalidResponseError) as raised:
+        api.hook.get_batch("batch_1")
+    assert "an empty body" in str(raised.value)
+    assert REQUEST_ID in str(raised.value)
+
+
+def test_request_id_header_is_on_the_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = MockedApi(monkeypatch, lambda request: json_error(404, "No batch.", headers={"x-request-id": REQUEST_ID}))
+    with pytest.raises(PSOpenAINotFoundError) as raised:
+        api.hook.get_batch("batch_1")
+    assert raised.value.request_id == REQUEST_ID
+    assert str(raised.value).endswith(f"(HTTP 404, request id {REQUEST_ID})")
+
+
+def _thread_run_404(request: httpx.Request) -> httpx.Response:
+    return json_error(404, "No thread found with id 'thread_1'.", headers={"x-request-id": REQUEST_ID})
+
+
+@pytest.mark.parametrize("call", ["get", "cancel"])
+def test_thread_run_404_on_api_openai_com_explains_the_assistants_shutdown(
+    monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    api = MockedApi(monkeypatch, _thread_run_404, api_base="https://api.openai.com/v1")
+    method = api.hook.get_thread_run if call == "get" else api.hook.cancel_thread_run
+    with pytest.raises(PSOpenAIAssistantsShutdownError) as raised:
+        method("thread_1", "run_1")
+    message = str(raised.value)
+    assert "2026-08-26" in message
+    assert "Responses API" in message
+    assert "run 'run_1' of thread 'thread_1'" in message
+    assert raised.value.request_id == REQUEST_ID
+    assert str(api.requests[0].url).startswith("https://api.openai.com/v1/threads/thread_1/runs/run_1")
+
+
+def test_batch_404_on_api_openai_com_is_a_plain_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = MockedApi(monkeypatch, _thread_run_404, api_base="https://api.openai.com/v1")
+    with pytest.raises(PSOpenAINotFoundError) as raised:
+        api.hook.get_batch("batch_1")
+    assert not isinstance(raised.value, PSOpenAIAssistantsShutdownError)
+    assert "2026-08-26" not in str(raised.value)
+
+
+# -- the key never shows -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def secret_emulator() -> Iterator[OpenAIEmulator]:
+    """Yield an emulator whose key no other test uses."""
+    with OpenAIEmulator(api_key=unique_key(), cancel_delay=0.2) as emulator:
+        yield emulator
+
+
+def debug_logging(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture every logger at DEBUG, httpx's and httpcore's included."""
+    for name in (None, "httpx", "httpcore", "airflow_psopenai", "airflow.task"):
+        caplog.set_level(logging.DEBUG, logger=name)
+
+
+def everything_said(error: BaseException, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> str:
+    out, err = capfd.readouterr()
+    return "\n".join([str(error), repr(error), "".join(traceback.format_exception(error)), caplog.text, out, err])
+
+
+def test_wrong_key_never_shows_in_a_401(
+    openai_emulator: OpenAIEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    debug_logging(caplog)
+    wrong = unique_key()
+    use_emulator(monkeypatch, openai_emulator, password=wrong)
+    with pytest.raises(PSOpenAIAuthenticationError) as raised:
+        PSOpenAIHook(max_retry_count=2).get_batch("batch_1")
+    said = everything_said(raised.value, caplog, capfd)
+    assert "receive_response_headers" in caplog.text  # the DEBUG logs were captured
+    assert wrong not in said
+    assert wrong[-8:] not in said
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (Fault.server_error(500), PSOpenAIServerError),
+        (Fault.rate_limit(retry_after_ms=1), PSOpenAIAPIError),
+        (Fault.drop(), PSOpenAITransportError),
+        (Fault.hang(5), PSOpenAITransportError),
+    ],
+    ids=["500", "429", "drop", "timeout"],
+)
+def test_key_never_shows_in_failing_calls_logs_or_errors(
+    secret_emulator: OpenAIEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    fast_backoff: None,
+    fault: Fault,
+    error: type[Exception],
+) -> None:
+    debug_logging(caplog)
+    use_emulator(monkeypatch, secret_emulator)
+    secret_emulator.add_fault(fault, times=5)
+    with pytest.raises(error) as raised:
+        PSOpenAIHook(max_retry_count=1, timeout_sec=0.3).cancel_batch("batch_1")
+    said = everything_said(raised.value, caplog, capfd)
+    assert "batch_1" in said
+    assert secret_emulator.api_key not in said
+    assert len(secret_emulator.journal) == 2
+
+
+def test_key_echoed_by_a_proxy_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = unique_key()
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        return json_error(400, f"Bad header: {request.headers['authorization']}")
+
+    api = MockedApi(monkeypatch, echo, key=key)
+    with pytest.raises(PSOpenAIAPIError) as raised:
+        api.hook.get_batch("batch_1")
+    assert key not in str(raised.value)
+    assert raised.value.api_message is not None
+    assert key not in raised.value.api_message
+    assert "Bearer ***" in raised.value.api_message
+
+
+def test_key_never_shows_in_repr_of_settings(secret_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_emulator(monkeypatch, secret_emulator)
+    hook = PSOpenAIHook()
+    assert hook.settings.api_key == secret_emulator.api_key
+    assert secret_emulator.api_key not in repr(hook.settings)
+    assert secret_emulator.api_key not in str(hook.settings)
+
+
+def test_key_from_the_environment_is_registered_with_airflows_secrets_masker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Airflow masks a connection's password itself; a key from OPENAI_API_KEY is masked only by the hook.
+    from airflow.sdk._shared.secrets_masker import redact
+
+    key = unique_key()
+    monkeypatch.delenv("AIRFLOW_CONN_PSOPENAI_DEFAULT", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    line = f"calling with {key} now"
+    hook = PSOpenAIHook()
+    assert redact(line) == line  # not masked before the hook resolved its settings
+    assert hook.settings.api_key == key
+    assert redact(line) == "calling with *** now"
+
+
+def test_key_from_the_connection_is_masked_once_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    key = unique_key()
+    monkeypatch.setenv("AIRFLOW_CONN_PSOPENAI_DEFAULT", f'{{"conn_type": "psopenai", "password": "{key}"}}')
+    line = f"calling with {key} now"
+    hook = PSOpenAIHook()
+    assert redact(line) == line  # creating the hook looks nothing up
+    _ = hook.settings
+    assert redact(line) == "calling with *** now"
+
+
+async def test_key_is_masked_after_async_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    key = unique_key()
+    monkeypatch.delenv("AIRFLOW_CONN_PSOPENAI_DEFAULT", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    assert redact({"header": f"Bearer {key}"}) == {"header": f"Bearer {key}"}
+    await PSOpenAIHook().asettings()
+    assert redact({"header": f"Bearer {key}"}) == {"header": "Bearer ***"}
+
+
+def test_retry_after_date_in_minus_0000_form_is_utc() -> None:
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from airflow_psopenai.hooks.errors import retry_after_seconds
+
+    now = 1_800_000_000.0
+    moment = datetime.fromtimestamp(now + 30, tz=UTC).replace(tzinfo=None)
+    header = format_datetime(moment)  # a naive datetime is written with "-0000"
+    assert header.endswith("-0000")
+    assert retry_after_seconds(httpx.Headers({"retry-after": header}), now=now) == pytest.approx(30, abs=1)
+
+
+def test_quota_stays_a_quota_error_when_the_server_says_retry() -> None:
+    from airflow_psopenai.hooks.errors import error_from_response
+    from airflow_psopenai.hooks.settings import ApiSettings
+
+    response = httpx.Response(
+        429,
+        headers={"x-should-retry": "true"},
+        json={"error": {"message": "quota", "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}},
+    )
+    settings = ApiSettings(conn_id="c", api_base="https://x/v1", api_key="sk")
+    error = error_from_response(response, settings=settings, target="batch 'b'", assistants_api=False, redact=str)
+    assert isinstance(error, PSOpenAIQuotaError)
+    assert error.retryable
