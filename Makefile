@@ -33,7 +33,22 @@ e2e: venv
 	$(VENV)/bin/pytest -m e2e
 
 demo: venv
-	$(PY) -m example_dags.demo
+	$(PY) -m scripts.demo
+
+# Benchmarks against the official apache-airflow-providers-openai, in their own venv so the bench-only
+# packages (requirements/bench.txt) never enter the test environment.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt -r requirements/bench.txt
+	$(BENCH_PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

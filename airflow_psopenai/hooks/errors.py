@@ -1,6 +1,6 @@
 """Turn an HTTP answer or a transport failure into this provider's errors, with clear words.
 
-Every text built from what the server sent goes through ``redact`` so that a proxy echoing the key
+Every text built from what the server sent goes through ``ApiSettings.redact`` so that a proxy echoing the key
 cannot leak it.
 """
 
@@ -28,8 +28,6 @@ from airflow_psopenai.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from airflow_psopenai.hooks.settings import ApiSettings
 
 OPENAI_HOST = "api.openai.com"
@@ -87,7 +85,6 @@ def error_from_response(
     settings: ApiSettings,
     target: str,
     assistants_api: bool,
-    redact: Callable[[str], str],
 ) -> PSOpenAIAPIError:
     """Return the error for a non-2xx answer, with ``retryable`` and ``retry_after`` set by the seed's rules.
 
@@ -96,7 +93,7 @@ def error_from_response(
     """
     status = response.status_code
     fields = _error_fields(response)
-    api_message = redact(str(fields.get("message") or "")) if fields else None
+    api_message = settings.redact(str(fields.get("message") or "")) if fields else None
     error_type = fields.get("type") if fields else None
     code = fields.get("code") if fields else None
     request_id = response.headers.get("x-request-id")

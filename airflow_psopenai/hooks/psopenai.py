@@ -290,7 +290,6 @@ class PSOpenAIHook(BaseHook):
                 settings=settings,
                 target=target,
                 assistants_api=assistants_api,
-                redact=settings.redact,
             )
         try:
             body = response.json()

@@ -357,6 +357,6 @@ def test_quota_stays_a_quota_error_when_the_server_says_retry() -> None:
         json={"error": {"message": "quota", "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}},
     )
     settings = ApiSettings(conn_id="c", api_base="https://x/v1", api_key="sk")
-    error = error_from_response(response, settings=settings, target="batch 'b'", assistants_api=False, redact=str)
+    error = error_from_response(response, settings=settings, target="batch 'b'", assistants_api=False)
     assert isinstance(error, PSOpenAIQuotaError)
     assert error.retryable
