@@ -69,7 +69,8 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         ``"skip"``.
     :param poll_interval: Seconds between status polls while waiting (the first polls come sooner).
     :param wait_timeout: Longest wait, in seconds or a timedelta; None waits until the task's
-        ``execution_timeout``.
+        ``execution_timeout`` (also when deferred: Airflow does not apply it in the triggerer, so it
+        becomes the trigger's deadline), or without limit when that is None too.
     :param deferrable: Wait in the triggerer, freeing the worker slot.
     :param conn_id: Connection of type ``psopenai`` (or the official ``openai`` type).
     :param api_base: Overrides the connection's API base.
@@ -118,7 +119,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         if self.wait and status_of(obj) not in self.resource.settled:
             if self.deferrable:
                 self.defer(
-                    trigger=self.status_trigger(ids, self.poll_interval, self.wait_timeout),
+                    trigger=self.status_trigger(ids, self.poll_interval, self.wait_timeout or self.execution_timeout),
                     method_name="execute_complete",
                 )
             obj = self._wait_in_worker(hook, ids)
@@ -213,10 +214,14 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         return obj if self.pass_through else None
 
     def _push_console_url(self, context: Context, hook: PSOpenAIHook, ids: dict[str, str]) -> None:
+        """Push the object's page for the extra link; empty when there is none (another API base)."""
         from airflow_psopenai.hooks.settings import DEFAULT_API_BASE
 
+        url = ""
         if self.resource.console_url and hook.settings.api_base == DEFAULT_API_BASE:
-            context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=self.resource.console_url.format(**ids))
+            url = self.resource.console_url.format(**ids)
+        # Pushed even when empty: Airflow reads the link after every task and logs a missing XCom as an error.
+        context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=url)
 
 
 class StopBatchOperator(StopResourceOperator):

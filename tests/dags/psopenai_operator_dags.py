@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
@@ -20,6 +20,13 @@ BATCH_SCENARIOS: dict[str, dict[str, Any]] = {
     "stop_batch_wait_deferrable": {"wait": True, "pass_through": True, "poll_interval": 0.2, "deferrable": True},
     "stop_batch_wait_timeout": {"wait": True, "poll_interval": 0.2, "wait_timeout": 1, "deferrable": False},
     "stop_batch_wait_timeout_deferrable": {"wait": True, "poll_interval": 0.2, "wait_timeout": 1, "deferrable": True},
+    # No wait_timeout: the deferred wait ends at execution_timeout, which Airflow leaves to the trigger.
+    "stop_batch_wait_execution_timeout_deferrable": {
+        "wait": True,
+        "poll_interval": 0.2,
+        "deferrable": True,
+        "execution_timeout": timedelta(seconds=1),
+    },
     "stop_batch_force": {"force": True, "pass_through": True},
     "stop_batch_force_succeed": {"force": True, "pass_through": True, "if_not_cancellable": "succeed"},
     "stop_batch_succeed": {"if_not_cancellable": "succeed", "pass_through": True},

@@ -50,14 +50,16 @@ def test_no_console_url_for_another_api_base_or_resource(monkeypatch: pytest.Mon
         PSOpenAIHook(),
         {"thread_id": "t", "run_id": "r"},
     )
-    assert ti.pushed == {}
+    assert ti.pushed == {CONSOLE_URL_XCOM_KEY: ""}
 
 
-def test_emulator_run_pushes_no_console_url(emulator: OpenAIEmulator, run_dag: Callable[..., DagRunResult]) -> None:
+def test_emulator_run_pushes_an_empty_console_url(
+    emulator: OpenAIEmulator, run_dag: Callable[..., DagRunResult]
+) -> None:
     batch = emulator.create_batch()
     result = run_dag("stop_batch", batch_id=batch["id"])
     assert result.state == "success"
-    assert result.xcom("stop", key=CONSOLE_URL_XCOM_KEY) is None
+    assert result.xcom("stop", key=CONSOLE_URL_XCOM_KEY) == ""
 
 
 def test_link_is_attached_to_the_batch_operator_only() -> None:

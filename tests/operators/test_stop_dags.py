@@ -64,7 +64,10 @@ def test_race_to_completed_is_reported_as_completed(
     assert "settled as 'completed', not cancelled" in captured_logs()
 
 
-@pytest.mark.parametrize("dag_id", ["stop_batch_wait_timeout", "stop_batch_wait_timeout_deferrable"])
+@pytest.mark.parametrize(
+    "dag_id",
+    ["stop_batch_wait_timeout", "stop_batch_wait_timeout_deferrable", "stop_batch_wait_execution_timeout_deferrable"],
+)
 def test_wait_timeout_fails_the_task(emulator: OpenAIEmulator, run_dag: RunDag, dag_id: str) -> None:
     emulator.cancel_delay = 60
     batch = emulator.create_batch()
