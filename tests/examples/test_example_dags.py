@@ -1,0 +1,285 @@
+"""The example DAGs: they parse on their own, and each one really runs (dag.test) against the emulator."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from airflow_psopenai.testing import OpenAIEmulator
+    from tests.conftest import DagRunResult
+
+    RunDag = Callable[..., DagRunResult]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.py"))
+EXPECTED_DAG_IDS = {
+    "example_psopenai_cancel_on_failure",
+    "example_psopenai_xcom_ids",
+    "example_psopenai_teardown",
+    "example_psopenai_mapped",
+    "example_psopenai_thread_run",
+}
+
+
+@pytest.fixture(autouse=True)
+def restore_params(dagbag: Any) -> Iterator[None]:
+    """Undo what a run's conf did to the DAGs' params.
+
+    Airflow 3.3's ``process_params`` resolves ``dag_run.conf`` into the tasks' own ``Param`` objects,
+    so in one process (``dag.test()`` with the session's DagBag) a run's conf becomes the next
+    run's default. Real deployments parse the DAG afresh for each task and are not affected.
+    """
+    dags = [dagbag.get_dag(dag_id) for dag_id in EXPECTED_DAG_IDS]
+    holders = [holder for dag in dags for holder in (dag.params, *(task.params for task in dag.tasks))]
+    params = [holder.get_param(key) for holder in holders for key in holder]
+    saved = [(param, copy.deepcopy(param.value)) for param in params]
+    yield
+    for param, value in saved:
+        param.value = value
+
+
+def batch_cancels(emulator: OpenAIEmulator) -> list[str]:
+    """Return the batch IDs of every cancel request the emulator received, in order."""
+    return [entry.path.split("/")[3] for entry in emulator.requests(method="POST", path="/v1/batches/*/cancel")]
+
+
+def created_batch_ids(emulator: OpenAIEmulator) -> list[str]:
+    """Return the IDs of every batch the emulator holds, oldest first (listed through the API)."""
+    response = httpx.get(
+        f"{emulator.api_base}/batches",
+        params={"limit": 100},
+        headers={"Authorization": f"Bearer {emulator.api_key}"},
+    )
+    response.raise_for_status()
+    return [batch["id"] for batch in reversed(response.json()["data"])]
+
+
+# -- parsing ----------------------------------------------------------------------------------------
+
+
+def test_example_dags_parse_without_import_errors(airflow_db: None) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(EXAMPLES))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == EXPECTED_DAG_IDS
+    for dag in bag.dags.values():
+        assert type(dag.timetable).__name__ == "NullTimetable", dag.dag_id  # schedule=None
+        assert dag.doc_md and len(dag.doc_md) > 200, dag.dag_id
+        assert "example" in dag.tags, dag.dag_id
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
+def test_example_file_is_self_contained(path: Path) -> None:
+    """Each file is copied alone into a dags folder: it may import only the standard library, airflow and us."""
+    tree = ast.parse(path.read_text())
+    allowed = {"__future__", "airflow", "airflow_psopenai", "json", "logging", "time", "typing", "urllib", "datetime"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.name}: relative import"
+            roots = {(node.module or "").split(".")[0]}
+        else:
+            continue
+        assert roots <= allowed, f"{path.name} imports {roots - allowed}"
+    strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    assert not [s for s in strings if s.startswith("sk-")], f"{path.name} holds an API key"
+    assert ast.get_docstring(tree), f"{path.name} has no module docstring"
+
+
+# -- 1. cancel on upstream failure ----------------------------------------------------------------------
+
+
+def test_cancel_on_failure_cancels_confirms_and_reports(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    result = run_dag("example_psopenai_cancel_on_failure")
+
+    assert result.task_states == {
+        "submit_batch": "success",
+        "process_records": "failed",
+        "cancel_batch": "success",
+        "confirm_cancelled": "success",
+        "report_partial_results": "success",
+        "fail_run": "failed",
+    }
+    assert result.state == "failed"  # expected: the processing task failed
+
+    (batch_id,) = created_batch_ids(emulator)
+    assert batch_cancels(emulator) == [batch_id]  # cancelled exactly once
+    assert len(emulator.requests(method="POST", path="/v1/batches")) == 1
+    batch = emulator.get_batch(batch_id)
+    assert batch["status"] == "cancelled"
+    assert batch["input_file_id"] == "file-psopenai-example-input"
+    assert batch["metadata"] == {
+        "airflow_dag_id": "example_psopenai_cancel_on_failure",
+        "airflow_run_id": result.dag_run.run_id,
+    }
+    assert [status for _, status in emulator.status_history(batch_id)] == ["in_progress", "cancelling", "cancelled"]
+
+    assert result.xcom("cancel_batch")["status"] == "cancelled"  # pass_through after wait
+    assert result.xcom("confirm_cancelled")["id"] == batch_id
+    report = result.xcom("report_partial_results")
+    assert report == {
+        "batch_id": batch_id,
+        "status": "cancelled",
+        "request_counts": batch["request_counts"],
+        "output_file_id": batch["output_file_id"],
+    }
+
+
+def test_cancel_on_failure_leaves_the_batch_alone_when_processing_succeeds(
+    emulator: OpenAIEmulator, run_dag: RunDag
+) -> None:
+    result = run_dag("example_psopenai_cancel_on_failure", fail_processing=False)
+
+    assert result.state == "success"
+    assert result.task_states["process_records"] == "success"
+    for task_id in ("cancel_batch", "confirm_cancelled", "report_partial_results", "fail_run"):
+        assert result.task_states[task_id] == "skipped", task_id
+    assert batch_cancels(emulator) == []
+    (batch_id,) = created_batch_ids(emulator)
+    assert emulator.get_batch(batch_id)["status"] == "in_progress"
+
+
+def test_cancel_on_failure_takes_the_input_file_from_the_params(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    result = run_dag("example_psopenai_cancel_on_failure", input_file_id="file-abc123")
+    assert result.task_states["cancel_batch"] == "success"
+    (batch_id,) = created_batch_ids(emulator)
+    assert emulator.get_batch(batch_id)["input_file_id"] == "file-abc123"
+
+
+# -- 2. IDs through XCom --------------------------------------------------------------------------------
+
+
+def test_xcom_ids_cancels_each_batch_once(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    result = run_dag("example_psopenai_xcom_ids")
+
+    assert result.state == "success", result.task_states
+    assert set(result.task_states.values()) == {"success"}
+    submitted = {label: result.xcom(f"submit_{label}")["id"] for label in ("a", "b")}
+    submitted["c"] = result.xcom("submit_c", key="id")  # multiple_outputs: each key is its own XCom
+    assert len(set(submitted.values())) == 3
+    for label, cancel_task in (("a", "cancel_by_template"), ("b", "cancel_by_object"), ("c", "cancel_by_key")):
+        cancelled = result.xcom(cancel_task)
+        assert cancelled["id"] == submitted[label], cancel_task
+        assert cancelled["status"] == "cancelling"
+        assert emulator.get_batch(submitted[label])["metadata"] == {"example": label}
+    assert sorted(batch_cancels(emulator)) == sorted(submitted.values())
+    assert result.rendered_fields("cancel_by_template")["batch_id"] == submitted["a"]
+
+
+# -- 3. teardown ----------------------------------------------------------------------------------------
+
+
+def test_teardown_succeeds_with_nothing_left_to_cancel(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    result = run_dag("example_psopenai_teardown", sample_seconds=0)
+
+    assert result.task_states == {"submit_batch": "success", "sample_batch": "success", "cleanup_batch": "success"}
+    assert result.state == "success"
+    (batch_id,) = created_batch_ids(emulator)
+    # The work stopped the batch; the teardown found it cancelling, sent nothing and waited for it.
+    assert batch_cancels(emulator) == [batch_id]
+    assert result.xcom("cleanup_batch")["status"] == "cancelled"
+    assert result.xcom("sample_batch")["batch_id"] == batch_id
+
+
+def test_teardown_cancels_when_the_work_failed(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    result = run_dag("example_psopenai_teardown", sample_seconds=0, fail_work=True)
+
+    assert result.task_states == {"submit_batch": "success", "sample_batch": "failed", "cleanup_batch": "success"}
+    assert result.state == "failed"
+    (batch_id,) = created_batch_ids(emulator)
+    assert batch_cancels(emulator) == [batch_id]  # sent by the teardown
+    assert result.xcom("cleanup_batch")["status"] == "cancelled"
+    assert emulator.get_batch(batch_id)["status"] == "cancelled"
+
+
+# -- 4. mapped ------------------------------------------------------------------------------------------
+
+
+def test_mapped_cancels_every_batch_of_the_run_once(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    files = [f"file-mapped-{n}" for n in range(5)]
+    result = run_dag("example_psopenai_mapped", input_file_ids=files)
+
+    assert result.state == "success", result.task_states
+    assert [result.task_states[f"cancel_batches[{i}]"] for i in range(5)] == ["success"] * 5
+    batch_ids = created_batch_ids(emulator)
+    assert len(batch_ids) == 5
+    assert sorted(batch_cancels(emulator)) == sorted(batch_ids)  # each exactly once
+    assert sorted(emulator.get_batch(b)["input_file_id"] for b in batch_ids) == files
+    cancelled = [result.xcom("cancel_batches", map_index=i) for i in range(5)]
+    assert sorted(batch["id"] for batch in cancelled) == sorted(batch_ids)
+    summary = result.xcom("summarize")
+    assert summary["batches"] == 5
+    assert summary["statuses"] == ["cancelled"] * 5
+
+
+# -- 5. thread run --------------------------------------------------------------------------------------
+
+
+def test_thread_run_created_on_the_emulator_is_cancelled(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    result = run_dag("example_psopenai_thread_run")
+
+    assert result.state == "success", result.task_states
+    assert set(result.task_states.values()) == {"success"}
+    run = result.xcom("start_run")
+    cancels = emulator.requests(method="POST", path="/v1/threads/*/runs/*/cancel")
+    assert [entry.path for entry in cancels] == [f"/v1/threads/{run['thread_id']}/runs/{run['id']}/cancel"]
+    assert all(entry.headers.get("openai-beta") == "assistants=v2" for entry in emulator.journal)
+    assert emulator.get_thread_run(run["thread_id"], run["id"])["status"] == "cancelled"
+    report = result.xcom("report_run")
+    assert report["status"] == "cancelled"
+    assert report["run_id"] == run["id"]
+
+
+def test_thread_run_named_by_params_is_retrieved_and_cancelled(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    run = emulator.create_thread_run(status="requires_action")
+    result = run_dag("example_psopenai_thread_run", thread_id=run["thread_id"], run_id=run["id"])
+
+    assert result.state == "success", result.task_states
+    assert result.xcom("start_run")["id"] == run["id"]
+    assert len(emulator.requests(method="POST", path="*/cancel")) == 1
+    assert result.xcom("report_run")["status"] == "cancelled"
+
+
+def test_thread_run_that_finished_first_skips_the_sensor(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    """soft_fail: a run that completed before the cancel took effect skips the check and the report."""
+    run = emulator.create_thread_run(race_to="completed")
+    result = run_dag("example_psopenai_thread_run", thread_id=run["thread_id"], run_id=run["id"])
+
+    assert result.task_states["cancel_run"] == "success"
+    assert result.xcom("cancel_run")["status"] == "completed"
+    assert result.task_states["confirm_cancelled"] == "skipped"
+    assert result.task_states["report_run"] == "skipped"
+
+
+def test_thread_run_without_ids_fails_clearly_off_the_emulator(
+    openai_emulator: OpenAIEmulator,
+    run_dag: RunDag,
+    monkeypatch: pytest.MonkeyPatch,
+    captured_logs: Callable[[], str],
+) -> None:
+    """On a server without the emulator's admin endpoint, start_run says the IDs must be given."""
+    # Azure's v1 base: the API answers there, but {base}/_emulator/thread_runs is an unknown path (404).
+    host = openai_emulator.base_url + "/openai/v1"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PSOPENAI_DEFAULT",
+        json.dumps({"conn_type": "psopenai", "host": host, "password": openai_emulator.api_key}),
+    )
+    result = run_dag("example_psopenai_thread_run")
+
+    assert result.task_states["start_run"] == "failed"
+    assert result.task_states["cancel_run"] == "upstream_failed"
+    assert "exists only on the airflow-psopenai emulator" in captured_logs()
+    assert [(e.method, e.path, e.status) for e in openai_emulator.journal] == [
+        ("POST", "/openai/_emulator/thread_runs", 404)
+    ]
