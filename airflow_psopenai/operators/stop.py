@@ -119,11 +119,15 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         if self.wait and status_of(obj) not in self.resource.settled:
             if self.deferrable:
                 self.defer(
-                    trigger=self.status_trigger(ids, self.poll_interval, self.wait_timeout or self.execution_timeout),
+                    trigger=self.status_trigger(ids, self.poll_interval, self._deferred_wait_limit()),
                     method_name="execute_complete",
                 )
             obj = self._wait_in_worker(hook, ids)
         return self._finish(obj, ids)
+
+    def _deferred_wait_limit(self) -> float | timedelta | None:
+        # Airflow does not apply execution_timeout to a deferred task: the trigger's deadline does.
+        return self.wait_timeout if self.wait_timeout is not None else self.execution_timeout
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Resume after the deferred wait: check the event, then finish as ``execute`` does."""

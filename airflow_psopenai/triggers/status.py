@@ -84,10 +84,12 @@ class ResourceStatusTrigger(BaseTrigger):
         while True:
             remaining = None if self.deadline is None else self.deadline - time.time()
             if remaining is not None and remaining <= 0:
-                message = (
-                    f"{watch.target} did not settle before the deadline "
-                    f"(last status: {watch.last_status or 'unknown'})."
+                seen = (
+                    f"last status: {watch.last_status}"
+                    if watch.last_status
+                    else "no poll since this trigger (re)started"
                 )
+                message = f"{watch.target} did not settle before the deadline ({seen})."
                 yield TriggerEvent(failure_event(EVENT_TIMEOUT, message, last))
                 return
             try:

@@ -20,6 +20,7 @@ BATCH_SCENARIOS: dict[str, dict[str, Any]] = {
     "stop_batch_wait_deferrable": {"wait": True, "pass_through": True, "poll_interval": 0.2, "deferrable": True},
     "stop_batch_wait_timeout": {"wait": True, "poll_interval": 0.2, "wait_timeout": 1, "deferrable": False},
     "stop_batch_wait_timeout_deferrable": {"wait": True, "poll_interval": 0.2, "wait_timeout": 1, "deferrable": True},
+    "stop_batch_wait_zero_timeout_deferrable": {"wait": True, "wait_timeout": 0, "deferrable": True},
     # No wait_timeout: the deferred wait ends at execution_timeout, which Airflow leaves to the trigger.
     "stop_batch_wait_execution_timeout_deferrable": {
         "wait": True,

@@ -66,7 +66,12 @@ def test_race_to_completed_is_reported_as_completed(
 
 @pytest.mark.parametrize(
     "dag_id",
-    ["stop_batch_wait_timeout", "stop_batch_wait_timeout_deferrable", "stop_batch_wait_execution_timeout_deferrable"],
+    [
+        "stop_batch_wait_timeout",
+        "stop_batch_wait_timeout_deferrable",
+        "stop_batch_wait_zero_timeout_deferrable",
+        "stop_batch_wait_execution_timeout_deferrable",
+    ],
 )
 def test_wait_timeout_fails_the_task(emulator: OpenAIEmulator, run_dag: RunDag, dag_id: str) -> None:
     emulator.cancel_delay = 60
