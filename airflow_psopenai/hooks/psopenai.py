@@ -18,7 +18,7 @@ from airflow_psopenai.exceptions import (
     PSOpenAIError,
 )
 from airflow_psopenai.hooks.errors import error_from_response, invalid_success_body, transport_error
-from airflow_psopenai.hooks.pool import shared_async_client
+from airflow_psopenai.hooks.pool import shared_pool
 from airflow_psopenai.hooks.retry import RetryPolicy
 from airflow_psopenai.hooks.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
 from airflow_psopenai.resources import BATCH, THREAD_RUN, CancellableResource
@@ -271,12 +271,12 @@ class PSOpenAIHook(BaseHook):
 
     async def _asend(self, call: _Call) -> JsonObject:
         settings = await self.asettings()
-        client = shared_async_client(settings.timeout())
+        pool = shared_pool(settings.timeout())
         assert self._retry_policy is not None
         async for attempt in self._retry_policy.async_retrying():
             with attempt:
                 try:
-                    response = await client.request(call.method, call.url, params=call.params, headers=call.headers)
+                    response = await pool.request(call.method, call.url, params=call.params, headers=call.headers)
                 except httpx.TransportError as error:
                     raise transport_error(error, settings=settings, target=call.target) from error
                 return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)

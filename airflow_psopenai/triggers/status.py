@@ -80,7 +80,6 @@ class ResourceStatusTrigger(BaseTrigger):
         watch = StatusWatch(resource, self.ids, self.log)
         delays = poll_delays(self.poll_interval)
         last: dict[str, Any] | None = None
-        delay = next(delays)
         while True:
             remaining = None if self.deadline is None else self.deadline - time.time()
             if remaining is not None and remaining <= 0:

@@ -16,7 +16,7 @@ from airflow_psopenai.exceptions import (
     PSOpenAITransportError,
 )
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks.pool import shared_async_client, shared_pool_count
+from airflow_psopenai.hooks.pool import shared_pool, shared_pool_count
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import retry_waits
 
@@ -97,23 +97,24 @@ async def test_connection_is_looked_up_with_the_async_api_once(
     assert (await hook.asettings()).api_base == emulator.api_base
 
 
-async def test_hooks_with_the_same_settings_share_one_pooled_client(emulator: OpenAIEmulator) -> None:
+async def test_hooks_with_the_same_settings_share_one_pool(emulator: OpenAIEmulator) -> None:
     batch = emulator.create_batch()
     first, second = PSOpenAIHook(), PSOpenAIHook(max_retry_count=2)
     await first.aget_batch(batch["id"])
     await second.aget_batch(batch["id"])
     assert shared_pool_count() == 1
     settings = await first.asettings()
-    assert shared_async_client(settings.timeout()) is shared_async_client((await second.asettings()).timeout())
+    assert shared_pool(settings.timeout()) is shared_pool((await second.asettings()).timeout())
     await PSOpenAIHook(timeout_sec=7).aget_batch(batch["id"])
-    assert shared_pool_count() == 2  # one client per distinct timeout setting
+    assert shared_pool_count() == 2  # one pool per distinct timeout setting
 
 
 async def test_pooled_client_has_no_read_limit_for_timeout_0(emulator: OpenAIEmulator) -> None:
     settings = await PSOpenAIHook(timeout_sec=0).asettings()
-    client = shared_async_client(settings.timeout())
-    assert client.timeout.read is None
-    assert client.timeout.connect == 10.0
+    pool = shared_pool(settings.timeout())
+    assert pool.timeout.read is None
+    assert pool.timeout.connect == 10.0
+    assert pool.timeout.pool is None  # waiting for our own free connection is never a timeout
 
 
 async def test_50_concurrent_calls_overlap(emulator: OpenAIEmulator) -> None:
