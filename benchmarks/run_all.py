@@ -1,0 +1,377 @@
+"""Run every benchmark, print one markdown report, and write it with the raw numbers and the plot.
+
+Writes ``benchmarks/results/latest.md``, ``benchmarks/results/latest.json`` and
+``benchmarks/results/trigger_concurrency.png``. ``make bench`` runs this in ``.venv-bench``.
+
+Run: ``python -m benchmarks.run_all [--quick]`` (``--quick``: N up to 100, fewer samples and batches, for a
+smoke test of the scripts; its numbers are not the reference ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks import cancel_throughput, import_cost, trigger_concurrency
+from benchmarks.common import OFFICIAL, OURS, RESULTS, load_average, wait_for_quiet_machine
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+LOAD_LIMIT = 1.5
+# Targets of the brief.
+TARGET_RATIO_TO_N1 = 2.0
+TARGET_SPEEDUP = 20.0
+TARGET_CPU_MS_PER_REQUEST = 1.0
+TARGET_IMPORT_MS = 20.0
+TARGET_IMPORT_FACTOR = 10.0
+
+
+# -- environment --------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """Return what the numbers were measured on."""
+    cpu_model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    versions = {}
+    for package in (
+        "apache-airflow",
+        "apache-airflow-task-sdk",
+        "airflow-psopenai",
+        "apache-airflow-providers-openai",
+        "openai",
+        "httpx",
+        "httpcore",
+        "httpx2",
+        "tenacity",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": versions,
+    }
+
+
+# -- verdicts -----------------------------------------------------------------------------------------------
+
+
+def _runs(trigger: dict[str, Any], side: str) -> dict[int, dict[str, Any]]:
+    return {run["n"]: run for run in trigger["runs"] if run["side"] == side}
+
+
+def _time_text(run: dict[str, Any]) -> str:
+    if run["finished"]:
+        return f"{run['seconds']:.2f} s"
+    return f"> {run['seconds']:.0f} s (did not finish; {run['events']} of {run['n']} events fired)"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return each target of the brief with the measured figure and whether it is met."""
+    verdicts: list[dict[str, Any]] = []
+    trigger = results.get("trigger_concurrency")
+    if trigger:
+        ours, official = _runs(trigger, OURS), _runs(trigger, OFFICIAL)
+        big, small = max(ours), min(ours)
+        if big in ours and small in ours:
+            ratio = ours[big]["seconds"] / ours[small]["seconds"]
+            verdicts.append(
+                {
+                    "target": f"Trigger: ours at N = {big} within {TARGET_RATIO_TO_N1:g}x of its N = {small} time",
+                    "measured": f"{ours[big]['seconds']:.2f} s vs {ours[small]['seconds']:.2f} s: {ratio:.2f}x",
+                    "met": ours[big]["finished"] and ratio <= TARGET_RATIO_TO_N1,
+                }
+            )
+        if big in official:
+            speedup = official[big]["seconds"] / ours[big]["seconds"]
+            at_least = "" if official[big]["finished"] else "at least "
+            verdicts.append(
+                {
+                    "target": f"Trigger: ours at least {TARGET_SPEEDUP:g}x faster than the official at N = {big}",
+                    "measured": f"{at_least}{speedup:.1f}x ({_time_text(ours[big])} vs {_time_text(official[big])})",
+                    "met": ours[big]["finished"] and speedup >= TARGET_SPEEDUP,
+                }
+            )
+        # Judged where the one-time costs of a trigger (connection lookup, the pool's TLS context) are
+        # spread over many requests: the largest N, and one waiter polling in a row.
+        steady = trigger.get("poll_cost", {}).get(OURS, {}).get("cpu_ms_per_poll")
+        per_request = ", ".join(f"N={n}: {run['cpu_ms_per_request']:.2f}" for n, run in sorted(ours.items()))
+        verdicts.append(
+            {
+                "target": f"Trigger: at most {TARGET_CPU_MS_PER_REQUEST:g} ms of CPU per poll request (ours)",
+                "measured": f"N = {big}: {ours[big]['cpu_ms_per_request']:.2f} ms "
+                f"(CPU / requests; all N: {per_request}); "
+                + (f"one waiter polling in a row: {steady:.2f} ms" if steady is not None else ""),
+                "met": ours[big]["cpu_ms_per_request"] <= TARGET_CPU_MS_PER_REQUEST
+                and (steady is None or steady <= TARGET_CPU_MS_PER_REQUEST),
+            }
+        )
+    imports = results.get("import_cost")
+    if imports:
+        ours_ms = imports["sides"][OURS]["total_ms"]["median"]
+        official_ms = imports["sides"][OFFICIAL]["total_ms"]["median"]
+        verdicts.append(
+            {
+                "target": f"Import: at most {TARGET_IMPORT_MS:g} ms after airflow.sdk",
+                "measured": f"{ours_ms:.1f} ms (median of {imports['samples']})",
+                "met": ours_ms <= TARGET_IMPORT_MS,
+            }
+        )
+        verdicts.append(
+            {
+                "target": f"Import: at least {TARGET_IMPORT_FACTOR:g}x less than the official",
+                "measured": f"{official_ms / ours_ms:.0f}x less ({ours_ms:.1f} ms vs {official_ms:.0f} ms)",
+                "met": official_ms / ours_ms >= TARGET_IMPORT_FACTOR,
+            }
+        )
+    cancels = results.get("cancel_throughput")
+    if cancels:
+        for run in cancels["runs"]:
+            verdicts.append(
+                {
+                    "target": f"Cancel: every batch cancelled exactly once ({run['side']})",
+                    "measured": f"{run['batches_with_one_ok_cancel']} of {run['n']} with one 200 cancel, "
+                    f"{run['rate_limited']} 429s retried, {run['failures']} failures",
+                    "met": run["exactly_once"],
+                }
+            )
+    return verdicts
+
+
+# -- report -------------------------------------------------------------------------------------------------
+
+
+def _pair(ours: str, official: str) -> str:
+    return f"{ours} / {official}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Return the report as markdown."""
+    env = results["machine"]
+    versions = env["versions"]
+    lines = [
+        f"Measured {env['date']} on {env['nproc']} cores ({env['cpu_model']}), {env['ram_gib']} GiB RAM, "
+        f"Linux {env['kernel']}; Python {env['python']}, Airflow {versions['apache-airflow']} "
+        f"(task SDK {versions['apache-airflow-task-sdk']}), airflow-psopenai {versions['airflow-psopenai']} "
+        f"(httpx {versions['httpx']}, httpcore {versions['httpcore']}), "
+        f"apache-airflow-providers-openai {versions['apache-airflow-providers-openai']} "
+        f"(openai {versions['openai']}, httpx2 {versions['httpx2']}). "
+        f"Load average before the run: {results['load_before']:.2f}; after: {results['load_after']:.2f}. "
+        f"Total bench time: {results['bench_seconds']:.0f} s.",
+        "",
+    ]
+    trigger = results.get("trigger_concurrency")
+    if trigger:
+        settings = trigger["settings"]
+        lines += [
+            "### 1. Triggerer concurrency (N waits in one event loop; ours / official)",
+            "",
+            f"Emulator in its own process, {settings['latency_sec'] * 1000:.0f} ms latency per answer; batches "
+            f"created `cancelling` just before the start, `cancelled` {settings['cancel_delay_sec']:g} s after "
+            f"their creation. Poll interval {settings['poll_interval_sec']:g} s for both (ours polls sooner at "
+            f"first, by design). Each (side, N) in a fresh process; runs capped at {settings['time_limit_sec']:g} s.",
+            "",
+            "| N | time until every event fired | CPU s | poll requests | CPU ms / request "
+            "| peak RSS MiB (growth) | events before the batch was cancelled |",
+            "|---:|---|---|---|---|---|---|",
+        ]
+        ours, official = _runs(trigger, OURS), _runs(trigger, OFFICIAL)
+        for n in settings["ns"]:
+            a, b = ours.get(n), official.get(n)
+            if a is None or b is None:
+                continue
+            cpu = _pair(f"{a['cpu_sec']:.2f}", f"{b['cpu_sec']:.2f}")
+            per_request = _pair(f"{a['cpu_ms_per_request']:.2f}", f"{b['cpu_ms_per_request']:.2f}")
+            lines.append(
+                f"| {n} | {_pair(_time_text(a), _time_text(b))} | {cpu} "
+                f"| {_pair(str(a['requests']), str(b['requests']))} | {per_request} "
+                f"| {_pair(_rss(a), _rss(b))} | {_pair(str(a['premature_events']), str(b['premature_events']))} |"
+            )
+        poll_cost = trigger.get("poll_cost", {})
+        if OURS in poll_cost and OFFICIAL in poll_cost:
+            lines += [
+                "",
+                f"One waiter polling {settings['poll_cost_polls']} times in a row (0 ms latency, no pool contention): "
+                f"{poll_cost[OURS]['cpu_ms_per_poll']:.2f} / {poll_cost[OFFICIAL]['cpu_ms_per_poll']:.2f}"
+                " ms of CPU per poll (ours / official).",
+            ]
+        lines += ["", "Plot: `benchmarks/results/trigger_concurrency.png`.", ""]
+    imports = results.get("import_cost")
+    if imports:
+        ours_side, official_side = imports["sides"][OURS], imports["sides"][OFFICIAL]
+        lines += [
+            "### 2. DAG-parse import cost (after `import airflow.sdk`)",
+            "",
+            f"Median of {imports['samples']} fresh processes each (load {imports['load_min']:.2f}-"
+            f"{imports['load_max']:.2f} during the samples).",
+            "",
+            "| | ours: `airflow_psopenai.operators` + `.sensors` "
+            "| official: `airflow.providers.openai.operators.openai` |",
+            "|---|---|---|",
+            f"| median | {ours_side['total_ms']['median']:.1f} ms ({ours_side['operators_ms']['median']:.1f} + "
+            f"{ours_side['sensors_ms']['median']:.1f}) | {official_side['total_ms']['median']:.1f} ms |",
+            f"| min - max | {ours_side['total_ms']['min']:.1f} - {ours_side['total_ms']['max']:.1f} ms "
+            f"| {official_side['total_ms']['min']:.1f} - {official_side['total_ms']['max']:.1f} ms |",
+            f"| modules newly imported | {ours_side['modules']['median']:.0f} "
+            f"| {official_side['modules']['median']:.0f} |",
+            f"| `import airflow.sdk` itself (median) | {ours_side['sdk_ms']['median']:.0f} ms "
+            f"| {official_side['sdk_ms']['median']:.0f} ms |",
+            "",
+        ]
+    cancels = results.get("cancel_throughput")
+    if cancels:
+        settings = cancels["settings"]
+        runs = {run["side"]: run for run in cancels["runs"]}
+        a, b = runs[OURS], runs[OFFICIAL]
+        lines += [
+            "### 3. Cancel throughput under faults",
+            "",
+            f"{settings['batches']} batches `in_progress`, {settings['concurrency']} cancels at once, "
+            f"{settings['fault_rate'] * 100:.0f} % of cancel requests answered 429 with `retry-after-ms` "
+            f"{'/'.join(str(ms) for ms in settings['retry_after_ms'])} (seeded), up to {settings['max_retries']} "
+            f"retries, {settings['latency_sec'] * 1000:.0f} ms latency. Ours: `PSOpenAIHook.acancel_batch`, one hook, "
+            f"{settings['concurrency']} coroutines (asyncio.Semaphore); official: `OpenAIHook.cancel_batch`, one hook, "
+            f"{settings['concurrency']} threads (`openai_client_kwargs.max_retries = {settings['max_retries']}`).",
+            "",
+            "| | ours | official |",
+            "|---|---|---|",
+            f"| wall time | {a['seconds']:.2f} s | {b['seconds']:.2f} s |",
+            f"| cancels per second | {a['n'] / a['seconds']:.0f} | {b['n'] / b['seconds']:.0f} |",
+            f"| CPU s (ms per request) | {a['cpu_sec']:.2f} ({a['cpu_ms_per_request']:.2f}) "
+            f"| {b['cpu_sec']:.2f} ({b['cpu_ms_per_request']:.2f}) |",
+            f"| requests sent (429s) | {a['requests']} ({a['rate_limited']}) | {b['requests']} ({b['rate_limited']}) |",
+            f"| batches with exactly one 200 cancel | {a['batches_with_one_ok_cancel']} "
+            f"| {b['batches_with_one_ok_cancel']} |",
+            f"| failed cancels | {a['failures']} | {b['failures']} |",
+            f"| peak RSS MiB (growth) | {_rss(a)} | {_rss(b)} |",
+            "",
+        ]
+    verdicts = results.get("targets", [])
+    if verdicts:
+        lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {v['target']} | {v['measured']} | {'yes' if v['met'] else '**no**'} |" for v in verdicts]
+        lines.append("")
+    for name, error in results.get("errors", {}).items():
+        lines += [f"**{name} failed:** `{error.splitlines()[-1] if error else 'unknown error'}`", ""]
+    return "\n".join(lines)
+
+
+def _rss(run: dict[str, Any]) -> str:
+    return f"{run['peak_rss_mb']:.0f} (+{run['peak_rss_mb'] - run['rss_before_mb']:.0f})"
+
+
+def plot(trigger: dict[str, Any], path: Path) -> None:
+    """Plot the time until every event fired against N, log-log, both providers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    styles = {
+        OURS: ("airflow-psopenai ResourceStatusTrigger", "tab:blue", "o"),
+        OFFICIAL: ("official OpenAIBatchTrigger (ends at `cancelling`)", "tab:red", "s"),
+    }
+    for side, (label, color, marker) in styles.items():
+        runs = sorted(_runs(trigger, side).values(), key=lambda run: run["n"])
+        if not runs:
+            continue
+        axes.plot([r["n"] for r in runs], [r["seconds"] for r in runs], marker=marker, color=color, label=label)
+        for run in runs:
+            if not run["finished"]:
+                axes.annotate(
+                    f"> {run['seconds']:.0f} s: capped,\n{run['events']} of {run['n']} events",
+                    (run["n"], run["seconds"]),
+                    textcoords="offset points",
+                    xytext=(-110, -8),
+                    fontsize=8,
+                    color=color,
+                )
+                axes.plot([run["n"]], [run["seconds"]], marker="^", markersize=10, color=color, linestyle="none")
+    settings = trigger["settings"]
+    axes.axhline(settings["cancel_delay_sec"], color="grey", linestyle=":", linewidth=1)
+    axes.text(1, settings["cancel_delay_sec"] * 1.08, "batches turn cancelled", fontsize=8, color="grey")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("N concurrent waits in one event loop")
+    axes.set_ylabel("seconds until every event fired")
+    axes.set_title(
+        f"Triggerer concurrency ({settings['latency_sec'] * 1000:.0f} ms latency, "
+        f"poll {settings['poll_interval_sec']:g} s)"
+    )
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks, write the results, print the report; exit 1 if a benchmark failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test of the scripts")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    load = wait_for_quiet_machine(LOAD_LIMIT)
+    if load > LOAD_LIMIT:
+        print(f"run_all: the load average is {load:.2f} (> {LOAD_LIMIT}); measuring anyway.", file=sys.stderr)
+    results: dict[str, Any] = {"machine": machine(), "load_before": load, "quick": args.quick, "errors": {}}
+    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        (
+            "trigger_concurrency",
+            lambda: trigger_concurrency.measure(
+                (1, 10, 100) if args.quick else (1, 10, 100, 1000), 30 if args.quick else 120
+            ),
+        ),
+        ("import_cost", lambda: import_cost.measure(3 if args.quick else 12)),
+        ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
+    ]
+    for name, step in steps:
+        try:
+            results[name] = step()
+        except Exception:
+            results["errors"][name] = traceback.format_exc()
+            print(f"run_all: {name} failed:\n{results['errors'][name]}", file=sys.stderr)
+    results["load_after"] = load_average()[0]
+    results["bench_seconds"] = time.monotonic() - started
+    results["targets"] = targets(results)
+    report = markdown(results)
+    suffix = "-quick" if args.quick else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"latest{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"latest{suffix}.md").write_text(report + "\n")
+    if "trigger_concurrency" in results:
+        plot(results["trigger_concurrency"], RESULTS / f"trigger_concurrency{suffix}.png")
+    print(report)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
