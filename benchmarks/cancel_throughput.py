@@ -36,6 +36,7 @@ from benchmarks.common import (
     airflow_home,
     create_batches,
     current_rss_mb,
+    exit_on_signals,
     load_average,
     peak_rss_mb,
     report,
@@ -207,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=BATCHES)
     args = parser.parse_args(argv)
+    exit_on_signals()
     if args.worker:
         worker(json.loads(args.worker))
         return 0

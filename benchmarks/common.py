@@ -60,7 +60,8 @@ class EmulatorProcess:
         self.base_url = ""
         self._process: subprocess.Popen[str] | None = None
         self._admin: httpx.Client | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="psopenai-bench-emulator-", suffix=".log", delete=False)  # noqa: SIM115
+        # Its stderr; removed when the emulator stops (its tail is in the error when it fails to start).
+        self._log = tempfile.TemporaryFile(prefix="psopenai-bench-emulator-")  # noqa: SIM115
 
     def __enter__(self) -> EmulatorProcess:
         try:
@@ -95,7 +96,9 @@ class EmulatorProcess:
         )
         line = _read_line(self._process, self.startup_timeout)
         if not line.startswith("http"):
-            raise BenchError(f"The emulator did not print its API base (got {line!r}); see {self._log.name}.")
+            self._log.seek(0)
+            errors = self._log.read().decode(errors="replace")[-3000:]
+            raise BenchError(f"The emulator did not print its API base (got {line!r}):\n{errors}")
         self.api_base = line.strip()
         self.base_url = self.api_base.removesuffix("/v1")
         self._admin = httpx.Client(base_url=f"{self.base_url}/_emulator", timeout=120)
@@ -306,6 +309,20 @@ def current_rss_mb() -> float:
 def peak_rss_mb() -> float:
     """Return this process's RSS high-water mark (``ru_maxrss``, KiB on Linux), in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def exit_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into ``SystemExit``, so that every ``with`` block stops its processes.
+
+    The emulator and the workers run in sessions of their own (they get no signal from the terminal):
+    only the ``finally`` blocks of this process stop them.
+    """
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)
 
 
 def load_average() -> tuple[float, float, float]:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from typing import Any
 
-from benchmarks.common import OFFICIAL, OURS, SIDES, BenchError, airflow_home, load_average, worker_env
+from benchmarks.common import OFFICIAL, OURS, SIDES, BenchError, airflow_home, exit_on_signals, load_average, worker_env
 
 DEFAULT_SAMPLES = 15
 PROCESS_TIMEOUT_SEC = 120
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     args = parser.parse_args(argv)
+    exit_on_signals()
     print(json.dumps(measure(args.samples), indent=2))
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import cancel_throughput, import_cost, trigger_concurrency
-from benchmarks.common import OFFICIAL, OURS, RESULTS, load_average, wait_for_quiet_machine
+from benchmarks.common import OFFICIAL, OURS, RESULTS, exit_on_signals, load_average, wait_for_quiet_machine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -314,7 +314,7 @@ def plot(trigger: dict[str, Any], path: Path) -> None:
                 axes.plot([run["n"]], [run["seconds"]], marker="^", markersize=10, color=color, linestyle="none")
     settings = trigger["settings"]
     axes.axhline(settings["cancel_delay_sec"], color="grey", linestyle=":", linewidth=1)
-    axes.text(1, settings["cancel_delay_sec"] * 1.08, "batches turn cancelled", fontsize=8, color="grey")
+    axes.text(20, settings["cancel_delay_sec"] * 0.86, "batches turn cancelled", fontsize=8, color="grey")
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("N concurrent waits in one event loop")
@@ -338,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test of the scripts")
     args = parser.parse_args(argv)
+    exit_on_signals()
     started = time.monotonic()
     load = wait_for_quiet_machine(LOAD_LIMIT)
     if load > LOAD_LIMIT:

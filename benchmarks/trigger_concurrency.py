@@ -37,6 +37,7 @@ from benchmarks.common import (
     airflow_home,
     create_batches,
     current_rss_mb,
+    exit_on_signals,
     load_average,
     peak_rss_mb,
     report,
@@ -261,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", default=list(DEFAULT_NS))
     parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_SEC)
     args = parser.parse_args(argv)
+    exit_on_signals()
     if args.worker:
         worker(json.loads(args.worker))
         return 0
