@@ -159,7 +159,8 @@ async def _poll_cost(side: str, admin_base: str, polls: int) -> dict[str, Any]:
         watch.observe(await hook.aget_object(BATCH, ids))  # connection lookup, client, first connection
         cpu_start = time.process_time()
         for _ in range(polls):
-            watch.observe(await asyncio.wait_for(hook.aget_object(BATCH, ids), timeout=60))
+            async with asyncio.timeout(60):  # as the trigger bounds each poll
+                watch.observe(await hook.aget_object(BATCH, ids))
         cpu = time.process_time() - cpu_start
         await aclose_shared_clients()
     else:

@@ -21,6 +21,7 @@ from airflow_psopenai.hooks.errors import error_from_response, invalid_success_b
 from airflow_psopenai.hooks.pool import shared_pool
 from airflow_psopenai.hooks.retry import RetryPolicy
 from airflow_psopenai.hooks.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
+from airflow_psopenai.hooks.settings_cache import shared_settings
 from airflow_psopenai.resources import BATCH, THREAD_RUN, CancellableResource
 from airflow_psopenai.validation import require_id
 
@@ -109,19 +110,26 @@ class PSOpenAIHook(BaseHook):
         return self._settings
 
     async def asettings(self) -> ApiSettings:
-        """Return the resolved settings, looking the connection up once without blocking the event loop."""
+        """Return the resolved settings without blocking the event loop.
+
+        Hooks of one event loop with the same connection and overrides share one lookup (for a
+        minute): a triggerer starting a thousand waits looks the connection up once.
+        """
         if self._settings is None:
-            try:
-                connection: Connection | None = await self.aget_connection(self.conn_id)
-            except AirflowNotFoundException:
-                self._allow_missing_connection()
-                connection = None
-            settings = resolve_settings(self.conn_id, connection, self.overrides)
-            # The sync mask_secret would block the event loop talking to the supervisor.
-            await amask_secret(settings.api_key)
-            self._adopt(settings)
+            self._adopt(await shared_settings((self.conn_id, self.overrides), self._alookup_settings))
         assert self._settings is not None
         return self._settings
+
+    async def _alookup_settings(self) -> ApiSettings:
+        try:
+            connection: Connection | None = await self.aget_connection(self.conn_id)
+        except AirflowNotFoundException:
+            self._allow_missing_connection()
+            connection = None
+        settings = resolve_settings(self.conn_id, connection, self.overrides)
+        # The sync mask_secret would block the event loop talking to the supervisor.
+        await amask_secret(settings.api_key)
+        return settings
 
     def _allow_missing_connection(self) -> None:
         """Allow a missing default connection when the environment has a key (as the seed does)."""
@@ -260,27 +268,29 @@ class PSOpenAIHook(BaseHook):
 
     def _send(self, call: _Call) -> JsonObject:
         settings = self.settings
-        for attempt in self.retry_policy.retrying():
-            with attempt:
-                try:
-                    response = self.client.request(call.method, call.url, params=call.params, headers=call.headers)
-                except httpx.TransportError as error:
-                    raise transport_error(error, settings=settings, target=call.target) from error
-                return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+        def attempt() -> JsonObject:
+            try:
+                response = self.client.request(call.method, call.url, params=call.params, headers=call.headers)
+            except httpx.TransportError as error:
+                raise transport_error(error, settings=settings, target=call.target) from error
+            return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
+
+        return self.retry_policy.call(attempt)
 
     async def _asend(self, call: _Call) -> JsonObject:
         settings = await self.asettings()
         pool = shared_pool(settings.timeout())
+
+        async def attempt() -> JsonObject:
+            try:
+                response = await pool.request(call.method, call.url, params=call.params, headers=call.headers)
+            except httpx.TransportError as error:
+                raise transport_error(error, settings=settings, target=call.target) from error
+            return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
+
         assert self._retry_policy is not None
-        async for attempt in self._retry_policy.async_retrying():
-            with attempt:
-                try:
-                    response = await pool.request(call.method, call.url, params=call.params, headers=call.headers)
-                except httpx.TransportError as error:
-                    raise transport_error(error, settings=settings, target=call.target) from error
-                return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        return await self._retry_policy.acall(attempt)
 
     @staticmethod
     def _parse(response: httpx.Response, settings: ApiSettings, *, target: str, assistants_api: bool) -> JsonObject:

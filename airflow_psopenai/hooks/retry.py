@@ -7,7 +7,7 @@ sets ``retryable`` and ``retry_after``); this module decides how often and how l
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
 
@@ -16,11 +16,15 @@ from airflow_psopenai.validation import require_retry_count
 from airflow_psopenai.waiting import MAX_SERVER_DELAY_SEC
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from tenacity import RetryCallState
 
 BASE_DELAY_SEC = 1.0
 MAX_BACKOFF_SEC = 129.0
 JITTER = (0.8, 1.2)
+
+_T = TypeVar("_T")
 
 
 class WarningLogger(Protocol):
@@ -59,23 +63,28 @@ class RetryPolicy:
         common = {
             "stop": stop_after_attempt(self.max_retry_count + 1),
             "retry": retry_if_exception(is_retryable),
-            "wait": self._wait,
+            "wait": self.next_delay,
             "before_sleep": self._announce,
             "reraise": True,
         }
         self._retrying = Retrying(**common)  # type: ignore[arg-type]
         self._async_retrying = AsyncRetrying(**common)  # type: ignore[arg-type]
 
-    def retrying(self) -> Retrying:
-        """Return a fresh tenacity controller for one synchronous call."""
-        return self._retrying.copy()
+    def call(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt``, and again after each retryable error, up to the limit."""
+        if self.max_retry_count == 0:
+            return attempt()  # tenacity's bookkeeping costs a poll more CPU than it saves
+        return self._retrying.copy()(attempt)
 
-    def async_retrying(self) -> AsyncRetrying:
-        """Return a fresh tenacity controller for one asynchronous call."""
-        return self._async_retrying.copy()
+    async def acall(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Await ``attempt``, and again after each retryable error, up to the limit."""
+        if self.max_retry_count == 0:
+            return await attempt()
+        return await self._async_retrying.copy()(attempt)
 
     @staticmethod
-    def _wait(state: RetryCallState) -> float:
+    def next_delay(state: RetryCallState) -> float:
+        """Return the delay before the next attempt, from the failed attempt's error and number."""
         error = state.outcome.exception() if state.outcome else None
         server_delay = getattr(error, "retry_after", None)
         return backoff_delay(state.attempt_number, server_delay)

@@ -27,6 +27,7 @@ class JournalEntry:
     :param time: When the request arrived, in epoch seconds of the emulator's clock.
     :param status: Status answered, or None when the connection was dropped or the request hung.
     :param fault: Kind of the injected fault, if any.
+    :param connection: Number of the client connection it came on: equal numbers show a reused connection.
     """
 
     method: str
@@ -37,6 +38,7 @@ class JournalEntry:
     time: float
     status: int | None = None
     fault: str | None = None
+    connection: int = 0
 
     @classmethod
     def of(cls, request: HttpRequest, time: float, fault: str | None) -> JournalEntry:
@@ -45,7 +47,9 @@ class JournalEntry:
         for name, value in request.headers:
             shown = REDACTED if name in SECRET_HEADERS else value
             headers[name] = f"{headers[name]}, {shown}" if name in headers else shown
-        return cls(request.method, request.path, request.target, request.query, headers, time, None, fault)
+        return cls(
+            request.method, request.path, request.target, request.query, headers, time, None, fault, request.connection
+        )
 
     def to_json(self) -> dict[str, object]:
         """Return the entry as JSON data."""

@@ -21,12 +21,14 @@ class HttpRequest:
     :param target: Request target exactly as sent (percent-encoding kept).
     :param headers: Header pairs with lower-case names, in the order received.
     :param body: The whole body.
+    :param connection: Number of the client connection it came on (1 for the server's first).
     """
 
     method: str
     target: str
     headers: tuple[tuple[str, str], ...]
     body: bytes = b""
+    connection: int = 0
 
     @property
     def raw_path(self) -> str:

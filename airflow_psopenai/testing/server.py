@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -40,8 +41,11 @@ class _ClientGone(Exception):
 class _Connection:
     """One client connection: read requests, answer them, until either side closes."""
 
-    def __init__(self, handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+    ) -> None:
         self.handler = handler
+        self.number = number
         self.reader = reader
         self.writer = writer
         self.h11 = h11.Connection(h11.SERVER)
@@ -102,7 +106,9 @@ class _Connection:
                     raise h11.RemoteProtocolError("Request body too large.", error_status_hint=413)
             elif isinstance(event, h11.EndOfMessage) and start is not None:
                 headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in start.headers)
-                return HttpRequest(start.method.decode("ascii"), start.target.decode("latin-1"), headers, bytes(body))
+                return HttpRequest(
+                    start.method.decode("ascii"), start.target.decode("latin-1"), headers, bytes(body), self.number
+                )
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
@@ -212,10 +218,11 @@ class HttpServer:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         connections: set[asyncio.Task[None]] = set()
+        numbers = itertools.count(1)
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             # Serve in a task of our own: asyncio's streams complain when the callback's task is cancelled.
-            serving = asyncio.ensure_future(_Connection(self.handler, reader, writer).serve())
+            serving = asyncio.ensure_future(_Connection(self.handler, reader, writer, next(numbers)).serve())
             connections.add(serving)
             serving.add_done_callback(connections.discard)
             with contextlib.suppress(asyncio.CancelledError):

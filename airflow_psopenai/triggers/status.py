@@ -92,8 +92,9 @@ class ResourceStatusTrigger(BaseTrigger):
                 yield TriggerEvent(failure_event(EVENT_TIMEOUT, message, last))
                 return
             try:
-                # The deadline also bounds a call hanging with timeout_sec=0.
-                last = await asyncio.wait_for(hook.aget_object(resource, self.ids), timeout=remaining)
+                # The deadline also bounds a call hanging with timeout_sec=0 (no task per poll, unlike wait_for).
+                async with asyncio.timeout(remaining):
+                    last = await hook.aget_object(resource, self.ids)
             except (PSOpenAIError, TimeoutError) as error:
                 if isinstance(error, PSOpenAIError) and not is_retryable(error):
                     yield TriggerEvent(failure_event(EVENT_ERROR, str(error)))

@@ -10,15 +10,16 @@ import pytest
 
 from airflow_psopenai.exceptions import (
     PSOpenAICannotCancelError,
+    PSOpenAIConfigurationError,
     PSOpenAINotFoundError,
     PSOpenAIRateLimitError,
     PSOpenAIServerError,
     PSOpenAITransportError,
 )
-from airflow_psopenai.hooks import PSOpenAIHook
+from airflow_psopenai.hooks import PSOpenAIHook, settings_cache
 from airflow_psopenai.hooks.pool import shared_pool, shared_pool_count
 from airflow_psopenai.testing import Fault
-from tests.hooks.conftest import retry_waits
+from tests.hooks.conftest import retry_waits, use_emulator
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -95,6 +96,84 @@ async def test_connection_is_looked_up_with_the_async_api_once(
     await hook.aget_batch(batch["id"])
     assert lookups == ["psopenai_default"]
     assert (await hook.asettings()).api_base == emulator.api_base
+
+
+def count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Return the list to which every async connection lookup of the hook appends its conn_id."""
+    lookups: list[str] = []
+    original = PSOpenAIHook.aget_connection.__func__  # type: ignore[attr-defined]
+
+    async def counting(cls: type[PSOpenAIHook], conn_id: str) -> Connection:
+        lookups.append(conn_id)
+        await asyncio.sleep(0.05)  # a lookup through the supervisor takes a while: let others overlap it
+        return await original(cls, conn_id)
+
+    monkeypatch.setattr(PSOpenAIHook, "aget_connection", classmethod(counting))
+    return lookups
+
+
+async def test_hooks_of_one_loop_share_one_connection_lookup(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = count_lookups(monkeypatch)
+    batches = [emulator.create_batch() for _ in range(100)]
+    results = await asyncio.gather(*(PSOpenAIHook().aget_batch(batch["id"]) for batch in batches))
+    assert [result["id"] for result in results] == [batch["id"] for batch in batches]
+    assert lookups == ["psopenai_default"]
+    # Other overrides or another connection are settings of their own.
+    use_emulator(monkeypatch, emulator, conn_id="psopenai_other")
+    await PSOpenAIHook(max_retry_count=3).aget_batch(batches[0]["id"])
+    await PSOpenAIHook("psopenai_other").aget_batch(batches[0]["id"])
+    assert lookups == ["psopenai_default", "psopenai_default", "psopenai_other"]
+
+
+async def test_shared_settings_expire_so_a_changed_connection_is_picked_up(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings_cache, "SETTINGS_TTL_SEC", 0.2)
+    lookups = count_lookups(monkeypatch)
+    batch = emulator.create_batch()
+    await PSOpenAIHook().aget_batch(batch["id"])
+    use_emulator(monkeypatch, emulator, password="sk-rotated")
+    assert (await PSOpenAIHook().asettings()).api_key == emulator.api_key  # within the TTL: the old key
+    await asyncio.sleep(0.25)
+    assert (await PSOpenAIHook().asettings()).api_key == "sk-rotated"
+    assert lookups == ["psopenai_default", "psopenai_default"]
+
+
+async def test_a_failed_lookup_is_not_shared_or_kept(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    lookups = count_lookups(monkeypatch)
+    batch = emulator.create_batch()
+    results = await asyncio.gather(
+        *(PSOpenAIHook("psopenai_later").aget_batch(batch["id"]) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, PSOpenAIConfigurationError) for result in results)
+    assert "'psopenai_later' is not defined" in str(results[0])
+    use_emulator(monkeypatch, emulator, conn_id="psopenai_later")
+    assert (await PSOpenAIHook("psopenai_later").aget_batch(batch["id"]))["id"] == batch["id"]
+    assert lookups == ["psopenai_later", "psopenai_later"]
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_lookup(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = count_lookups(monkeypatch)
+    batch = emulator.create_batch()
+    first = asyncio.ensure_future(PSOpenAIHook().aget_batch(batch["id"]))
+    second = asyncio.ensure_future(PSOpenAIHook().aget_batch(batch["id"]))
+    await asyncio.sleep(0.01)  # both wait for the one lookup
+    first.cancel()
+    assert (await second)["id"] == batch["id"]
+    assert first.cancelled()
+    assert lookups == ["psopenai_default"]
+
+
+async def test_few_waits_reuse_one_connection(emulator: OpenAIEmulator) -> None:
+    batch = emulator.create_batch()
+    hook = PSOpenAIHook()
+    for _ in range(5):
+        await hook.aget_batch(batch["id"])
+    assert [entry.connection for entry in emulator.journal] == [1] * 5
 
 
 async def test_hooks_with_the_same_settings_share_one_pool(emulator: OpenAIEmulator) -> None:

@@ -158,20 +158,20 @@ def rate_limit_error(retry_after: float | None) -> PSOpenAIRateLimitError:
 
 @pytest.mark.parametrize("retry_after", [0.0, 0.2, 5.0, 60.0])
 def test_policy_waits_the_server_delay_up_to_60_seconds(retry_after: float) -> None:
-    wait = RetryPolicy(3, logging.getLogger(__name__)).retrying().wait
+    wait = RetryPolicy.next_delay
     assert wait(state_after(rate_limit_error(retry_after), 1)) == retry_after
 
 
 @pytest.mark.parametrize("retry_after", [None, 61.0, 120.0, -1.0])
 def test_policy_waits_exponential_backoff_without_usable_server_delay(retry_after: float | None) -> None:
-    wait = RetryPolicy(3, logging.getLogger(__name__)).retrying().wait
+    wait = RetryPolicy.next_delay
     assert 0.8 <= wait(state_after(rate_limit_error(retry_after), 1)) <= 1.2
     assert 1.6 <= wait(state_after(rate_limit_error(retry_after), 2)) <= 2.4
     assert 3.2 <= wait(state_after(rate_limit_error(retry_after), 3)) <= 4.8
 
 
 def test_policy_waits_backoff_after_a_transport_error() -> None:
-    wait = RetryPolicy(3, logging.getLogger(__name__)).retrying().wait
+    wait = RetryPolicy.next_delay
     assert 1.6 <= wait(state_after(PSOpenAITransportError("connection reset"), 2)) <= 2.4
 
 

@@ -104,7 +104,9 @@ def test_journal_with_filters(emulator: OpenAIEmulator, admin: httpx.Client, clo
         "time": clock(),
         "status": 200,
         "fault": None,
+        "connection": 2,  # two clients, so two connections
     }
+    assert entries[0]["connection"] == 1
     assert entries[1]["headers"]["authorization"] == "<redacted>"
     assert len(admin.get("/journal", params={"method": "POST"}).json()) == 1
     assert len(admin.get("/journal", params={"path": "/v1/batches/*/cancel"}).json()) == 1
