@@ -105,7 +105,7 @@ def _number(value: object, kind: type[_Number], argument: str, expected: str) ->
     if isinstance(value, int | float | str) and not isinstance(value, bool):
         try:
             number = kind(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # int(float("inf")) overflows
             pass
         else:
             if not isinstance(value, float) or number == value:  # 1.5 is not a retry count

@@ -22,6 +22,7 @@ import httpx
 from airflow_psopenai.hooks.settings import USER_AGENT
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Mapping
 
 CONNECTIONS = 200  # enough for a thousand triggers, gentle on the API
@@ -38,13 +39,16 @@ class SharedPool:
     cookies, event hooks) do nothing for these calls and cost a third of a poll's CPU.
     """
 
-    def __init__(self, timeout: httpx.Timeout) -> None:
+    def __init__(self, timeout: httpx.Timeout, proxy: str | None = None) -> None:
         # Waiting for a free connection of our own pool is not the server's fault: no pool timeout.
         self.timeout = httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.write, pool=None)
         self._extensions = {"timeout": self.timeout.as_dict()}
+        self._proxy = proxy
         self._limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=30)
-        self._tls = httpx.create_ssl_context()  # one TLS context for all: each costs milliseconds and memory
+        # One TLS context for all connections (each costs milliseconds and memory), made on first use.
+        self._tls: asyncio.Future[ssl.SSLContext] | None = None
         self._transports: list[httpx.AsyncHTTPTransport] = []  # created when needed, up to CONNECTIONS
+        self._created = 0
         self._free: asyncio.LifoQueue[httpx.AsyncHTTPTransport] = asyncio.LifoQueue()
         self.is_closed = False
 
@@ -68,8 +72,13 @@ class SharedPool:
         return response
 
     async def _borrow(self) -> httpx.AsyncHTTPTransport:
-        if self._free.empty() and len(self._transports) < CONNECTIONS:
-            self._transports.append(httpx.AsyncHTTPTransport(limits=self._limits, verify=self._tls))
+        if self._free.empty() and self._created < CONNECTIONS:
+            self._created += 1
+            if self._tls is None:
+                # Loading the CA bundle takes tens of milliseconds: in a thread, not in the event loop.
+                self._tls = asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
+            tls = await asyncio.shield(self._tls)
+            self._transports.append(httpx.AsyncHTTPTransport(limits=self._limits, verify=tls, proxy=self._proxy))
             return self._transports[-1]
         return await self._free.get()
 
@@ -79,27 +88,26 @@ class SharedPool:
         await asyncio.gather(*(transport.aclose() for transport in self._transports))
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[float, ...], SharedPool]] = (
-    weakref.WeakKeyDictionary()
-)
+_PoolKey = tuple[tuple[float, ...], str | None]
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_PoolKey, SharedPool]] = weakref.WeakKeyDictionary()
 
 
 def _timeout_key(timeout: httpx.Timeout) -> tuple[float, ...]:
     return tuple(-1.0 if value is None else value for value in timeout.as_dict().values())
 
 
-def shared_pool(timeout: httpx.Timeout) -> SharedPool:
-    """Return the running loop's pool for these timeouts, creating it on first use."""
+def shared_pool(timeout: httpx.Timeout, proxy: str | None = None) -> SharedPool:
+    """Return the running loop's pool for these timeouts and proxy, creating it on first use."""
     pools = _pools.setdefault(asyncio.get_running_loop(), {})
-    key = _timeout_key(timeout)
+    key = (_timeout_key(timeout), proxy)
     pool = pools.get(key)
     if pool is None or pool.is_closed:
-        pool = pools[key] = SharedPool(timeout)
+        pool = pools[key] = SharedPool(timeout, proxy)
     return pool
 
 
 def shared_pool_count() -> int:
-    """Return how many pools the running loop holds (one per distinct timeout setting)."""
+    """Return how many pools the running loop holds (one per distinct timeout and proxy)."""
     return len(_pools.get(asyncio.get_running_loop(), {}))
 
 

@@ -280,7 +280,7 @@ class PSOpenAIHook(BaseHook):
 
     async def _asend(self, call: _Call) -> JsonObject:
         settings = await self.asettings()
-        pool = shared_pool(settings.timeout())
+        pool = shared_pool(settings.timeout(), settings.proxy)
 
         async def attempt() -> JsonObject:
             try:

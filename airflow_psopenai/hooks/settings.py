@@ -6,8 +6,10 @@ Each setting resolves as: argument given to the hook > connection > environment 
 from __future__ import annotations
 
 import os
+import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -71,6 +73,7 @@ class ApiSettings:
     auth_type: str = "api_key"
     timeout_sec: float = 0.0
     max_retry_count: int = 0
+    proxy: str | None = None
 
     @property
     def azure_dated_api(self) -> bool:
@@ -149,9 +152,10 @@ def resolve_settings(
         )
     except ValueError as error:
         raise PSOpenAIConfigurationError(f"Connection {conn_id!r}: {error}") from None
+    api_base = _checked_base(conn_id, _normalise_base(api_base))
     return ApiSettings(
         conn_id=conn_id,
-        api_base=_normalise_base(api_base),
+        api_base=api_base,
         api_key=api_key,
         organization=overrides.organization or extras.get("organization") or environ.get(ENV_ORGANIZATION),
         project=extras.get("project") or None,
@@ -160,7 +164,21 @@ def resolve_settings(
         auth_type=auth_type,
         timeout_sec=timeout_sec,
         max_retry_count=max_retry_count,
+        proxy=environment_proxy(api_base),
     )
+
+
+def environment_proxy(url: str) -> str | None:
+    """Return the proxy that HTTP(S)_PROXY or ALL_PROXY set for ``url``, unless NO_PROXY exempts its host.
+
+    httpx's clients read these themselves; the shared async pool sends on bare transports, which
+    do not, so it is given the proxy this returns.
+    """
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    if not proxies or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def _connection_base(connection: Connection | None) -> str | None:
@@ -200,3 +218,18 @@ def _first_set(override: _T | None, extra: object, default: _T, *, check: Callab
 def _normalise_base(api_base: str) -> str:
     base = api_base.strip().rstrip("/")
     return base if "://" in base else f"https://{base}"
+
+
+def _checked_base(conn_id: str, api_base: str) -> str:
+    """Return ``api_base`` if it is an http(s) URL with a host; a typo would otherwise look like a network error."""
+    parts = urlsplit(api_base)
+    if parts.scheme not in ("http", "https") or parts.hostname in (
+        None,
+        "",
+        "none",
+    ):  # "None": a template rendered None
+        raise PSOpenAIConfigurationError(
+            f"Connection {conn_id!r}: the API base {api_base!r} is not an http(s) URL with a host. Set the "
+            "connection's host (or api_base=) to a URL such as https://api.openai.com/v1."
+        )
+    return api_base

@@ -32,8 +32,17 @@ class HttpRequest:
 
     @property
     def raw_path(self) -> str:
-        """Return the target without its query string."""
-        return self.target.partition("?")[0]
+        """Return the target's path, without the query string.
+
+        An absolute-form target (``http://host/v1/...``, as a client sends through a forward
+        proxy) is served as its path, as RFC 9112 asks of servers: a test can use the emulator
+        as the proxy and see the absolute form in the journal.
+        """
+        path = self.target.partition("?")[0]
+        scheme, separator, rest = path.partition("://")
+        if separator and scheme in ("http", "https"):
+            return "/" + rest.partition("/")[2]
+        return path
 
     @property
     def segments(self) -> list[str]:

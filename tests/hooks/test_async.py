@@ -247,3 +247,43 @@ async def test_async_timeout_is_honoured(emulator: OpenAIEmulator) -> None:
     with pytest.raises(PSOpenAITransportError, match=r"timed out .*timeout_sec=0\.5"):
         await PSOpenAIHook(timeout_sec=0.5).aget_batch("batch_1")
     assert time.monotonic() - started < 1.5
+
+
+# -- proxies from the environment, as httpx's own clients read them -----------------------------------------
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_calls_go_through_the_environment_proxy(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    batch = emulator.create_batch()
+    # The emulator serves absolute-form targets too, so it can stand in for the proxy: the API host
+    # itself does not exist, only the proxy can have answered.
+    monkeypatch.setenv("HTTP_PROXY", emulator.base_url)
+    hook = PSOpenAIHook(api_base="http://api.example.invalid/v1")
+    got = hook.get_batch(batch["id"]) if mode == "sync" else await hook.aget_batch(batch["id"])
+    assert got["id"] == batch["id"]
+    assert [entry.raw_target for entry in emulator.journal] == [f"http://api.example.invalid/v1/batches/{batch['id']}"]
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_no_proxy_exempts_a_host(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    batch = emulator.create_batch()
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: used, it would fail
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    hook = PSOpenAIHook()
+    got = hook.get_batch(batch["id"]) if mode == "sync" else await hook.aget_batch(batch["id"])
+    assert got["id"] == batch["id"]
+    assert [entry.raw_target for entry in emulator.journal] == [f"/v1/batches/{batch['id']}"]
+    monkeypatch.delenv("NO_PROXY")
+    with pytest.raises(PSOpenAITransportError):
+        await PSOpenAIHook(timeout_sec=5).aget_batch(batch["id"])  # other settings: a lookup that sees the proxy

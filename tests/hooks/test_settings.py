@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,30 @@ def test_api_base_precedence() -> None:
 def test_api_base_is_normalised() -> None:
     assert resolve(connection(host="  https://conn.example/v1/ ")).api_base == "https://conn.example/v1"
     assert resolve(connection(host="gateway.example/v1")).api_base == "https://gateway.example/v1"
+
+
+@pytest.mark.parametrize(
+    ("base", "shown"),
+    [
+        ("htps://api.openai.com/v1", "'htps://api.openai.com/v1'"),
+        ("ftp://gateway.example/v1", "'ftp://gateway.example/v1'"),
+        ("None", "'https://None'"),  # a template that rendered None
+        ("http:///v1", "'http:///v1'"),
+    ],
+)
+def test_api_base_that_is_no_http_url_is_refused_naming_it(base: str, shown: str) -> None:
+    with pytest.raises(PSOpenAIConfigurationError, match="is not an http\\(s\\) URL with a host") as refused:
+        resolve(connection(host=base))
+    assert f"the API base {shown}" in str(refused.value)
+
+
+def test_api_base_argument_that_is_no_http_url_fails_before_any_request(
+    openai_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_emulator(monkeypatch, openai_emulator)
+    with pytest.raises(PSOpenAIConfigurationError, match=re.escape("'htp://127.0.0.1/v1' is not an http")):
+        PSOpenAIHook(api_base="htp://127.0.0.1/v1").get_batch("batch_1")
+    assert openai_emulator.journal == []
 
 
 def test_organization_precedence() -> None:
@@ -134,7 +159,7 @@ def test_bad_timeout_sec_extra_is_refused(value: object) -> None:
         resolve(connection(timeout_sec=value))
 
 
-@pytest.mark.parametrize("value", [-1, 101, "abc", 1.5, True])
+@pytest.mark.parametrize("value", [-1, 101, "abc", 1.5, True, float("inf")])
 def test_bad_max_retry_count_extra_is_refused(value: object) -> None:
     with pytest.raises(ValueError, match="max_retry_count"):
         resolve(connection(max_retry_count=value))
