@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 MAX_SERVER_DELAY_SEC = 60.0
 # The first polls come sooner than the interval: a cancel often settles within a second.
 FIRST_POLL_DELAYS = (0.25, 0.5)
+# A poll made at the deadline may take this long; a hanging server holds a wait no longer past it.
+LAST_POLL_SEC = 1.0
 
 EVENT_SETTLED = "settled"
 EVENT_TIMEOUT = "timeout"
@@ -35,14 +37,52 @@ def poll_delays(poll_interval: float) -> Iterator[float]:
         yield poll_interval
 
 
-def as_seconds(value: float | timedelta | None) -> float | None:
-    """Return a duration given in seconds or as a timedelta, in seconds (None stays None)."""
+def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
+    """Return a duration given in seconds or as a timedelta, in seconds (None stays None).
+
+    :raises ValueError: Naming ``argument``, for anything but a number or timedelta of 0 or more.
+    """
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds >= 0:
-        raise ValueError(f"A wait or timeout must be 0 seconds or more, got {value!r}.")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{argument} must be a number of seconds (0 or more) or a timedelta, got {value!r}.")
     return seconds
+
+
+class Deadline:
+    """When a wait ends: an absolute time in epoch seconds (so it survives a triggerer restart), or never.
+
+    A wait polls once more at its deadline, so an object that settled just before it is not
+    reported as a timeout.
+
+    :param at: Epoch seconds, or None for no deadline.
+    """
+
+    def __init__(self, at: float | None) -> None:
+        self.at = at
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        """Return the deadline ``seconds`` from now (None: no deadline)."""
+        return cls(None if seconds is None else time.time() + seconds)
+
+    def passed(self) -> bool:
+        """Return whether the deadline has come."""
+        return self.at is not None and time.time() >= self.at
+
+    def sleep_before_poll(self, delay: float) -> float:
+        """Return ``delay``, cut short so that a poll happens at the deadline."""
+        return delay if self.at is None else max(0.0, min(delay, self.at - time.time()))
+
+    def poll_limit(self) -> float | None:
+        """Return how long one poll may take: until the deadline, or ``LAST_POLL_SEC`` for the one made at it."""
+        return None if self.at is None else max(self.at - time.time(), LAST_POLL_SEC)
 
 
 def status_of(obj: Mapping[str, Any]) -> str:
@@ -76,6 +116,11 @@ class StatusWatch:
             self.log.info("%s is %s (after %.1f s).", self.target, status, self.elapsed())
             self.last_status = status
         return status in self.resource.settled
+
+    def timeout_message(self, limit: str) -> str:
+        """Return the message of a wait that ended at ``limit`` before the object settled."""
+        seen = f"last status: {self.last_status}" if self.last_status else "no status could be read"
+        return f"{self.target} did not settle before {limit} ({seen})."
 
     def transient(self, error: BaseException, next_delay: float) -> float:
         """Log a transient error of a status poll; return the delay before the next poll.

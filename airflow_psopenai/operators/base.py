@@ -6,12 +6,11 @@ the trigger are imported when a task runs.
 
 from __future__ import annotations
 
-import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_psopenai.validation import ids_from_arguments, require_retry_count, require_timeout
-from airflow_psopenai.waiting import as_seconds
+from airflow_psopenai.waiting import Deadline, as_seconds
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -85,7 +84,6 @@ class ResourceTaskMixin:
         """Return the trigger that waits in the triggerer until the object is settled or ``timeout`` passes."""
         from airflow_psopenai.triggers.status import ResourceStatusTrigger
 
-        seconds = as_seconds(timeout)
         return ResourceStatusTrigger(
             resource=self.resource.name,
             ids=ids,
@@ -93,5 +91,5 @@ class ResourceTaskMixin:
             hook_kwargs=self.hook_kwargs(),
             poll_interval=poll_interval,
             # Absolute, so a triggerer restart does not restart the clock.
-            deadline=None if seconds is None else time.time() + seconds,
+            deadline=Deadline.after(as_seconds(timeout, "timeout")).at,
         )

@@ -22,6 +22,7 @@ from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
 from airflow_psopenai.waiting import (
     EVENT_ERROR,
     EVENT_TIMEOUT,
+    Deadline,
     StatusWatch,
     as_seconds,
     check_event,
@@ -146,6 +147,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
             )
         if not (isinstance(self.poll_interval, int | float) and self.poll_interval > 0):
             raise ValueError(f"poll_interval must be a number of seconds above 0, got {self.poll_interval!r}.")
+        as_seconds(self.wait_timeout, "wait_timeout")  # refused before the cancel is sent, not after
 
     def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str]) -> dict[str, Any]:
         """Send the cancel (after a retrieve, unless ``force``) and return the resulting object."""
@@ -187,25 +189,24 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         from airflow_psopenai.hooks.retry import is_retryable
 
         watch = StatusWatch(self.resource, ids, self.log)
-        limit = as_seconds(self.wait_timeout)
-        deadline = None if limit is None else time.monotonic() + limit
+        limit = as_seconds(self.wait_timeout, "wait_timeout")
+        deadline = Deadline.after(limit)
         delays = poll_delays(self.poll_interval)
         delay = next(delays)
-        while deadline is None or time.monotonic() + delay <= deadline:
-            time.sleep(delay)
+        while True:
+            time.sleep(deadline.sleep_before_poll(delay))
             try:
                 obj = hook.get_object(self.resource, ids)
             except PSOpenAIError as error:
                 if not is_retryable(error):
                     raise
                 delay = watch.transient(error, next(delays))
-                continue
-            if watch.observe(obj):
-                return obj
-            delay = next(delays)
-        raise PSOpenAIWaitTimeoutError(
-            f"{watch.target} did not settle within wait_timeout={limit:g} s (last status: {watch.last_status})."
-        )
+            else:
+                if watch.observe(obj):
+                    return obj
+                delay = next(delays)
+            if deadline.passed():
+                raise PSOpenAIWaitTimeoutError(watch.timeout_message(f"its wait_timeout of {limit:g} s"))
 
     def _finish(self, obj: dict[str, Any], ids: dict[str, str]) -> dict[str, Any] | None:
         status = status_of(obj)

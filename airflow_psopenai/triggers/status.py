@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -15,6 +14,7 @@ from airflow_psopenai.resources import RESOURCES
 from airflow_psopenai.waiting import (
     EVENT_ERROR,
     EVENT_TIMEOUT,
+    Deadline,
     StatusWatch,
     failure_event,
     poll_delays,
@@ -78,22 +78,13 @@ class ResourceStatusTrigger(BaseTrigger):
         resource = RESOURCES[self.resource]
         hook = PSOpenAIHook(self.conn_id, **self.hook_kwargs)
         watch = StatusWatch(resource, self.ids, self.log)
+        deadline = Deadline(self.deadline)
         delays = poll_delays(self.poll_interval)
         last: dict[str, Any] | None = None
         while True:
-            remaining = None if self.deadline is None else self.deadline - time.time()
-            if remaining is not None and remaining <= 0:
-                seen = (
-                    f"last status: {watch.last_status}"
-                    if watch.last_status
-                    else "no poll since this trigger (re)started"
-                )
-                message = f"{watch.target} did not settle before the deadline ({seen})."
-                yield TriggerEvent(failure_event(EVENT_TIMEOUT, message, last))
-                return
             try:
                 # The deadline also bounds a call hanging with timeout_sec=0 (no task per poll, unlike wait_for).
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(deadline.poll_limit()):
                     last = await hook.aget_object(resource, self.ids)
             except (PSOpenAIError, TimeoutError) as error:
                 if isinstance(error, PSOpenAIError) and not is_retryable(error):
@@ -105,9 +96,10 @@ class ResourceStatusTrigger(BaseTrigger):
                     yield TriggerEvent(settled_event(resource, self.ids, last))
                     return
                 delay = next(delays)
-            if self.deadline is not None:
-                delay = max(0.0, min(delay, self.deadline - time.time()))
-            await asyncio.sleep(delay)
+            if deadline.passed():
+                yield TriggerEvent(failure_event(EVENT_TIMEOUT, watch.timeout_message("the deadline"), last))
+                return
+            await asyncio.sleep(deadline.sleep_before_poll(delay))
 
     async def on_kill(self) -> None:
         """Do nothing more when a user marks the waiting task failed or clears it (Airflow 3.3+).

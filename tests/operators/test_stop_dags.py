@@ -65,20 +65,54 @@ def test_race_to_completed_is_reported_as_completed(
 
 
 @pytest.mark.parametrize(
-    "dag_id",
+    ("dag_id", "limit", "message"),
     [
-        "stop_batch_wait_timeout",
-        "stop_batch_wait_timeout_deferrable",
-        "stop_batch_wait_zero_timeout_deferrable",
-        "stop_batch_wait_execution_timeout_deferrable",
+        ("stop_batch_wait_timeout", 1, "did not settle before its wait_timeout of 1 s (last status: cancelling)"),
+        ("stop_batch_wait_timeout_deferrable", 1, "did not settle before the deadline (last status: cancelling)"),
+        ("stop_batch_wait_zero_timeout_deferrable", 0, "did not settle before the deadline (last status: cancelling)"),
+        ("stop_batch_wait_execution_timeout_deferrable", 1, "did not settle before the deadline"),
     ],
 )
-def test_wait_timeout_fails_the_task(emulator: OpenAIEmulator, run_dag: RunDag, dag_id: str) -> None:
+def test_wait_timeout_fails_the_task(
+    emulator: OpenAIEmulator,
+    run_dag: RunDag,
+    captured_logs: Callable[[], str],
+    dag_id: str,
+    limit: float,
+    message: str,
+) -> None:
     emulator.cancel_delay = 60
     batch = emulator.create_batch()
     result = run_dag(dag_id, batch_id=batch["id"])
     assert result.task_states["stop"] == "failed"
+    assert "PSOpenAIWaitTimeoutError" in captured_logs()
+    assert message in captured_logs()
+    cancel_at = emulator.requests(method="POST", path="*/cancel")[0].time
+    last_poll_at = emulator.journal[-1].time
+    assert limit <= last_poll_at - cancel_at < limit + 1.5  # the last poll came at the deadline, not before
     assert emulator.get_batch(batch["id"])["status"] == "cancelling"
+
+
+@pytest.mark.parametrize("dag_id", ["stop_batch_wait_long_interval", "stop_batch_wait_long_interval_deferrable"])
+def test_an_object_settled_before_the_deadline_is_seen_by_a_poll_at_it(
+    emulator: OpenAIEmulator, run_dag: RunDag, dag_id: str
+) -> None:
+    """poll_interval=60 with wait_timeout=1.5: after the first quick polls, the next is made at the deadline."""
+    emulator.cancel_delay = 1.0
+    batch = emulator.create_batch()
+    result = run_dag(dag_id, batch_id=batch["id"])
+    assert result.state == "success"
+    assert result.xcom("stop")["status"] == "cancelled"
+
+
+def test_bad_wait_timeout_fails_before_the_cancel(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    batch = emulator.create_batch()
+    result = run_dag("stop_batch_bad_wait_timeout", batch_id=batch["id"])
+    assert result.task_states["stop"] == "failed"
+    assert "wait_timeout must be a number of seconds (0 or more) or a timedelta, got -1" in captured_logs()
+    assert emulator.journal == []
 
 
 @pytest.mark.parametrize("status", SETTLED_BATCH_STATUSES)

@@ -139,11 +139,21 @@ async def test_unknown_id_and_wrong_key_end_the_wait(emulator: OpenAIEmulator, m
     assert "sk-wrong-key-123456" not in event["message"]
 
 
-async def test_past_deadline_times_out_without_a_request(emulator: OpenAIEmulator) -> None:
+async def test_trigger_started_past_its_deadline_polls_once_then_times_out(emulator: OpenAIEmulator) -> None:
     batch = emulator.create_batch(status="cancelling")
     (event,) = await events_of(batch_trigger(batch["id"], deadline=time.time() - 1))
     assert event["status"] == "timeout"
-    assert emulator.journal == []
+    assert event["message"].endswith("did not settle before the deadline (last status: cancelling).")
+    assert event["object"]["status"] == "cancelling"
+    assert len(emulator.journal) == 1
+
+
+async def test_trigger_started_past_its_deadline_reports_an_object_settled_meanwhile(emulator: OpenAIEmulator) -> None:
+    """A triggerer down past the deadline: the batch got cancelled meanwhile, which is no timeout."""
+    batch = emulator.create_batch(status="cancelled")
+    (event,) = await events_of(batch_trigger(batch["id"], deadline=time.time() - 1))
+    assert event["status"] == "settled"
+    assert event["object"]["status"] == "cancelled"
 
 
 async def test_deadline_is_absolute_across_a_restart(emulator: OpenAIEmulator) -> None:
