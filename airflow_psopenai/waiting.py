@@ -143,19 +143,25 @@ def failure_event(kind: str, message: str, obj: Mapping[str, Any] | None = None)
     return {"status": kind, "message": message, "object": dict(obj) if obj is not None else None}
 
 
-def check_event(event: object, resource: CancellableResource) -> dict[str, Any]:
-    """Return a trigger event after checking it is one of ours; anything else raises ``ValueError``.
+def check_event(event: object, resource: CancellableResource, ids: Mapping[str, str]) -> dict[str, Any]:
+    """Return a trigger event after checking it is one of ours, about this object; else raise ``ValueError``.
 
     A missing or unknown event is never taken as success.
     """
     if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
         raise ValueError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
-    if event["status"] == EVENT_SETTLED:
-        obj = event.get("object")
-        if (
-            RESOURCES.get(str(event.get("resource"))) is not resource
-            or not isinstance(obj, dict)
-            or status_of(obj) not in resource.settled
-        ):
-            raise ValueError(f"The trigger sent a settled event without a settled {resource.label}: {event!r:.300}.")
+    if event["status"] != EVENT_SETTLED:
+        if not isinstance(event.get("message"), str):
+            raise ValueError(f"The trigger sent a {event['status']} event without a message: {event!r:.300}.")
+        return event
+    obj = event.get("object")
+    if (
+        RESOURCES.get(str(event.get("resource"))) is not resource
+        or event.get("ids") != dict(ids)
+        or not isinstance(obj, dict)
+        or status_of(obj) not in resource.settled
+    ):
+        raise ValueError(
+            f"The trigger sent a settled event without a settled {resource.describe(ids)}: {event!r:.300}."
+        )
     return event

@@ -132,12 +132,13 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Resume after the deferred wait: check the event, then finish as ``execute`` does."""
-        checked = check_event(event, self.resource)
+        ids = self.resolved_ids()
+        checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
             raise PSOpenAIWaitTimeoutError(checked["message"])
         if checked["status"] == EVENT_ERROR:
             raise PSOpenAIError(checked["message"])
-        return self._finish(checked["object"], self.resolved_ids())
+        return self._finish(checked["object"], ids)
 
     def _check_options(self) -> None:
         if self.if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:

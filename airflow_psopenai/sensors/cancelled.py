@@ -27,7 +27,8 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
     ``cancelling`` or still running: keep waiting. Any other settled status (completed, failed,
     expired, incomplete) can never become ``cancelled``: fail at once (skip with ``soft_fail``).
     A transient error of a poke (429 that is not quota, 5xx, transport errors) counts as "not yet";
-    a permanent one (401, 404, quota) fails the task with its message.
+    a permanent one (401, 404, quota) fails the task with its message, under ``soft_fail`` too and
+    in every mode (``never_fail`` skips it).
 
     :param deferrable: Poke once, then wait in the triggerer (polling every ``poke_interval``,
         until the sensor's ``timeout``).
@@ -81,12 +82,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         """Poke (in the worker, or once and then in the triggerer when ``deferrable``)."""
         if not self.deferrable:
             return super().execute(context)
-        try:
-            done = self.poke(context)
-        except AirflowFailException as error:
-            if self.soft_fail:
-                raise AirflowSkipException(f"Skipping (soft_fail): {error}") from error
-            raise
+        done = self._first_poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
         timeout = timedelta(seconds=float(self.timeout))
@@ -96,16 +92,52 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
             timeout=timeout,
         )
 
+    def _first_poke(self, context: Context) -> bool | PokeReturnValue:
+        """Poke once before deferring, with the meaning Airflow gives ``soft_fail``, ``never_fail`` and
+        ``silent_fail`` in poke mode."""
+        try:
+            return self.poke(context)
+        except AirflowFailException as error:
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(
+                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {error}"
+                ) from error
+            raise
+        except AirflowSkipException:
+            raise
+        except Exception as error:
+            if self.silent_fail:
+                self.log.error("Sensor poke failed, waiting in the triggerer all the same (silent_fail): %s", error)
+                return False
+            if self.never_fail:
+                raise AirflowSkipException(f"Skipping (never_fail): {error}") from error
+            raise
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after the trigger; a permanent API error fails under ``soft_fail`` too, as in poke mode.
+
+        Airflow skips any ``AirflowException`` of a resumed sensor under ``soft_fail``, so a wrong key
+        or ID would be hidden as a skip in deferrable mode only.
+        """
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowSkipException as skip:
+            error = skip.__cause__
+            if self.soft_fail and isinstance(error, PSOpenAIError) and not isinstance(error, AirflowFailException):
+                raise error from None
+            raise
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the cancelled object goes to XCom; anything else fails (or skips)."""
-        checked = check_event(event, self.resource)
+        ids = self.resolved_ids()
+        checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
             raise AirflowSensorTimeout(f"Sensor timed out after {self.timeout} s: {checked['message']}")
         if checked["status"] == EVENT_ERROR:
             raise PSOpenAIError(checked["message"])
         obj: dict[str, Any] = checked["object"]
         if status_of(obj) != CANCELLED:
-            raise self._unexpected(obj, self.resolved_ids())
+            raise self._unexpected(obj, ids)
         return obj
 
     def _unexpected(self, obj: dict[str, Any], ids: dict[str, str]) -> PSOpenAIUnexpectedStatusError:

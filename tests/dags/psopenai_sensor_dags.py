@@ -19,6 +19,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "": {"timeout": 30},
     "_timeout": {"timeout": 1},
     "_soft_fail": {"timeout": 1, "soft_fail": True},
+    "_never_fail": {"timeout": 1, "never_fail": True},
 }
 
 

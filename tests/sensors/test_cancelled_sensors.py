@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_psopenai.exceptions import PSOpenAIError
+from airflow_psopenai.sensors import BatchCancelledSensor
 from airflow_psopenai.testing import Fault
 
 if TYPE_CHECKING:
@@ -86,6 +89,7 @@ def test_transient_errors_count_as_not_yet(emulator: OpenAIEmulator, run_dag: Ru
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", ["", "_soft_fail"])  # soft_fail skips a settled status, not a wrong setup
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
@@ -98,24 +102,76 @@ def test_permanent_errors_fail_at_once(
     run_dag: RunDag,
     captured_logs: Callable[[], str],
     mode: str,
+    variant: str,
     fault: Fault,
     message: str,
 ) -> None:
     batch = emulator.create_batch(status="cancelling")
     emulator.add_fault(fault, method="GET", times=5)
-    result = run_dag(f"sensor_batch_{mode}", batch_id=batch["id"])
+    result = run_dag(f"sensor_batch_{mode}{variant}", batch_id=batch["id"])
     assert result.task_states["cancelled"] == "failed"
     assert message in captured_logs()
     assert len(emulator.requests(method="GET")) == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", ["", "_soft_fail"])
 def test_unknown_batch_fails_at_once(
-    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], mode: str
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], mode: str, variant: str
 ) -> None:
-    result = run_dag(f"sensor_batch_{mode}", batch_id="batch_does_not_exist")
+    result = run_dag(f"sensor_batch_{mode}{variant}", batch_id="batch_does_not_exist")
     assert result.task_states["cancelled"] == "failed"
     assert "batch 'batch_does_not_exist' was not found" in captured_logs()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_never_fail_skips_a_permanent_error_in_every_mode(emulator: OpenAIEmulator, run_dag: RunDag, mode: str) -> None:
+    result = run_dag(f"sensor_batch_{mode}_never_fail", batch_id="batch_does_not_exist")
+    assert result.task_states["cancelled"] == "skipped"
+
+
+def deferred_sensor(**kwargs: Any) -> BatchCancelledSensor:
+    return BatchCancelledSensor(task_id="cancelled", batch_id="batch_1", deferrable=True, **kwargs)
+
+
+def settled(status: str, batch_id: str = "batch_1") -> dict[str, Any]:
+    return {"status": "settled", "resource": "batch", "ids": {"batch_id": batch_id}, "object": {"status": status}}
+
+
+@pytest.mark.parametrize(
+    ("event", "outcome"),
+    [
+        ({"status": "error", "message": "The API key of connection 'x' was refused"}, PSOpenAIError),
+        ({"status": "timeout", "message": "did not settle"}, AirflowSkipException),
+        (settled("completed"), AirflowSkipException),
+    ],
+)
+def test_resumed_soft_fail_sensor_skips_what_poke_mode_skips(event: dict[str, Any], outcome: type[Exception]) -> None:
+    with pytest.raises(outcome):
+        deferred_sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, context={})  # type: ignore[arg-type]
+
+
+def test_resumed_sensor_returns_the_cancelled_batch() -> None:
+    event = settled("cancelled")
+    assert deferred_sensor().resume_execution("execute_complete", {"event": event}, context={}) == {  # type: ignore[arg-type]
+        "status": "cancelled"
+    }
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        {"status": "done"},
+        {"status": "timeout"},
+        {"status": "error", "message": None},
+        settled("cancelled", batch_id="batch_other"),
+        {**settled("cancelled"), "resource": "response"},
+    ],
+)
+def test_resumed_sensor_refuses_events_it_does_not_understand(event: Any) -> None:
+    with pytest.raises(ValueError, match="trigger sent"):
+        deferred_sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, context={})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", MODES)

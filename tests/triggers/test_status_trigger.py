@@ -218,6 +218,9 @@ async def test_on_kill_says_nothing_more_is_cancelled(
         {"status": "settled"},
         {"status": "settled", "resource": "batch", "object": {"status": "cancelling"}},
         {"status": "settled", "resource": "thread_run", "object": {"status": "cancelled"}},
+        {"status": "settled", "resource": "batch", "ids": {"batch_id": "batch_2"}, "object": {"status": "cancelled"}},
+        {"status": "timeout"},
+        {"status": "error", "message": ["not", "text"]},
     ],
 )
 def test_resumed_operator_refuses_unknown_events(event: Any) -> None:
