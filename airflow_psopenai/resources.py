@@ -47,6 +47,7 @@ class CancellableResource:
     :param assistants_api: True for the Assistants API (shut down on api.openai.com on 2026-08-26).
     :param description_template: How messages name one object, from its IDs.
     :param console_url: Page of the object on platform.openai.com, when there is one.
+    :param cancel_not_found: What a 404 from the cancel endpoint means besides an unknown ID, if anything.
     """
 
     name: str
@@ -63,6 +64,7 @@ class CancellableResource:
     headers: Mapping[str, str] = field(default_factory=dict)
     assistants_api: bool = False
     console_url: str | None = None
+    cancel_not_found: str | None = None
 
     def path(self, ids: Mapping[str, str]) -> str:
         """Return the object's path with every ID percent-encoded (``/``, ``?``, ``#`` and ``..`` included)."""
@@ -71,6 +73,12 @@ class CancellableResource:
     def cancel_path(self, ids: Mapping[str, str]) -> str:
         """Return the path of the object's cancel endpoint."""
         return self.path(ids) + "/cancel"
+
+    def console_page(self, ids: Mapping[str, str]) -> str | None:
+        """Return the object's page on platform.openai.com (IDs percent-encoded), if it has one."""
+        if self.console_url is None:
+            return None
+        return self.console_url.format(**{name: _path_segment(ids[name]) for name in self.id_fields})
 
     def describe(self, ids: Mapping[str, str]) -> str:
         """Return a short human description such as ``run 'run_1' of thread 'thread_2'``."""
@@ -84,10 +92,6 @@ class CancellableResource:
     def normalise_status(status: object) -> str:
         """Return a status in lower case: older Azure answers capitalise them ("Validating")."""
         return str(status).strip().lower()
-
-    def in_progress(self) -> frozenset[str]:
-        """Return the statuses that are neither settled nor cancellable (``cancelling``)."""
-        return self.statuses - self.settled - self.cancellable
 
 
 BATCH = CancellableResource(
@@ -157,6 +161,7 @@ RESPONSE = CancellableResource(
     cancellable=frozenset({"queued", "in_progress"}),
     settled=frozenset({"cancelled", "completed", "failed", "incomplete"}),
     description_template="response {response_id!r}",
+    cancel_not_found="only responses created with background=true can be cancelled",
 )
 
 RESOURCES: Mapping[str, CancellableResource] = {r.name: r for r in (BATCH, THREAD_RUN, RESPONSE)}

@@ -16,6 +16,7 @@ from airflow_psopenai.exceptions import (
     PSOpenAICannotCancelError,
     PSOpenAIConfigurationError,
     PSOpenAIError,
+    PSOpenAINotFoundError,
 )
 from airflow_psopenai.hooks.errors import error_from_response, invalid_success_body, transport_error
 from airflow_psopenai.hooks.pool import shared_pool
@@ -240,26 +241,26 @@ class PSOpenAIHook(BaseHook):
         }
         if metadata:
             body["metadata"] = dict(metadata)
-        try:
-            response = self.client.post(
-                settings.url("/batches"), params=settings.query(), headers=settings.headers({}), json=body
-            )
-        except httpx.TransportError as error:
-            raise transport_error(error, settings=settings, target="a new batch") from error
-        return self._parse(response, settings, target="a new batch", assistants_api=False)
+        return self._request(
+            "POST",
+            settings.url("/batches"),
+            params=settings.query(),
+            headers=settings.headers({}),
+            target="a new batch",
+            body=body,
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated GET (list one batch), for the UI's Test button and the CLI."""
         try:
             settings = self.settings
-            response = self.client.get(
+            self._request(
+                "GET",
                 settings.url("/batches"),
                 params={**settings.query(), "limit": "1"},
                 headers=settings.headers({}),
+                target="the batch list",
             )
-            self._parse(response, settings, target="the batch list", assistants_api=False)
-        except httpx.TransportError as error:
-            return False, str(transport_error(error, settings=self.settings, target="the batch list"))
         except PSOpenAIError as error:
             return False, str(error)
         return True, f"Connected to {settings.api_base} (connection {self.conn_id!r}): the key was accepted."
@@ -267,16 +268,35 @@ class PSOpenAIHook(BaseHook):
     # -- transport ------------------------------------------------------------------------------------
 
     def _send(self, call: _Call) -> JsonObject:
+        return self.retry_policy.call(
+            lambda: self._request(
+                call.method,
+                call.url,
+                params=call.params,
+                headers=call.headers,
+                target=call.target,
+                assistants_api=call.resource.assistants_api,
+            )
+        )
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str],
+        headers: Mapping[str, str],
+        target: str,
+        body: JsonObject | None = None,
+        assistants_api: bool = False,
+    ) -> JsonObject:
+        """Send one request on the synchronous client and return its JSON object, or raise this provider's error."""
         settings = self.settings
-
-        def attempt() -> JsonObject:
-            try:
-                response = self.client.request(call.method, call.url, params=call.params, headers=call.headers)
-            except httpx.TransportError as error:
-                raise transport_error(error, settings=settings, target=call.target) from error
-            return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
-
-        return self.retry_policy.call(attempt)
+        try:
+            response = self.client.request(method, url, params=params, headers=headers, json=body)
+        except httpx.TransportError as error:
+            raise transport_error(error, settings=settings, target=target) from error
+        return self._parse(response, settings, target=target, assistants_api=assistants_api)
 
     async def _asend(self, call: _Call) -> JsonObject:
         settings = await self.asettings()
@@ -316,13 +336,22 @@ def _checked_ids(resource: CancellableResource, ids: Mapping[str, object]) -> di
 
 def _cannot_cancel(resource: CancellableResource, ids: Mapping[str, str], error: PSOpenAIAPIError) -> PSOpenAIError:
     """Return a ``PSOpenAICannotCancelError`` for the API's refusal, or ``error`` itself otherwise."""
-    message = error.api_message or ""
+    message = (error.api_message or "").rstrip(".")
+    answer = f"HTTP {error.http_status}, request id {error.request_id or 'none'}"
+    if isinstance(error, PSOpenAINotFoundError) and resource.cancel_not_found:
+        return PSOpenAICannotCancelError(
+            f"Cannot cancel {resource.describe(ids)}: the API answered its cancel with not found "
+            f"({message or 'no message'}, {answer}): {resource.cancel_not_found}, or the ID is wrong.",
+            status=None,
+            ids=ids,
+            api_error=error,
+        )
     if error.http_status not in CANNOT_CANCEL_STATUSES or "cannot cancel" not in message.lower():
         return error
     status = _quoted_status(message)
     return PSOpenAICannotCancelError(
         f'Cannot cancel {resource.label} with status "{status or "unknown"}": the API refused to cancel '
-        f"{resource.describe(ids)} ({message}, HTTP {error.http_status}, request id {error.request_id or 'none'}).",
+        f"{resource.describe(ids)} ({message}, {answer}).",
         status=status,
         ids=ids,
         api_error=error,

@@ -54,10 +54,6 @@ class HookOverrides:
         if self.max_retry_count is not None:
             object.__setattr__(self, "max_retry_count", require_retry_count(self.max_retry_count))
 
-    def as_kwargs(self) -> dict[str, Any]:
-        """Return the overrides that are set, as JSON-plain keyword arguments of the hook."""
-        return {name: value for name, value in vars(self).items() if value is not None}
-
 
 @dataclass(frozen=True)
 class ApiSettings:

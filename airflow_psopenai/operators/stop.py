@@ -223,11 +223,9 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         """Push the object's page for the extra link; empty when there is none (another API base)."""
         from airflow_psopenai.hooks.settings import DEFAULT_API_BASE
 
-        url = ""
-        if self.resource.console_url and hook.settings.api_base == DEFAULT_API_BASE:
-            url = self.resource.console_url.format(**ids)
+        page = self.resource.console_page(ids) if hook.settings.api_base == DEFAULT_API_BASE else None
         # Pushed even when empty: Airflow reads the link after every task and logs a missing XCom as an error.
-        context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=url)
+        context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=page or "")
 
 
 class StopBatchOperator(StopResourceOperator):

@@ -29,28 +29,30 @@ class RecordingTaskInstance:
         self.pushed[key] = value
 
 
+def pushed_console_url(
+    operator: StopBatchOperator | StopThreadRunOperator, hook: PSOpenAIHook, ids: dict[str, str]
+) -> Any:
+    ti = RecordingTaskInstance()
+    operator._push_console_url({"ti": ti}, hook, ids)  # type: ignore[arg-type]
+    return ti.pushed[CONSOLE_URL_XCOM_KEY]
+
+
 def test_console_url_pushed_for_api_openai_com(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-link")  # default connection missing: the seed's fallback
     operator = StopBatchOperator(task_id="stop", batch_id="batch_abc")
-    ti = RecordingTaskInstance()
-    operator._push_console_url({"ti": ti}, PSOpenAIHook(), {"batch_id": "batch_abc"})  # type: ignore[arg-type]
-    assert ti.pushed == {CONSOLE_URL_XCOM_KEY: "https://platform.openai.com/batches/batch_abc"}
+    url = pushed_console_url(operator, PSOpenAIHook(), {"batch_id": "batch_abc"})
+    assert url == "https://platform.openai.com/batches/batch_abc"
+    odd = pushed_console_url(operator, PSOpenAIHook(), {"batch_id": "a/../b?c"})
+    assert odd == "https://platform.openai.com/batches/a%2F..%2Fb%3Fc"  # the ID never changes the page's path
 
 
 def test_no_console_url_for_another_api_base_or_resource(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-link")
-    ti = RecordingTaskInstance()
-    StopBatchOperator(task_id="stop", batch_id="b")._push_console_url(
-        {"ti": ti},  # type: ignore[arg-type]
-        PSOpenAIHook(api_base="https://gateway.example/v1"),
-        {"batch_id": "b"},
-    )
-    StopThreadRunOperator(task_id="stop", thread_id="t", run_id="r")._push_console_url(
-        {"ti": ti},  # type: ignore[arg-type]
-        PSOpenAIHook(),
-        {"thread_id": "t", "run_id": "r"},
-    )
-    assert ti.pushed == {CONSOLE_URL_XCOM_KEY: ""}
+    batch_operator = StopBatchOperator(task_id="stop", batch_id="b")
+    gateway = PSOpenAIHook(api_base="https://gateway.example/v1")
+    assert pushed_console_url(batch_operator, gateway, {"batch_id": "b"}) == ""
+    run_operator = StopThreadRunOperator(task_id="stop", thread_id="t", run_id="r")
+    assert pushed_console_url(run_operator, PSOpenAIHook(), {"thread_id": "t", "run_id": "r"}) == ""
 
 
 def test_emulator_run_pushes_an_empty_console_url(

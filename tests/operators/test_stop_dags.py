@@ -242,7 +242,11 @@ def test_synchronous_response_cannot_be_cancelled(
     response = emulator.create_response(status="in_progress", background=False)
     result = run_dag("stop_response_wait", response_id=response["id"])
     assert result.task_states["stop"] == "failed"
-    assert f"response {response['id']!r} was not found" in captured_logs()
+    assert (
+        f"Cannot cancel response {response['id']!r}: the API answered its cancel with not found "
+        "(Cannot cancel a synchronous response, HTTP 404"
+    ) in captured_logs()
+    assert "only responses created with background=true can be cancelled, or the ID is wrong" in captured_logs()
 
 
 BAD_NATIVE_INPUTS: list[tuple[dict[str, Any], str]] = [
