@@ -1,7 +1,7 @@
 """Faults the emulator injects: error answers, latency, hangs and dropped connections.
 
 Build faults with the classmethods of :class:`Fault`: :meth:`Fault.rate_limit`,
-:meth:`Fault.insufficient_quota`, :meth:`Fault.server_error`, :meth:`Fault.latency`,
+:meth:`Fault.insufficient_quota`, :meth:`Fault.server_error`, :meth:`Fault.answer`, :meth:`Fault.latency`,
 :meth:`Fault.hang` and :meth:`Fault.drop`. :class:`FaultPlan` decides which request gets which.
 """
 
@@ -15,12 +15,12 @@ from fnmatch import fnmatchcase
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
-from airflow_psopenai.testing.messages import HttpReply, error_reply
+from airflow_psopenai.testing.messages import JSON, HttpReply, error_reply
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-FaultKind = Literal["rate_limit", "insufficient_quota", "server_error", "latency", "hang", "drop"]
+FaultKind = Literal["rate_limit", "insufficient_quota", "server_error", "answer", "latency", "hang", "drop"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 SERVER_ERROR_STATUSES = frozenset(status.value for status in HTTPStatus if status >= 500)
 
@@ -43,6 +43,8 @@ class Fault:
     :param html: Answer a ``server_error`` with a proxy's HTML page instead of JSON.
     :param should_retry: When set, send ``x-should-retry: true|false`` with the answer.
     :param seconds: Added latency, or how long a hang lasts (None: until the client leaves).
+    :param body: Body of an ``answer``, sent as is.
+    :param content_type: Content type of an ``answer`` (default ``application/json``).
     """
 
     kind: FaultKind
@@ -52,6 +54,8 @@ class Fault:
     html: bool = False
     should_retry: bool | None = None
     seconds: float | None = None
+    body: str | None = None
+    content_type: str | None = None
 
     def __post_init__(self) -> None:
         """Reject options that do not fit the kind."""
@@ -59,6 +63,8 @@ class Fault:
             raise ValueError(f"Unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}.")
         if self.kind == "server_error" and self.status not in SERVER_ERROR_STATUSES:
             raise ValueError(f"A server error needs a 5xx status, one of {sorted(SERVER_ERROR_STATUSES)}.")
+        if self.kind == "answer" and not (isinstance(self.status, int) and 200 <= self.status <= 599):
+            raise ValueError(f"An answer needs a status from 200 to 599, not {self.status!r}.")
         if self.kind == "latency" and (self.seconds is None or not 0 <= self.seconds < math.inf):
             raise ValueError(f"Latency needs a finite number of seconds >= 0, not {self.seconds!r}.")
         if self.kind == "hang" and self.seconds is not None and self.seconds < 0:
@@ -86,6 +92,13 @@ class Fault:
         return cls("server_error", status=status, html=html, should_retry=should_retry)
 
     @classmethod
+    def answer(
+        cls, status: int, body: str = "", *, content_type: str | None = None, should_retry: bool | None = None
+    ) -> Fault:
+        """Answer ``status`` with ``body`` as is: an odd error, a proxy's reply, a body that is not JSON."""
+        return cls("answer", status=status, body=body, content_type=content_type, should_retry=should_retry)
+
+    @classmethod
     def latency(cls, seconds: float, *, should_retry: bool | None = None) -> Fault:
         """Wait ``seconds`` more, then answer normally."""
         return cls("latency", seconds=seconds, should_retry=should_retry)
@@ -110,7 +123,7 @@ class Fault:
     @property
     def answers(self) -> bool:
         """Return True when the fault replaces the answer with its own error."""
-        return self.kind in ("rate_limit", "insufficient_quota", "server_error")
+        return self.kind in ("rate_limit", "insufficient_quota", "server_error", "answer")
 
     def reply(self) -> HttpReply:
         """Return the error answer of a ``rate_limit``, ``insufficient_quota`` or ``server_error`` fault."""
@@ -140,6 +153,8 @@ class Fault:
             )
         elif self.kind == "server_error" and self.status is not None:
             reply = self._server_error_reply(self.status)
+        elif self.kind == "answer" and self.status is not None:
+            reply = HttpReply(self.status, (self.body or "").encode(), content_type=self.content_type or JSON)
         else:
             raise ValueError(f"A {self.kind} fault does not answer by itself.")
         return self.decorate(reply)
@@ -189,6 +204,8 @@ class Fault:
             html=bool(_flag(data, "html")),
             should_retry=_flag(data, "should_retry"),
             seconds=_number(data, "seconds"),
+            body=_text(data, "body"),
+            content_type=_text(data, "content_type"),
         )
 
 
@@ -200,6 +217,13 @@ def _number(data: Mapping[str, object], name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"Fault option {name!r} must be a number, not {value!r}.")
     return float(value)
+
+
+def _text(data: Mapping[str, object], name: str) -> str | None:
+    value = data.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"Fault option {name!r} must be text, not {value!r}.")
 
 
 def _text_or_number(data: Mapping[str, object], name: str) -> str | float | None:

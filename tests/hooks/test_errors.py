@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from typing import TYPE_CHECKING
@@ -22,15 +23,12 @@ from airflow_psopenai.exceptions import (
 )
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import Fault, OpenAIEmulator
-from tests.hooks.conftest import MockedApi, json_error, unique_key, use_emulator
+from tests.hooks.conftest import unique_key, use_emulator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytestmark = pytest.mark.timeout(30)
-
-REQUEST_ID = "req_0123456789abcdef0123456789abcdef"
-
 
 # -- messages against the emulator ---------------------------------------------------------------------------
 
@@ -120,88 +118,93 @@ def test_run_cancel_400_is_cannot_cancel_with_the_runs_status(emulator: OpenAIEm
     assert raised.value.api_error.http_status == 400
 
 
-def test_other_400_on_cancel_is_not_cannot_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
-    api = MockedApi(monkeypatch, lambda request: json_error(400, "Invalid 'run_id'.", code="invalid_value"))
+def error_json(message: str, code: str | None = None) -> str:
+    return json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+
+
+def test_other_400_on_cancel_is_not_cannot_cancel(emulator: OpenAIEmulator) -> None:
+    emulator.add_fault(Fault.answer(400, error_json("Invalid 'run_id'.", code="invalid_value")))
     with pytest.raises(PSOpenAIAPIError) as raised:
-        api.hook.cancel_thread_run("thread_1", "run_1")
+        PSOpenAIHook().cancel_thread_run("thread_1", "run_1")
     assert not isinstance(raised.value, PSOpenAICannotCancelError)
     assert raised.value.code == "invalid_value"
+    assert "Invalid 'run_id'" in str(raised.value)
 
 
-def test_capitalised_status_in_a_refusal_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
-    api = MockedApi(monkeypatch, lambda request: json_error(409, "Cannot cancel a batch with status 'Completed'."))
+def test_capitalised_status_in_a_refusal_is_normalised(emulator: OpenAIEmulator) -> None:
+    """Older Azure answers capitalise statuses."""
+    emulator.add_fault(Fault.answer(409, error_json("Cannot cancel a batch with status 'Completed'.")))
     with pytest.raises(PSOpenAICannotCancelError) as raised:
-        api.hook.cancel_batch("batch_1")
+        PSOpenAIHook().cancel_batch("batch_1")
     assert raised.value.status == "completed"
 
 
-# -- narrow answers (MockTransport) ---------------------------------------------------------------------------
+# -- odd answers, from the emulator's answer fault ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "answer",
-    [
-        httpx.Response(200, text="<html>ok</html>", headers={"content-type": "text/html", "x-request-id": REQUEST_ID}),
-        httpx.Response(200, content=b"", headers={"x-request-id": REQUEST_ID}),
-        httpx.Response(200, json=["not", "an", "object"], headers={"x-request-id": REQUEST_ID}),
-        httpx.Response(
-            200, text="{truncated", headers={"content-type": "application/json", "x-request-id": REQUEST_ID}
-        ),
-    ],
+    ("body", "content_type"),
+    [("<html>ok</html>", "text/html"), ("", None), ('["not", "an", "object"]', None), ("{truncated", None)],
     ids=["html", "empty", "json-list", "broken-json"],
 )
 def test_2xx_that_is_not_a_json_object_is_an_invalid_response(
-    monkeypatch: pytest.MonkeyPatch, answer: httpx.Response
+    emulator: OpenAIEmulator, body: str, content_type: str | None
 ) -> None:
-    api = MockedApi(monkeypatch, lambda request: answer, max_retry_count=3)
+    emulator.add_fault(Fault.answer(200, body, content_type=content_type), times=5)
     with pytest.raises(PSOpenAIInvalidResponseError) as raised:
-        api.hook.get_batch("batch_1")
+        PSOpenAIHook(max_retry_count=3).get_batch("batch_1")
     assert raised.value.http_status == 200
-    assert raised.value.request_id == REQUEST_ID
+    assert raised.value.request_id is not None
+    assert raised.value.request_id.startswith("req_")
     assert "batch 'batch_1'" in str(raised.value)
-    assert len(api.requests) == 1
+    assert len(emulator.journal) == 1  # not retried: the server answered
 
 
-def test_empty_error_body_is_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    api = MockedApi(monkeypatch, lambda request: httpx.Response(400, headers={"x-request-id": REQUEST_ID}))
+def test_empty_error_body_is_a_clear_message(emulator: OpenAIEmulator) -> None:
+    emulator.add_fault(Fault.answer(400))
     with pytest.raises(PSOpenAIInvalidResponseError) as raised:
-        api.hook.get_batch("batch_1")
+        PSOpenAIHook().get_batch("batch_1")
     assert "an empty body" in str(raised.value)
-    assert REQUEST_ID in str(raised.value)
+    assert f"request id {raised.value.request_id})" in str(raised.value)
 
 
-def test_request_id_header_is_on_the_exception(monkeypatch: pytest.MonkeyPatch) -> None:
-    api = MockedApi(monkeypatch, lambda request: json_error(404, "No batch.", headers={"x-request-id": REQUEST_ID}))
+def test_request_id_header_is_on_the_exception(emulator: OpenAIEmulator) -> None:
     with pytest.raises(PSOpenAINotFoundError) as raised:
-        api.hook.get_batch("batch_1")
-    assert raised.value.request_id == REQUEST_ID
-    assert str(raised.value).endswith(f"(HTTP 404, request id {REQUEST_ID})")
+        PSOpenAIHook().get_batch("batch_1")
+    request_id = raised.value.request_id
+    assert request_id is not None
+    assert request_id.startswith("req_")
+    assert str(raised.value).endswith(f"(HTTP 404, request id {request_id})")
 
 
-def _thread_run_404(request: httpx.Request) -> httpx.Response:
-    return json_error(404, "No thread found with id 'thread_1'.", headers={"x-request-id": REQUEST_ID})
+@pytest.fixture
+def api_openai_com_through_a_proxy(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> PSOpenAIHook:
+    """Return a hook for http://api.openai.com/v1 whose requests reach the emulator as their proxy."""
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", emulator.base_url)
+    return PSOpenAIHook(api_base="http://api.openai.com/v1")
 
 
 @pytest.mark.parametrize("call", ["get", "cancel"])
 def test_thread_run_404_on_api_openai_com_explains_the_assistants_shutdown(
-    monkeypatch: pytest.MonkeyPatch, call: str
+    emulator: OpenAIEmulator, api_openai_com_through_a_proxy: PSOpenAIHook, call: str
 ) -> None:
-    api = MockedApi(monkeypatch, _thread_run_404, api_base="https://api.openai.com/v1")
-    method = api.hook.get_thread_run if call == "get" else api.hook.cancel_thread_run
+    hook = api_openai_com_through_a_proxy
+    method = hook.get_thread_run if call == "get" else hook.cancel_thread_run
     with pytest.raises(PSOpenAIAssistantsShutdownError) as raised:
         method("thread_1", "run_1")
     message = str(raised.value)
     assert "2026-08-26" in message
     assert "Responses API" in message
     assert "run 'run_1' of thread 'thread_1'" in message
-    assert raised.value.request_id == REQUEST_ID
-    assert str(api.requests[0].url).startswith("https://api.openai.com/v1/threads/thread_1/runs/run_1")
+    assert raised.value.request_id is not None
+    assert emulator.journal[0].raw_target.startswith("http://api.openai.com/v1/threads/thread_1/runs/run_1")
 
 
-def test_batch_404_on_api_openai_com_is_a_plain_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
-    api = MockedApi(monkeypatch, _thread_run_404, api_base="https://api.openai.com/v1")
+def test_batch_404_on_api_openai_com_is_a_plain_not_found(api_openai_com_through_a_proxy: PSOpenAIHook) -> None:
     with pytest.raises(PSOpenAINotFoundError) as raised:
-        api.hook.get_batch("batch_1")
+        api_openai_com_through_a_proxy.get_batch("batch_1")
     assert not isinstance(raised.value, PSOpenAIAssistantsShutdownError)
     assert "2026-08-26" not in str(raised.value)
 
@@ -274,15 +277,12 @@ def test_key_never_shows_in_failing_calls_logs_or_errors(
     assert len(secret_emulator.journal) == 2
 
 
-def test_key_echoed_by_a_proxy_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    key = unique_key()
-
-    def echo(request: httpx.Request) -> httpx.Response:
-        return json_error(400, f"Bad header: {request.headers['authorization']}")
-
-    api = MockedApi(monkeypatch, echo, key=key)
+def test_key_echoed_by_a_proxy_is_redacted(secret_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_emulator(monkeypatch, secret_emulator)
+    key = secret_emulator.api_key
+    secret_emulator.add_fault(Fault.answer(400, error_json(f"Bad header: Bearer {key}")))
     with pytest.raises(PSOpenAIAPIError) as raised:
-        api.hook.get_batch("batch_1")
+        PSOpenAIHook().get_batch("batch_1")
     assert key not in str(raised.value)
     assert raised.value.api_message is not None
     assert key not in raised.value.api_message

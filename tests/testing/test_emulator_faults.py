@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -48,6 +49,18 @@ class TestKinds:
         response = api.get("/v1/batches")
         assert response.status_code == status
         assert response.json()["error"]["type"] == "server_error"
+
+    def test_answer_sends_its_status_body_and_type_as_is(self, emulator: OpenAIEmulator, api: httpx.Client) -> None:
+        emulator.add_fault(Fault.answer(200, "<html>ok</html>", content_type="text/html"))
+        odd_error = {"error": {"message": "odd", "type": "invalid_request_error", "param": None, "code": None}}
+        emulator.add_fault(Fault.answer(409, json.dumps(odd_error), should_retry=True))
+        emulator.add_fault(Fault.answer(400, content_type="text/plain"))
+        html, odd, empty = (api.get("/v1/batches") for _ in range(3))
+        assert (html.status_code, html.headers["content-type"], html.text) == (200, "text/html", "<html>ok</html>")
+        assert (odd.status_code, odd.json(), odd.headers["x-should-retry"]) == (409, odd_error, "true")
+        assert odd.headers["content-type"] == "application/json"
+        assert (empty.status_code, empty.content, empty.headers["content-type"]) == (400, b"", "text/plain")
+        assert all(answer.headers["x-request-id"].startswith("req_") for answer in (html, odd, empty))
 
     def test_server_error_as_a_proxys_html_page(self, emulator: OpenAIEmulator, api: httpx.Client) -> None:
         emulator.add_fault(Fault.server_error(502, html=True))
@@ -206,6 +219,8 @@ class TestFaultValues:
             Fault.rate_limit(retry_after="Wed, 21 Oct 2015 07:28:00 GMT"),
             Fault.insufficient_quota(should_retry=False),
             Fault.server_error(502, html=True),
+            Fault.answer(200, "<html/>", content_type="text/html", should_retry=False),
+            Fault.answer(400),
             Fault.latency(0.25),
             Fault.hang(),
             Fault.hang(30),
@@ -236,6 +251,9 @@ class TestFaultValues:
             ({"kind": "rate_limit", "retry_after_ms": 1.5}, "whole"),
             ({"kind": "rate_limit", "should_retry": "yes"}, "true or false"),
             ({"kind": "latency", "seconds": True}, "number"),
+            ({"kind": "answer"}, "status from 200 to 599"),
+            ({"kind": "answer", "status": 99}, "status from 200 to 599"),
+            ({"kind": "answer", "status": 200, "body": {"id": 1}}, "text"),
         ],
     )
     def test_from_json_rejects_bad_faults(self, data: dict[str, object], match: str) -> None:
