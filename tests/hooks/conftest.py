@@ -54,7 +54,7 @@ def use_emulator(
 
 
 class MockedApi:
-    """A hook whose synchronous client answers through ``httpx.MockTransport`` (the retry table); it records each request."""
+    """A hook answering through ``httpx.MockTransport``, for the retry table; it records each request."""
 
     def __init__(
         self,
