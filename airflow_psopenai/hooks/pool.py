@@ -52,13 +52,9 @@ class SharedPool:
         self._free: asyncio.LifoQueue[httpx.AsyncHTTPTransport] = asyncio.LifoQueue()
         self.is_closed = False
 
-    async def request(
-        self, method: str, url: str, *, params: Mapping[str, str], headers: Mapping[str, str]
-    ) -> httpx.Response:
+    async def request(self, method: str, url: httpx.URL, *, headers: Mapping[str, str]) -> httpx.Response:
         """Send one request on a free connection, waiting for one first; read the whole body."""
-        request = httpx.Request(
-            method, url, params=params, headers={**DEFAULT_HEADERS, **headers}, extensions=self._extensions
-        )
+        request = httpx.Request(method, url, headers={**DEFAULT_HEADERS, **headers}, extensions=self._extensions)
         transport = await self._borrow()
         try:
             response = await transport.handle_async_request(request)

@@ -53,7 +53,6 @@ class _Call:
         self.resource = resource
         self.path = resource.cancel_path(ids) if action == "cancel" else resource.path(ids)
         self.url = settings.url(self.path)
-        self.params = settings.query()
         self.headers = settings.headers(resource.headers)
         self.target = resource.describe(ids)
 
@@ -244,7 +243,6 @@ class PSOpenAIHook(BaseHook):
         return self._request(
             "POST",
             settings.url("/batches"),
-            params=settings.query(),
             headers=settings.headers({}),
             target="a new batch",
             body=body,
@@ -256,8 +254,7 @@ class PSOpenAIHook(BaseHook):
             settings = self.settings
             self._request(
                 "GET",
-                settings.url("/batches"),
-                params={**settings.query(), "limit": "1"},
+                settings.url("/batches", limit="1"),
                 headers=settings.headers({}),
                 target="the batch list",
             )
@@ -272,7 +269,6 @@ class PSOpenAIHook(BaseHook):
             lambda: self._request(
                 call.method,
                 call.url,
-                params=call.params,
                 headers=call.headers,
                 target=call.target,
                 assistants_api=call.resource.assistants_api,
@@ -282,9 +278,8 @@ class PSOpenAIHook(BaseHook):
     def _request(
         self,
         method: str,
-        url: str,
+        url: httpx.URL,
         *,
-        params: Mapping[str, str],
         headers: Mapping[str, str],
         target: str,
         body: JsonObject | None = None,
@@ -293,7 +288,7 @@ class PSOpenAIHook(BaseHook):
         """Send one request on the synchronous client and return its JSON object, or raise this provider's error."""
         settings = self.settings
         try:
-            response = self.client.request(method, url, params=params, headers=headers, json=body)
+            response = self.client.request(method, url, headers=headers, json=body)
         except httpx.TransportError as error:
             raise transport_error(error, settings=settings, target=target) from error
         return self._parse(response, settings, target=target, assistants_api=assistants_api)
@@ -304,7 +299,7 @@ class PSOpenAIHook(BaseHook):
 
         async def attempt() -> JsonObject:
             try:
-                response = await pool.request(call.method, call.url, params=call.params, headers=call.headers)
+                response = await pool.request(call.method, call.url, headers=call.headers)
             except httpx.TransportError as error:
                 raise transport_error(error, settings=settings, target=call.target) from error
             return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)

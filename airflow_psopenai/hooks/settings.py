@@ -5,6 +5,7 @@ Each setting resolves as: argument given to the hook > connection > environment 
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.request
 from dataclasses import dataclass, field
@@ -76,14 +77,12 @@ class ApiSettings:
         """Return whether paths go under ``/openai`` with an ``api-version`` (Azure's dated API, not v1)."""
         return self.api_type == "azure" and not self.api_base.endswith("/openai/v1")
 
-    def url(self, path: str) -> str:
-        """Return the full URL of an API path such as ``/batches/batch_1``."""
+    def url(self, path: str, **query: str) -> httpx.URL:
+        """Return the URL of an API path such as ``/batches/batch_1``, with Azure's ``api-version`` and ``query``."""
         prefix = "/openai" if self.azure_dated_api and not self.api_base.endswith("/openai") else ""
-        return f"{self.api_base}{prefix}{path}"
-
-    def query(self) -> dict[str, str]:
-        """Return the query parameters every call carries (Azure's ``api-version``)."""
-        return {"api-version": self.api_version} if self.azure_dated_api else {}
+        if self.azure_dated_api:
+            query = {"api-version": self.api_version, **query}
+        return _parsed_url(f"{self.api_base}{prefix}{path}", tuple(query.items()))
 
     def headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         """Return the request headers: authentication, organization and project when set, ``extra``."""
@@ -107,6 +106,12 @@ class ApiSettings:
     def redact(self, text: str) -> str:
         """Return ``text`` with the key replaced, for messages built from what a server sent."""
         return text.replace(self.api_key, "***") if self.api_key else text
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_url(url: str, query: tuple[tuple[str, str], ...]) -> httpx.URL:
+    """Parse a URL once: httpx checks every character of a URL given as text, on every request."""
+    return httpx.URL(url, params=query or None)
 
 
 def resolve_settings(
