@@ -25,6 +25,7 @@ In a real DAG the cancel usually follows the task that decides the work is unwan
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
@@ -99,6 +100,8 @@ with DAG(
         poll_interval=2.0,
         max_retry_count=5,
         max_active_tis_per_dagrun=4,
+        retries=2,  # with "succeed", a retry waits for the batch it already cancelled
+        retry_delay=timedelta(seconds=10),
     ).expand(batch=batches)
 
     summarize(cancel_batches.output)

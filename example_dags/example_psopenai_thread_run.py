@@ -36,6 +36,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
@@ -104,6 +105,9 @@ with DAG(
         pass_through=True,
         poll_interval=1.0,
         max_retry_count=3,
+        retries=2,  # with "succeed", a retry waits for the run it already cancelled instead of failing
+        retry_delay=timedelta(seconds=10),
+        if_not_cancellable="succeed",
     )
 
     confirm_cancelled = ThreadRunCancelledSensor(
@@ -112,6 +116,8 @@ with DAG(
         soft_fail=True,
         poke_interval=5,
         timeout=10 * 60,
+        retries=2,
+        retry_delay=timedelta(seconds=10),
     )
 
     report_run(confirm_cancelled.output)
