@@ -1,7 +1,8 @@
 """Profile our trigger at N waits in one event loop (not run by ``make bench``).
 
-Where the time of ``ResourceStatusTrigger`` goes at large N: it led to the sharded pool of
-``airflow_psopenai/hooks/pool.py`` (httpcore rescans a client's connections for each request).
+Where the time of ``ResourceStatusTrigger`` goes at large N: it led to the pool of single-connection
+transports in ``airflow_psopenai/hooks/pool.py`` (httpcore rescans a client's connections for each
+request) and to the shared connection lookup of ``airflow_psopenai/hooks/settings_cache.py``.
 
 Examples::
 
