@@ -68,7 +68,7 @@ class CancellableResource:
 
     def path(self, ids: Mapping[str, str]) -> str:
         """Return the object's path with every ID percent-encoded (``/``, ``?``, ``#`` and ``..`` included)."""
-        return self.path_template.format(**{name: _path_segment(ids[name]) for name in self.id_fields})
+        return self.path_template.format(**self._encoded(ids))
 
     def cancel_path(self, ids: Mapping[str, str]) -> str:
         """Return the path of the object's cancel endpoint."""
@@ -76,9 +76,10 @@ class CancellableResource:
 
     def console_page(self, ids: Mapping[str, str]) -> str | None:
         """Return the object's page on platform.openai.com (IDs percent-encoded), if it has one."""
-        if self.console_url is None:
-            return None
-        return self.console_url.format(**{name: _path_segment(ids[name]) for name in self.id_fields})
+        return None if self.console_url is None else self.console_url.format(**self._encoded(ids))
+
+    def _encoded(self, ids: Mapping[str, str]) -> dict[str, str]:
+        return {name: _path_segment(ids[name]) for name in self.id_fields}
 
     def describe(self, ids: Mapping[str, str]) -> str:
         """Return a short human description such as ``run 'run_1' of thread 'thread_2'``."""

@@ -48,7 +48,7 @@ class SharedPool:
         # One TLS context for all connections (each costs milliseconds and memory), made on first use.
         self._tls: asyncio.Future[ssl.SSLContext] | None = None
         self._transports: list[httpx.AsyncHTTPTransport] = []  # created when needed, up to CONNECTIONS
-        self._created = 0
+        self._created = 0  # counted before the TLS context is awaited, so CONNECTIONS holds meanwhile
         self._free: asyncio.LifoQueue[httpx.AsyncHTTPTransport] = asyncio.LifoQueue()
         self.is_closed = False
 

@@ -49,6 +49,7 @@ class _Call:
         ids: Mapping[str, str],
         action: str,
     ) -> None:
+        self.settings = settings
         self.method = method
         self.resource = resource
         self.path = resource.cancel_path(ids) if action == "cancel" else resource.path(ids)
@@ -294,7 +295,7 @@ class PSOpenAIHook(BaseHook):
         return self._parse(response, settings, target=target, assistants_api=assistants_api)
 
     async def _asend(self, call: _Call) -> JsonObject:
-        settings = await self.asettings()
+        settings = call.settings
         pool = shared_pool(settings.timeout(), settings.proxy)
 
         async def attempt() -> JsonObject:

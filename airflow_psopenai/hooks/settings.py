@@ -224,11 +224,8 @@ def _normalise_base(api_base: str) -> str:
 def _checked_base(conn_id: str, api_base: str) -> str:
     """Return ``api_base`` if it is an http(s) URL with a host; a typo would otherwise look like a network error."""
     parts = urlsplit(api_base)
-    if parts.scheme not in ("http", "https") or parts.hostname in (
-        None,
-        "",
-        "none",
-    ):  # "None": a template rendered None
+    # "none": the host a template that rendered None gives (hostnames come back in lower case).
+    if parts.scheme not in ("http", "https") or (parts.hostname or "none") == "none":
         raise PSOpenAIConfigurationError(
             f"Connection {conn_id!r}: the API base {api_base!r} is not an http(s) URL with a host. Set the "
             "connection's host (or api_base=) to a URL such as https://api.openai.com/v1."
