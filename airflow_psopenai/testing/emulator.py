@@ -266,17 +266,17 @@ class OpenAIEmulator:
         if not is_api_path(segments):
             return Pending(lambda: error_reply(404, f"Invalid URL ({request.method} {request.raw_path})"))
         fault = self._faults.pick(request.method, request.path)
-        handle = self._journal.record(
-            JournalEntry.of(request, self._state.clock(), fault.kind if fault is not None else None)
-        )
+        handle = self._journal.record(JournalEntry.of(request, self._state.clock(), fault))
+        # An applied fault lets the API act when the request arrives; only its answer is lost.
+        applied = self._api.handle(request) if fault is not None and fault.applied else None
 
         def finish() -> HttpReply | None:
             if fault is not None and fault.kind == "drop":
                 return None
             if fault is not None and fault.answers:
-                reply = fault.reply()
+                reply = fault.reply(request.headers)
             else:
-                reply = self._api.handle(request)
+                reply = applied or self._api.handle(request)
                 if fault is not None:
                     reply = fault.decorate(reply)
             self._journal.answered(handle, reply.status)

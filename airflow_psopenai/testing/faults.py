@@ -7,11 +7,13 @@ Build faults with the classmethods of :class:`Fault`: :meth:`Fault.rate_limit`,
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
+from html import escape
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
@@ -24,6 +26,7 @@ FaultKind = Literal["rate_limit", "insufficient_quota", "server_error", "answer"
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 SERVER_ERROR_STATUSES = frozenset(status.value for status in HTTPStatus if status >= 500)
 
+_DEFAULT_FALSE_FLAGS = ("html", "applied", "echo_headers")
 _SERVER_ERROR_MESSAGES = {
     500: "The server had an error while processing your request. Sorry about that!",
     502: "Bad gateway.",
@@ -45,6 +48,10 @@ class Fault:
     :param seconds: Added latency, or how long a hang lasts (None: until the client leaves).
     :param body: Body of an ``answer``, sent as is.
     :param content_type: Content type of an ``answer`` (default ``application/json``).
+    :param applied: The API acts on the request first (a cancel takes effect), then the fault replaces
+        its answer: a lost answer, as when a gateway times out or drops a connection after the API answered.
+    :param echo_headers: A ``server_error`` page (HTML or JSON) quotes the request's headers, credentials
+        included, as some proxies' error pages do.
     """
 
     kind: FaultKind
@@ -56,6 +63,8 @@ class Fault:
     seconds: float | None = None
     body: str | None = None
     content_type: str | None = None
+    applied: bool = False
+    echo_headers: bool = False
 
     def __post_init__(self) -> None:
         """Reject options that do not fit the kind."""
@@ -69,6 +78,10 @@ class Fault:
             raise ValueError(f"Latency needs a finite number of seconds >= 0, not {self.seconds!r}.")
         if self.kind == "hang" and self.seconds is not None and self.seconds < 0:
             raise ValueError(f"A hang cannot last {self.seconds!r} seconds.")
+        if self.applied and self.kind == "latency":
+            raise ValueError("Latency answers normally: it has no answer to lose, so it cannot be applied.")
+        if self.echo_headers and self.kind != "server_error":
+            raise ValueError("Only a server_error page echoes the request's headers.")
 
     @classmethod
     def rate_limit(
@@ -87,9 +100,28 @@ class Fault:
         return cls("insufficient_quota", should_retry=should_retry)
 
     @classmethod
-    def server_error(cls, status: int = 500, *, html: bool = False, should_retry: bool | None = None) -> Fault:
-        """Answer ``status`` (5xx) with a JSON error, or with a proxy's HTML page when ``html``."""
-        return cls("server_error", status=status, html=html, should_retry=should_retry)
+    def server_error(
+        cls,
+        status: int = 500,
+        *,
+        html: bool = False,
+        should_retry: bool | None = None,
+        applied: bool = False,
+        echo_headers: bool = False,
+    ) -> Fault:
+        """Answer ``status`` (5xx) with a JSON error, or with a proxy's HTML page when ``html``.
+
+        ``applied``: the API acted on the request first (a gateway's 502 after the cancel went through).
+        ``echo_headers``: the page quotes the request's headers, the key included.
+        """
+        return cls(
+            "server_error",
+            status=status,
+            html=html,
+            should_retry=should_retry,
+            applied=applied,
+            echo_headers=echo_headers,
+        )
 
     @classmethod
     def answer(
@@ -104,14 +136,20 @@ class Fault:
         return cls("latency", seconds=seconds, should_retry=should_retry)
 
     @classmethod
-    def hang(cls, seconds: float | None = None, *, should_retry: bool | None = None) -> Fault:
-        """Send nothing for ``seconds`` (None: until the client gives up), then answer normally."""
-        return cls("hang", seconds=seconds, should_retry=should_retry)
+    def hang(cls, seconds: float | None = None, *, should_retry: bool | None = None, applied: bool = False) -> Fault:
+        """Send nothing for ``seconds`` (None: until the client gives up), then answer normally.
+
+        ``applied``: the API acts on the request when it arrives, so a client that gives up has lost the answer.
+        """
+        return cls("hang", seconds=seconds, should_retry=should_retry, applied=applied)
 
     @classmethod
-    def drop(cls) -> Fault:
-        """Close the connection without sending a single byte of response."""
-        return cls("drop")
+    def drop(cls, *, applied: bool = False) -> Fault:
+        """Close the connection without sending a single byte of response.
+
+        ``applied``: the API acted on the request first (the cancel went through, its answer is lost).
+        """
+        return cls("drop", applied=applied)
 
     @property
     def delay(self) -> float:
@@ -125,8 +163,11 @@ class Fault:
         """Return True when the fault replaces the answer with its own error."""
         return self.kind in ("rate_limit", "insufficient_quota", "server_error", "answer")
 
-    def reply(self) -> HttpReply:
-        """Return the error answer of a ``rate_limit``, ``insufficient_quota`` or ``server_error`` fault."""
+    def reply(self, request_headers: Sequence[tuple[str, str]] = ()) -> HttpReply:
+        """Return the answer of a ``rate_limit``, ``insufficient_quota``, ``server_error`` or ``answer`` fault.
+
+        :param request_headers: The request's headers, quoted by an ``echo_headers`` page.
+        """
         if self.kind == "rate_limit":
             headers: list[tuple[str, str]] = []
             if self.retry_after is not None:
@@ -152,7 +193,7 @@ class Fault:
                 code="insufficient_quota",
             )
         elif self.kind == "server_error" and self.status is not None:
-            reply = self._server_error_reply(self.status)
+            reply = self._server_error_reply(self.status, request_headers if self.echo_headers else ())
         elif self.kind == "answer" and self.status is not None:
             reply = HttpReply(self.status, (self.body or "").encode(), content_type=self.content_type or JSON)
         else:
@@ -165,23 +206,27 @@ class Fault:
             return reply
         return reply.with_headers(("x-should-retry", "true" if self.should_retry else "false"))
 
-    def _server_error_reply(self, status: int) -> HttpReply:
+    def _server_error_reply(self, status: int, echoed: Sequence[tuple[str, str]]) -> HttpReply:
         if self.html:
             # What nginx or a CDN in front of the API sends: not JSON at all.
             title = f"{status} {HTTPStatus(status).phrase}"
+            quoted = "".join(f"{escape(name)}: {escape(value)}<br>\r\n" for name, value in echoed)
             page = (
                 f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-                f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+                f"<center><h1>{title}</h1></center>\r\n{quoted}<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
             )
             return HttpReply(status, page.encode(), content_type="text/html")
         message = _SERVER_ERROR_MESSAGES.get(status, "The server had an error while processing your request.")
+        if echoed:
+            message += " Request headers: " + json.dumps(dict(echoed))
         return error_reply(status, message, "server_error")
 
     def to_json(self) -> dict[str, object]:
         """Return the fault as JSON data, the form the admin endpoint accepts."""
         data = {name: value for name, value in asdict(self).items() if value is not None}
-        if not self.html:
-            del data["html"]
+        for flag in _DEFAULT_FALSE_FLAGS:  # left out when unset, as None options are; should_retry=False is kept
+            if not data[flag]:
+                del data[flag]
         return data
 
     @classmethod
@@ -202,6 +247,8 @@ class Fault:
             retry_after=_text_or_number(data, "retry_after"),
             retry_after_ms=_whole(data, "retry_after_ms"),
             html=bool(_flag(data, "html")),
+            applied=bool(_flag(data, "applied")),
+            echo_headers=bool(_flag(data, "echo_headers")),
             should_retry=_flag(data, "should_retry"),
             seconds=_number(data, "seconds"),
             body=_text(data, "body"),

@@ -8,6 +8,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from airflow_psopenai.testing.faults import Fault
     from airflow_psopenai.testing.messages import HttpRequest
 
 REDACTED = "<redacted>"
@@ -28,6 +29,7 @@ class JournalEntry:
     :param status: Status answered, or None when the connection was dropped or the request hung.
     :param fault: Kind of the injected fault, if any.
     :param connection: Number of the client connection it came on: equal numbers show a reused connection.
+    :param applied: The API acted on the request although the fault took its answer away (a lost answer).
     """
 
     method: str
@@ -39,16 +41,26 @@ class JournalEntry:
     status: int | None = None
     fault: str | None = None
     connection: int = 0
+    applied: bool = False
 
     @classmethod
-    def of(cls, request: HttpRequest, time: float, fault: str | None) -> JournalEntry:
+    def of(cls, request: HttpRequest, time: float, fault: Fault | None) -> JournalEntry:
         """Return the entry of ``request``, not yet answered."""
         headers: dict[str, str] = {}
         for name, value in request.headers:
             shown = REDACTED if name in SECRET_HEADERS else value
             headers[name] = f"{headers[name]}, {shown}" if name in headers else shown
         return cls(
-            request.method, request.path, request.target, request.query, headers, time, None, fault, request.connection
+            request.method,
+            request.path,
+            request.target,
+            request.query,
+            headers,
+            time,
+            None,
+            fault.kind if fault is not None else None,
+            request.connection,
+            fault is not None and fault.applied,
         )
 
     def to_json(self) -> dict[str, object]:

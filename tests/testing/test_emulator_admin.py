@@ -105,6 +105,7 @@ def test_journal_with_filters(emulator: OpenAIEmulator, admin: httpx.Client, clo
         "status": 200,
         "fault": None,
         "connection": 2,  # two clients, so two connections
+        "applied": False,
     }
     assert entries[0]["connection"] == 1
     assert entries[1]["headers"]["authorization"] == "<redacted>"

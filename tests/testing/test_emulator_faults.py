@@ -122,6 +122,44 @@ class TestKinds:
         assert emulator.get_batch(str(batch["id"]))["status"] == "in_progress"
         assert api.post(f"/v1/batches/{batch['id']}/cancel").status_code == 200
 
+    @pytest.mark.parametrize(
+        ("fault", "error"),
+        [
+            (Fault.drop(applied=True), httpx.RemoteProtocolError),
+            (Fault.hang(applied=True), httpx.ReadTimeout),
+        ],
+        ids=["drop", "hang"],
+    )
+    def test_an_applied_fault_acts_then_loses_the_answer(
+        self, emulator: OpenAIEmulator, api: httpx.Client, fault: Fault, error: type[Exception]
+    ) -> None:
+        batch = emulator.create_batch()
+        emulator.add_fault(fault, "POST", CANCEL)
+        with pytest.raises(error):
+            api.post(f"/v1/batches/{batch['id']}/cancel", timeout=0.3)
+        entry = emulator.journal[0]
+        assert (entry.status, entry.fault, entry.applied) == (None, fault.kind, True)
+        assert emulator.get_batch(str(batch["id"]))["status"] == "cancelling"  # the cancel went through
+
+    def test_an_applied_server_error_replaces_the_answer(self, emulator: OpenAIEmulator, api: httpx.Client) -> None:
+        run = emulator.create_thread_run()
+        emulator.add_fault(Fault.server_error(502, html=True, applied=True), "POST")
+        headers = {"OpenAI-Beta": "assistants=v2"}
+        response = api.post(f"/v1/threads/{run['thread_id']}/runs/{run['id']}/cancel", headers=headers)
+        assert response.status_code == 502
+        assert emulator.get_thread_run(str(run["thread_id"]), str(run["id"]))["status"] == "cancelling"
+        assert (emulator.journal[0].status, emulator.journal[0].applied) == (502, True)
+
+    @pytest.mark.parametrize("html", [True, False], ids=["html", "json"])
+    def test_an_error_page_can_echo_the_request_headers(
+        self, emulator: OpenAIEmulator, api: httpx.Client, html: bool
+    ) -> None:
+        emulator.add_fault(Fault.server_error(502, html=html, echo_headers=True))
+        response = api.get("/v1/batches")
+        assert response.status_code == 502
+        assert f"Bearer {emulator.api_key}" in response.text
+        assert "<redacted>" in str(emulator.journal[0].headers)  # the journal itself never keeps the key
+
     def test_faults_come_before_authentication(self, emulator: OpenAIEmulator) -> None:
         emulator.add_fault(Fault.server_error(503))
         assert httpx.get(f"{emulator.api_base}/batches").status_code == 503
@@ -225,6 +263,9 @@ class TestFaultValues:
             Fault.hang(),
             Fault.hang(30),
             Fault.drop(),
+            Fault.drop(applied=True),
+            Fault.hang(5, applied=True),
+            Fault.server_error(502, html=True, applied=True, echo_headers=True),
         ],
     )
     def test_json_round_trip(self, fault: Fault) -> None:
@@ -254,6 +295,9 @@ class TestFaultValues:
             ({"kind": "answer"}, "status from 200 to 599"),
             ({"kind": "answer", "status": 99}, "status from 200 to 599"),
             ({"kind": "answer", "status": 200, "body": {"id": 1}}, "text"),
+            ({"kind": "latency", "seconds": 1, "applied": True}, "cannot be applied"),
+            ({"kind": "answer", "status": 400, "echo_headers": True}, "echoes"),
+            ({"kind": "drop", "applied": 1}, "true or false"),
         ],
     )
     def test_from_json_rejects_bad_faults(self, data: dict[str, object], match: str) -> None:
