@@ -25,14 +25,24 @@ class PSOpenAIConfigurationError(PSOpenAIError, ValueError):
     """A setting or argument is invalid; raised before any request is sent."""
 
 
+class PSOpenAIEventError(PSOpenAIError, ValueError):
+    """A deferred task resumed with an event this provider's trigger did not send (never taken as success)."""
+
+
 class PSOpenAITransportError(PSOpenAIError):
     """The request did not get an HTTP answer: connect error, timeout, dropped connection.
 
-    Always retryable: nothing reached (or came back from) the server.
+    Retryable, but for a request this client refused to send (a local protocol error).
+
+    :param lost_answer: Whether the request may have reached the server (its answer did not come back).
     """
 
-    retryable = True
     retry_after: float | None = None
+
+    def __init__(self, message: str, *, retryable: bool = True, lost_answer: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.lost_answer = lost_answer
 
 
 class PSOpenAIAPIError(PSOpenAIError):

@@ -43,6 +43,7 @@ class CancellableResource:
     :param statuses: Every status the API documents.
     :param cancellable: Statuses in which a cancel is sent without ``force``.
     :param settled: Statuses in which a wait after a cancel ends.
+    :param cancel_requested: Statuses that show a cancel went through (``cancelling``, ``cancelled``).
     :param headers: Extra headers the API requires on every call for this resource.
     :param assistants_api: True for the Assistants API (shut down on api.openai.com on 2026-08-26).
     :param description_template: How messages name one object, from its IDs.
@@ -60,6 +61,7 @@ class CancellableResource:
     statuses: frozenset[str]
     cancellable: frozenset[str]
     settled: frozenset[str]
+    cancel_requested: frozenset[str]
     description_template: str
     headers: Mapping[str, str] = field(default_factory=dict)
     assistants_api: bool = False
@@ -117,6 +119,7 @@ BATCH = CancellableResource(
     ),
     cancellable=frozenset({"validating", "in_progress", "finalizing"}),
     settled=frozenset({"cancelled", "completed", "failed", "expired"}),
+    cancel_requested=frozenset({"cancelling", "cancelled"}),
     description_template="batch {batch_id!r}",
     console_url="https://platform.openai.com/batches/{batch_id}",
 )
@@ -144,6 +147,7 @@ THREAD_RUN = CancellableResource(
     ),
     cancellable=frozenset({"queued", "in_progress", "requires_action"}),
     settled=frozenset({"cancelled", "completed", "failed", "expired", "incomplete"}),
+    cancel_requested=frozenset({"cancelling", "cancelled"}),
     description_template="run {run_id!r} of thread {thread_id!r}",
     headers=ASSISTANTS_BETA_HEADERS,
     assistants_api=True,
@@ -161,6 +165,7 @@ RESPONSE = CancellableResource(
     statuses=frozenset({"queued", "in_progress", "completed", "failed", "cancelled", "incomplete"}),
     cancellable=frozenset({"queued", "in_progress"}),
     settled=frozenset({"cancelled", "completed", "failed", "incomplete"}),
+    cancel_requested=frozenset({"cancelled"}),
     description_template="response {response_id!r}",
     cancel_not_found="only responses created with background=true can be cancelled",
 )

@@ -1,6 +1,6 @@
 """Checks of user input that run before any request is sent.
 
-Standard library only: operators import this at DAG-parse time.
+Standard library only, but for this provider's exceptions: operators import this at DAG-parse time.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import ast
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 if TYPE_CHECKING:
     from airflow_psopenai.resources import CancellableResource
@@ -26,21 +28,23 @@ def require_id(argument: str, value: object) -> str:
     Surrounding white space (a trailing newline from a template) is dropped.
     """
     if value is None:
-        raise ValueError(
+        raise PSOpenAIConfigurationError(
             f"{argument} is None: give the ID, or check that the template or XCom it comes from returns one."
         )
     if isinstance(value, list | tuple | set):
-        raise ValueError(
+        raise PSOpenAIConfigurationError(
             f"{argument} rendered to a {type(value).__name__} ({_preview(value)}) where one ID is needed: "
             f"map over the IDs with .partial(...).expand({argument}=...) or pick one."
         )
     if isinstance(value, dict):
-        raise ValueError(
+        raise PSOpenAIConfigurationError(
             f"{argument} rendered to a dict ({_preview(value)}): pass the object with the object "
             "argument (batch= or run=) instead, or select its 'id'."
         )
     if not isinstance(value, str):
-        raise ValueError(f"{argument} must be a string ID, got {type(value).__name__} {_preview(value)}.")
+        raise PSOpenAIConfigurationError(
+            f"{argument} must be a string ID, got {type(value).__name__} {_preview(value)}."
+        )
     stripped = value.strip()
     if stripped[:1] in ("[", "(", "{"):
         # A list or dict that a non-native template turned into its text.
@@ -48,9 +52,9 @@ def require_id(argument: str, value: object) -> str:
         if isinstance(parsed, list | tuple | dict):
             return require_id(argument, list(parsed) if isinstance(parsed, tuple) else parsed)
     if not stripped:
-        raise ValueError(f"{argument} is empty ({value!r}): give the ID, such as 'batch_abc123'.")
+        raise PSOpenAIConfigurationError(f"{argument} is empty ({value!r}): give the ID, such as 'batch_abc123'.")
     if stripped == "None":
-        raise ValueError(
+        raise PSOpenAIConfigurationError(
             f"{argument} rendered to the string 'None': the template or XCom it comes from returned "
             "nothing. Check that the upstream task pushed the ID (and the task_id/key in xcom_pull)."
         )
@@ -68,14 +72,16 @@ def ids_from_arguments(resource: CancellableResource, given: Mapping[str, object
     if obj is None:
         if not any_id_given:
             names = " and ".join(resource.id_fields)
-            raise ValueError(
+            raise PSOpenAIConfigurationError(
                 f"{names} is None and {resource.object_arg} is not given: give the ID, check that the "
                 "template or XCom it comes from returns one, or pass "
                 f"{resource.object_arg}= with an object returned by the API."
             )
         return {name: require_id(name, given.get(name)) for name in resource.id_fields}
     if any_id_given:
-        raise ValueError(f"Give either {resource.object_arg}= or {' and '.join(resource.id_fields)}, not both.")
+        raise PSOpenAIConfigurationError(
+            f"Give either {resource.object_arg}= or {' and '.join(resource.id_fields)}, not both."
+        )
     parsed = _object_as_dict(resource, obj)
     found = resource.ids_from_object(parsed)
     return {
@@ -88,7 +94,7 @@ def require_retry_count(value: object, argument: str = "max_retry_count") -> int
     """Return a retry count between 0 and 100 (the seed's range), or raise ``ValueError``."""
     count = _number(value, int, argument, "a whole number from 0 to 100")
     if not 0 <= count <= MAX_RETRY_COUNT_LIMIT:
-        raise ValueError(f"{argument} must be from 0 to {MAX_RETRY_COUNT_LIMIT}, got {count}.")
+        raise PSOpenAIConfigurationError(f"{argument} must be from 0 to {MAX_RETRY_COUNT_LIMIT}, got {count}.")
     return count
 
 
@@ -96,7 +102,9 @@ def require_timeout(value: object, argument: str = "timeout_sec") -> float:
     """Return a timeout in seconds, 0 or more (0 means no overall limit), or raise ``ValueError``."""
     seconds = _number(value, float, argument, "a number of seconds, 0 or more (0 for no limit)")
     if not 0 <= seconds < float("inf"):
-        raise ValueError(f"{argument} must be a number of seconds, 0 or more (0 for no limit), got {value!r}.")
+        raise PSOpenAIConfigurationError(
+            f"{argument} must be a number of seconds, 0 or more (0 for no limit), got {value!r}."
+        )
     return seconds
 
 
@@ -110,20 +118,20 @@ def _number(value: object, kind: type[_Number], argument: str, expected: str) ->
         else:
             if not isinstance(value, float) or number == value:  # 1.5 is not a retry count
                 return number
-    raise ValueError(f"{argument} must be {expected}, got {value!r}.")
+    raise PSOpenAIConfigurationError(f"{argument} must be {expected}, got {value!r}.")
 
 
 def _object_as_dict(resource: CancellableResource, obj: object) -> dict[str, Any]:
     if isinstance(obj, str):
         obj = _parse_object_text(resource, obj)
     if not isinstance(obj, Mapping):
-        raise ValueError(
+        raise PSOpenAIConfigurationError(
             f"{resource.object_arg} must be an object (dict) as returned by the API, got "
             f"{type(obj).__name__} {_preview(obj)}."
         )
     missing = [key for key in resource.object_keys.values() if key not in obj]
     if missing:
-        raise ValueError(
+        raise PSOpenAIConfigurationError(
             f"{resource.object_arg} has no {' or '.join(repr(k) for k in missing)} key "
             f"(got keys {sorted(obj)[:10]}): pass the {resource.label} object the API returned."
         )
@@ -145,7 +153,7 @@ def _parse_object_text(resource: CancellableResource, text: str) -> object:
     parsed = _parse_literal(text)
     if parsed is not None:
         return parsed
-    raise ValueError(
+    raise PSOpenAIConfigurationError(
         f"{resource.object_arg} rendered to text that is not an object: {_preview(text)}. Pass the "
         "XComArg itself (task.output), or set render_template_as_native_obj=True on the DAG."
     )

@@ -154,11 +154,41 @@ def invalid_success_body(response: httpx.Response, *, target: str) -> PSOpenAIIn
     )
 
 
-def transport_error(error: httpx.TransportError, *, settings: ApiSettings, target: str) -> PSOpenAITransportError:
-    """Return the error for a request that got no HTTP answer (no header or key is in httpx's text)."""
+def transport_error(
+    error: httpx.TransportError, *, settings: ApiSettings, target: str, limit: float | None = None
+) -> PSOpenAITransportError:
+    """Return the error for a request that got no HTTP answer, its text redacted.
+
+    A local protocol error (a request this client refused to send) is permanent: sending it again
+    cannot help. A TLS handshake that meets plain HTTP says how to write the API base.
+
+    :param limit: The seconds the attempt was allowed when a wait's deadline cut its timeout.
+    """
     if isinstance(error, httpx.TimeoutException):
-        limit = f"timeout_sec={settings.timeout_sec:g}" if settings.timeout_sec else "the connect timeout"
-        reason = f"timed out ({type(error).__name__}, {limit})"
+        if limit is not None and (not settings.timeout_sec or limit < settings.timeout_sec):
+            bound = "the wait's deadline"
+        elif settings.timeout_sec:
+            bound = f"timeout_sec={settings.timeout_sec:g}"
+        else:
+            bound = "the connect timeout"
+        reason = f"timed out ({type(error).__name__}, {bound})"
     else:
         reason = f"failed: {type(error).__name__}: {error or 'connection closed'}"
-    return PSOpenAITransportError(f"The request to {settings.api_base} for {target} {reason}.")
+    message = settings.redact(f"The request to {settings.api_base} for {target} {reason}.")
+    if "WRONG_VERSION_NUMBER" in message and settings.api_base.startswith("https://"):
+        plain = "http://" + settings.api_base.removeprefix("https://")
+        message += f" The server does not speak TLS: if it serves plain HTTP, write {plain} as the API base."
+    # Connecting failed, or this client refused to send: the server cannot have acted on the request.
+    unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.LocalProtocolError | httpx.PoolTimeout)
+    return PSOpenAITransportError(
+        message, retryable=not isinstance(error, httpx.LocalProtocolError), lost_answer=not unsent
+    )
+
+
+def tls_context_error(error: Exception, *, settings: ApiSettings) -> PSOpenAITransportError:
+    """Return the error for a TLS context that could not be made (a CA bundle missing or being replaced)."""
+    reason = settings.redact(f"{type(error).__name__}: {error}")
+    return PSOpenAITransportError(
+        f"Could not load the TLS certificates (CA bundle) to call {settings.api_base}: {reason}. Check "
+        "SSL_CERT_FILE / SSL_CERT_DIR; the next call tries again."
+    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import httpx
 from airflow.sdk import BaseHook
@@ -17,21 +18,25 @@ from airflow_psopenai.exceptions import (
     PSOpenAIConfigurationError,
     PSOpenAIError,
     PSOpenAINotFoundError,
+    PSOpenAIServerError,
+    PSOpenAITransportError,
 )
-from airflow_psopenai.hooks.errors import error_from_response, invalid_success_body, transport_error
-from airflow_psopenai.hooks.pool import shared_pool
+from airflow_psopenai.hooks.errors import error_from_response, invalid_success_body, tls_context_error, transport_error
+from airflow_psopenai.hooks.pool import TLSContextError, shared_pool
 from airflow_psopenai.hooks.retry import RetryPolicy
 from airflow_psopenai.hooks.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
 from airflow_psopenai.hooks.settings_cache import shared_settings
 from airflow_psopenai.resources import BATCH, THREAD_RUN, CancellableResource
 from airflow_psopenai.validation import require_id
+from airflow_psopenai.waiting import NO_DEADLINE, status_of
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from airflow.sdk import Connection
 
     from airflow_psopenai.hooks.settings import ApiSettings
+    from airflow_psopenai.waiting import Deadline
 
 JsonObject = dict[str, Any]
 # The statuses of the API's "cannot cancel" refusals: 409 for batches, 400 for runs.
@@ -155,8 +160,18 @@ class PSOpenAIHook(BaseHook):
 
     @cached_property
     def client(self) -> httpx.Client:
-        """Return this hook's synchronous client, reused across calls (keep-alive)."""
-        return httpx.Client(timeout=self.settings.timeout(), headers={"User-Agent": USER_AGENT})
+        """Return this hook's synchronous client, reused across calls (keep-alive).
+
+        It reads no proxy variable itself: it gets the proxy the shared rule picked, as the async pool does.
+        """
+        settings = self.settings
+        return httpx.Client(
+            timeout=settings.timeout(),
+            headers={"User-Agent": USER_AGENT},
+            proxy=settings.proxy,
+            trust_env=False,
+            verify=httpx.create_ssl_context(),  # SSL_CERT_FILE / SSL_CERT_DIR, as trust_env would read them
+        )
 
     def close(self) -> None:
         """Close the synchronous client, if one was opened."""
@@ -166,30 +181,69 @@ class PSOpenAIHook(BaseHook):
 
     # -- generic calls over the resource table ----------------------------------------------------
 
-    def get_object(self, resource: CancellableResource, ids: Mapping[str, object]) -> JsonObject:
-        """Retrieve an object."""
-        return self._send(_Call(self.settings, "GET", resource, _checked_ids(resource, ids), "get"))
+    def get_object(
+        self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
+    ) -> JsonObject:
+        """Retrieve an object; inside a wait, ``deadline`` bounds the call and its retries."""
+        call = _Call(self.settings, "GET", resource, _checked_ids(resource, ids), "get")
+        return self.retry_policy.call(lambda limit: self._attempt(call, limit), deadline)
 
-    def cancel_object(self, resource: CancellableResource, ids: Mapping[str, object]) -> JsonObject:
-        """Request cancellation; the API's "cannot cancel" refusal raises ``PSOpenAICannotCancelError``."""
-        checked = _checked_ids(resource, ids)
+    def cancel_object(
+        self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
+    ) -> JsonObject:
+        """Request cancellation; the API's "cannot cancel" refusal raises ``PSOpenAICannotCancelError``.
+
+        Idempotent: after an attempt whose answer may be lost (a dropped connection, a timeout, a
+        gateway's 5xx), a retry first retrieves the object, and if it is cancelling or cancelled the
+        earlier attempt went through: that object is returned and no second cancel is sent. A
+        "cannot cancel" refusal met after such an attempt is checked the same way.
+        """
+        cancel = _Cancel(self.settings, resource, _checked_ids(resource, ids), self.log)
+
+        def attempt(limit: float | None) -> JsonObject:
+            if cancel.maybe_sent and (done := cancel.went_through(self._attempt(cancel.check, limit))):
+                return done
+            try:
+                return self._attempt(cancel.post, limit)
+            except PSOpenAIError as error:
+                cancel.failed(error)
+                raise
+
         try:
-            return self._send(_Call(self.settings, "POST", resource, checked, "cancel"))
+            return self.retry_policy.call(attempt, deadline)
         except PSOpenAIAPIError as error:
-            raise _cannot_cancel(resource, checked, error) from error
+            refusal = cancel.refusal(error)
+        current = self.retry_policy.call(lambda limit: self._attempt(cancel.check, limit), deadline)
+        return cancel.went_through(current, refusal)
 
-    async def aget_object(self, resource: CancellableResource, ids: Mapping[str, object]) -> JsonObject:
+    async def aget_object(
+        self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
+    ) -> JsonObject:
         """Retrieve an object without blocking the event loop."""
-        checked = _checked_ids(resource, ids)
-        return await self._asend(_Call(await self.asettings(), "GET", resource, checked, "get"))
+        call = _Call(await self.asettings(), "GET", resource, _checked_ids(resource, ids), "get")
+        return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
 
-    async def acancel_object(self, resource: CancellableResource, ids: Mapping[str, object]) -> JsonObject:
-        """Request cancellation without blocking the event loop."""
-        checked = _checked_ids(resource, ids)
+    async def acancel_object(
+        self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
+    ) -> JsonObject:
+        """Request cancellation without blocking the event loop; idempotent as :meth:`cancel_object`."""
+        cancel = _Cancel(await self.asettings(), resource, _checked_ids(resource, ids), self.log)
+
+        async def attempt(limit: float | None) -> JsonObject:
+            if cancel.maybe_sent and (done := cancel.went_through(await self._aattempt(cancel.check, limit))):
+                return done
+            try:
+                return await self._aattempt(cancel.post, limit)
+            except PSOpenAIError as error:
+                cancel.failed(error)
+                raise
+
         try:
-            return await self._asend(_Call(await self.asettings(), "POST", resource, checked, "cancel"))
+            return await self._asend(cancel.post, deadline, attempt)
         except PSOpenAIAPIError as error:
-            raise _cannot_cancel(resource, checked, error) from error
+            refusal = cancel.refusal(error)
+        current = await self._asend(cancel.check, deadline, lambda limit: self._aattempt(cancel.check, limit))
+        return cancel.went_through(current, refusal)
 
     # -- named calls --------------------------------------------------------------------------------
 
@@ -265,15 +319,15 @@ class PSOpenAIHook(BaseHook):
 
     # -- transport ------------------------------------------------------------------------------------
 
-    def _send(self, call: _Call) -> JsonObject:
-        return self.retry_policy.call(
-            lambda: self._request(
-                call.method,
-                call.url,
-                headers=call.headers,
-                target=call.target,
-                assistants_api=call.resource.assistants_api,
-            )
+    def _attempt(self, call: _Call, limit: float | None) -> JsonObject:
+        """Send ``call`` once on the synchronous client; ``limit``: the seconds it may take (a wait's rest)."""
+        return self._request(
+            call.method,
+            call.url,
+            headers=call.headers,
+            target=call.target,
+            assistants_api=call.resource.assistants_api,
+            limit=limit,
         )
 
     def _request(
@@ -285,28 +339,47 @@ class PSOpenAIHook(BaseHook):
         target: str,
         body: JsonObject | None = None,
         assistants_api: bool = False,
+        limit: float | None = None,
     ) -> JsonObject:
-        """Send one request on the synchronous client and return its JSON object, or raise this provider's error."""
+        """Send one request on the synchronous client and return its JSON object, or raise this provider's error.
+
+        :param limit: Seconds this attempt may take (a wait's remaining time), on top of the settings' timeouts.
+        """
         settings = self.settings
         try:
-            response = self.client.request(method, url, headers=headers, json=body)
+            response = self.client.request(method, url, headers=headers, json=body, timeout=settings.timeout(limit))
         except httpx.TransportError as error:
-            raise transport_error(error, settings=settings, target=target) from error
+            # Not chained: httpx's own text may quote a header; the redacted message says what it said.
+            raise transport_error(error, settings=settings, target=target, limit=limit) from None
         return self._parse(response, settings, target=target, assistants_api=assistants_api)
 
-    async def _asend(self, call: _Call) -> JsonObject:
+    async def _aattempt(self, call: _Call, limit: float | None) -> JsonObject:
+        """Send ``call`` once on the event loop's shared pool."""
         settings = call.settings
-        pool = shared_pool(settings.timeout(), settings.proxy)
+        try:
+            response = await shared_pool(settings.proxy).request(
+                call.method, call.url, headers=call.headers, timeout=settings.timeout(limit)
+            )
+        except httpx.TransportError as error:
+            raise transport_error(error, settings=settings, target=call.target, limit=limit) from None
+        except TLSContextError as error:
+            raise tls_context_error(error, settings=settings) from None
+        return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
 
-        async def attempt() -> JsonObject:
-            try:
-                response = await pool.request(call.method, call.url, headers=call.headers)
-            except httpx.TransportError as error:
-                raise transport_error(error, settings=settings, target=call.target) from error
-            return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
-
+    async def _asend(
+        self, call: _Call, deadline: Deadline, attempt: Callable[[float | None], Awaitable[JsonObject]]
+    ) -> JsonObject:
+        """Await ``attempt`` with the retry policy, all of it bounded by ``deadline``."""
         assert self._retry_policy is not None
-        return await self._retry_policy.acall(attempt)
+        try:
+            # Also bounds the wait for a free connection of the shared pool, which no httpx timeout covers.
+            async with asyncio.timeout(deadline.poll_limit()):
+                return await self._retry_policy.acall(attempt, deadline)
+        except TimeoutError:
+            raise PSOpenAITransportError(
+                f"The request to {call.settings.api_base} for {call.target} timed out (the wait's deadline).",
+                lost_answer=True,
+            ) from None
 
     @staticmethod
     def _parse(response: httpx.Response, settings: ApiSettings, *, target: str, assistants_api: bool) -> JsonObject:
@@ -324,6 +397,50 @@ class PSOpenAIHook(BaseHook):
         if not isinstance(body, dict):
             raise invalid_success_body(response, target=target)
         return body
+
+
+class _Cancel:
+    """One cancel and its retries: whether an attempt may have gone through although its answer was lost."""
+
+    def __init__(self, settings: ApiSettings, resource: CancellableResource, ids: Mapping[str, str], log: Any) -> None:
+        self.resource = resource
+        self.ids = ids
+        self.post = _Call(settings, "POST", resource, ids, "cancel")
+        self.check = _Call(settings, "GET", resource, ids, "get")
+        self.maybe_sent = False
+        self._log = log
+
+    def failed(self, error: PSOpenAIError) -> None:
+        """Note a failed attempt: a timeout, a dropped answer or a 5xx may come after the API acted."""
+        if isinstance(error, PSOpenAIServerError) or (isinstance(error, PSOpenAITransportError) and error.lost_answer):
+            self.maybe_sent = True
+
+    def refusal(self, error: PSOpenAIAPIError) -> PSOpenAIError:
+        """Return the error to raise for an API error, unless it is a refusal worth checking (then return it)."""
+        refusal = _cannot_cancel(self.resource, self.ids, error)
+        if not (self.maybe_sent and isinstance(refusal, PSOpenAICannotCancelError)):
+            raise refusal from None
+        return refusal
+
+    @overload
+    def went_through(self, current: JsonObject) -> JsonObject | None: ...
+
+    @overload
+    def went_through(self, current: JsonObject, refusal: PSOpenAIError) -> JsonObject: ...
+
+    def went_through(self, current: JsonObject, refusal: PSOpenAIError | None = None) -> JsonObject | None:
+        """Return ``current`` if it shows an earlier attempt's cancel went through; else None (or raise ``refusal``)."""
+        status = status_of(current)
+        if status not in self.resource.cancel_requested:
+            if refusal is not None:
+                raise refusal
+            return None
+        self._log.info(
+            "The answer to an earlier attempt to cancel %s was lost, but that cancel went through: it is %s.",
+            self.resource.describe(self.ids),
+            status,
+        )
+        return current
 
 
 def _checked_ids(resource: CancellableResource, ids: Mapping[str, object]) -> dict[str, str]:

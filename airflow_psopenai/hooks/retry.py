@@ -10,10 +10,11 @@ import random
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
 
 from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAITransportError
 from airflow_psopenai.validation import require_retry_count
-from airflow_psopenai.waiting import MAX_SERVER_DELAY_SEC
+from airflow_psopenai.waiting import NO_DEADLINE, Deadline, usable_server_delay
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -41,11 +42,11 @@ def is_retryable(error: BaseException) -> bool:
 def backoff_delay(retry_number: int, server_delay: float | None, rng: random.Random | None = None) -> float:
     """Return the seconds to wait before retry number ``retry_number`` (1 for the first retry).
 
-    The server's delay (``retry-after-ms`` / ``retry-after``) wins when it is between 0 and 60 s;
+    The server's delay (``retry-after-ms`` / ``retry-after``) wins when it is above 0 and at most 60 s;
     otherwise ``2^(n-1) * 1 s * jitter(0.8..1.2)``, capped at 129 s.
     """
-    if server_delay is not None and 0 <= server_delay <= MAX_SERVER_DELAY_SEC:
-        return server_delay
+    if (usable := usable_server_delay(server_delay)) is not None:
+        return usable
     jitter = (rng or random).uniform(*JITTER)
     return float(min(2 ** (retry_number - 1) * BASE_DELAY_SEC * jitter, MAX_BACKOFF_SEC))
 
@@ -60,8 +61,9 @@ class RetryPolicy:
     def __init__(self, max_retry_count: int, logger: WarningLogger) -> None:
         self.max_retry_count = require_retry_count(max_retry_count)
         self._logger = logger
+        self._attempts = stop_after_attempt(self.max_retry_count + 1)
         common = {
-            "stop": stop_after_attempt(self.max_retry_count + 1),
+            "stop": self._attempts,
             "retry": retry_if_exception(is_retryable),
             "wait": self.next_delay,
             "before_sleep": self._announce,
@@ -70,17 +72,28 @@ class RetryPolicy:
         self._retrying = Retrying(**common)  # type: ignore[arg-type]
         self._async_retrying = AsyncRetrying(**common)  # type: ignore[arg-type]
 
-    def call(self, attempt: Callable[[], _T]) -> _T:
-        """Run ``attempt``, and again after each retryable error, up to the limit."""
-        if self.max_retry_count == 0:
-            return attempt()  # tenacity's bookkeeping costs a poll more CPU than it saves
-        return self._retrying.copy()(attempt)
+    def call(self, attempt: Callable[[float | None], _T], deadline: Deadline = NO_DEADLINE) -> _T:
+        """Run ``attempt``, and again after each retryable error, up to the limit and the deadline.
 
-    async def acall(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
-        """Await ``attempt``, and again after each retryable error, up to the limit."""
+        ``attempt`` gets the seconds it may take (None: only the connection's own timeouts). A retry
+        whose delay would end past ``deadline`` is not made: the last error is raised at once.
+        """
         if self.max_retry_count == 0:
-            return await attempt()
-        return await self._async_retrying.copy()(attempt)
+            return attempt(deadline.poll_limit())  # tenacity's bookkeeping costs a poll more CPU than it saves
+        return self._retrying.copy(stop=self._stop(deadline))(lambda: attempt(deadline.poll_limit()))
+
+    async def acall(self, attempt: Callable[[float | None], Awaitable[_T]], deadline: Deadline = NO_DEADLINE) -> _T:
+        """Await ``attempt``, and again after each retryable error, up to the limit and the deadline."""
+        if self.max_retry_count == 0:
+            return await attempt(deadline.poll_limit())
+
+        async def limited() -> _T:  # tenacity awaits only what is a coroutine function
+            return await attempt(deadline.poll_limit())
+
+        return await self._async_retrying.copy(stop=self._stop(deadline))(limited)
+
+    def _stop(self, deadline: Deadline) -> stop_base:
+        return self._attempts if deadline.at is None else self._attempts | _StopBeforeDeadline(deadline)
 
     @staticmethod
     def next_delay(state: RetryCallState) -> float:
@@ -101,3 +114,13 @@ class RetryPolicy:
             state.attempt_number + 1,
             self.max_retry_count + 1,
         )
+
+
+class _StopBeforeDeadline(stop_base):
+    """Stop retrying when the next attempt would start after the deadline (tenacity computes the delay first)."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return not self.deadline.allows(retry_state.upcoming_sleep)

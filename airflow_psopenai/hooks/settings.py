@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-import urllib.request
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -16,6 +16,8 @@ import httpx
 
 from airflow_psopenai import __version__
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+from airflow_psopenai.hooks.proxies import environment_proxy
+from airflow_psopenai.hooks.redaction import Redactor
 from airflow_psopenai.validation import require_retry_count, require_timeout
 
 if TYPE_CHECKING:
@@ -97,15 +99,19 @@ class ApiSettings:
         headers.update(extra)
         return headers
 
-    def timeout(self) -> httpx.Timeout:
-        """Return httpx timeouts: ``timeout_sec`` per request (0: none), and always a connect timeout."""
-        limit = self.timeout_sec or None
-        connect = min(CONNECT_TIMEOUT_SEC, limit) if limit else CONNECT_TIMEOUT_SEC
-        return httpx.Timeout(limit, connect=connect)
+    def timeout(self, limit: float | None = None) -> httpx.Timeout:
+        """Return httpx timeouts: ``timeout_sec`` per request (0: none), cut to ``limit`` (a wait's
+        remaining time) when given, and always a connect timeout."""
+        overall = self.timeout_sec or None
+        if limit is not None:
+            overall = limit if overall is None else min(overall, limit)
+        connect = CONNECT_TIMEOUT_SEC if overall is None else min(CONNECT_TIMEOUT_SEC, overall)
+        return httpx.Timeout(overall, connect=connect)
 
-    def redact(self, text: str) -> str:
-        """Return ``text`` with the key replaced, for messages built from what a server sent."""
-        return text.replace(self.api_key, "***") if self.api_key else text
+    @functools.cached_property
+    def redact(self) -> Redactor:
+        """Return the function that takes the key (whole, partial, escaped) out of what a server or transport said."""
+        return Redactor(self.api_key)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -140,7 +146,9 @@ def resolve_settings(
                 "endpoint, such as https://RESOURCE.openai.azure.com."
             )
         api_base = DEFAULT_API_BASE
-    api_key = (connection.password if connection else None) or environ.get(ENV_API_KEY)
+    api_key = _header_value(conn_id, "API key", connection.password if connection else None) or _header_value(
+        conn_id, f"API key from {ENV_API_KEY}", environ.get(ENV_API_KEY)
+    )
     if not api_key:
         raise PSOpenAIConfigurationError(
             f"No API key: connection {conn_id!r} has no password and {ENV_API_KEY} is not set. "
@@ -153,48 +161,51 @@ def resolve_settings(
         )
     except ValueError as error:
         raise PSOpenAIConfigurationError(f"Connection {conn_id!r}: {error}") from None
-    api_base = _checked_base(conn_id, _normalise_base(api_base))
+    api_base = checked_api_base(conn_id, api_base)
+    organization = overrides.organization or extras.get("organization") or environ.get(ENV_ORGANIZATION)
     return ApiSettings(
         conn_id=conn_id,
         api_base=api_base,
         api_key=api_key,
-        organization=overrides.organization or extras.get("organization") or environ.get(ENV_ORGANIZATION),
-        project=extras.get("project") or None,
+        organization=_header_value(conn_id, "organization", organization) or None,
+        project=_header_value(conn_id, "project", extras.get("project")) or None,
         api_type=api_type,
         api_version=str(extras.get("api_version") or DEFAULT_AZURE_API_VERSION),
         auth_type=auth_type,
         timeout_sec=timeout_sec,
         max_retry_count=max_retry_count,
-        proxy=environment_proxy(api_base),
+        proxy=environment_proxy(api_base, environ),
     )
 
 
-def environment_proxy(url: str) -> str | None:
-    """Return the proxy that HTTP(S)_PROXY or ALL_PROXY set for ``url``, unless NO_PROXY exempts its host.
+def _header_value(conn_id: str, name: str, value: object) -> str:
+    """Return a setting sent in a header, without the white space a secrets file adds around it.
 
-    httpx's clients read these themselves; the shared async pool sends on bare transports, which
-    do not, so it is given the proxy this returns.
+    A control character or a non-ASCII character inside cannot be sent (and would end up quoted in a
+    transport error): refused here, naming the setting and never showing its value.
     """
-    proxies = urllib.request.getproxies_environment()
-    parts = urlsplit(url)
-    if not proxies or urllib.request.proxy_bypass(parts.netloc):
-        return None
-    return proxies.get(parts.scheme) or proxies.get("all")
+    text = "" if value is None else str(value).strip()
+    if any(not " " <= char <= "~" for char in text):
+        raise PSOpenAIConfigurationError(
+            f"Connection {conn_id!r}: the {name} holds a control character or a non-ASCII character (a line "
+            "break, a tab, a typographic quote?), which cannot be sent in an HTTP header. Copy it again from "
+            "its source; white space around it is dropped by itself."
+        )
+    return text
 
 
 def _connection_base(connection: Connection | None) -> str | None:
     """Return the API base a connection names.
 
-    The JSON form keeps the whole URL in host; the URI form (``psopenai://:KEY@gateway:8080/v1``)
-    splits it into host, port and schema, which are put back together here.
+    The JSON form keeps the whole URL in host; the URI form splits it into host, port and schema
+    (``psopenai://:KEY@gateway:8080/v1``, or ``psopenai://http://:KEY@gateway:8080/v1`` for plain
+    HTTP, where Airflow keeps the scheme in host), which are put back together here.
     """
     if connection is None or not connection.host:
         return None
-    if "://" in connection.host:
-        return connection.host
     port = f":{connection.port}" if connection.port else ""
     path = f"/{connection.schema.strip('/')}" if connection.schema else ""
-    return f"https://{connection.host}{port}{path}"
+    return f"{connection.host.strip()}{port}{path}"
 
 
 def _connection_extras(connection: Connection | None) -> dict[str, Any]:
@@ -216,18 +227,43 @@ def _first_set(override: _T | None, extra: object, default: _T, *, check: Callab
     return default
 
 
-def _normalise_base(api_base: str) -> str:
+# "http//host", "https:host", "http:/host": a scheme without its "://", which must not become a host.
+_SCHEME_TYPO = re.compile(r"^https?(:/?|//)(?!/)", re.IGNORECASE)
+# Labels of letters, digits, "-" and "_" (container service names use it).
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$")
+
+
+def checked_api_base(conn_id: str, api_base: str) -> str:
+    """Return ``api_base`` as an http(s) URL with a host, or raise naming the connection and the value.
+
+    A bare host (``gateway.example/v1``) gets ``https://``; anything that still is not a URL with a
+    host would otherwise fail later as a confusing network error.
+    """
     base = api_base.strip().rstrip("/")
-    return base if "://" in base else f"https://{base}"
-
-
-def _checked_base(conn_id: str, api_base: str) -> str:
-    """Return ``api_base`` if it is an http(s) URL with a host; a typo would otherwise look like a network error."""
-    parts = urlsplit(api_base)
+    if _SCHEME_TYPO.match(base):
+        _refuse_base(conn_id, base, "its scheme lacks '://'")
+    if "://" not in base:
+        base = f"https://{base}"
+    parts = urlsplit(base)
+    if parts.scheme.lower() not in ("http", "https"):
+        _refuse_base(conn_id, base, f"the scheme {parts.scheme!r} is neither http nor https")
+    if "@" in parts.netloc:
+        _refuse_base(conn_id, base, "it holds a user name or password: put the key in the connection's password")
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        _refuse_base(conn_id, base, "its port is not a number")
+    host = parts.hostname or ""
     # "none": the host a template that rendered None gives (hostnames come back in lower case).
-    if parts.scheme not in ("http", "https") or (parts.hostname or "none") == "none":
-        raise PSOpenAIConfigurationError(
-            f"Connection {conn_id!r}: the API base {api_base!r} is not an http(s) URL with a host. Set the "
-            "connection's host (or api_base=) to a URL such as https://api.openai.com/v1."
-        )
-    return api_base
+    if host in ("", "none") or not (":" in host or _HOST_NAME.match(host)) or any(c.isspace() for c in base):
+        _refuse_base(conn_id, base, "it has no valid host")
+    return base
+
+
+def _refuse_base(conn_id: str, base: str, reason: str) -> None:
+    shown = re.sub(r"//[^/@]*@", "//***@", base)  # never quote credentials someone put in the URL
+    raise PSOpenAIConfigurationError(
+        f"Connection {conn_id!r}: the API base {shown!r} is not an http(s) URL with a host ({reason}). Set the "
+        "connection's host (or api_base=) to a URL such as https://api.openai.com/v1, or http://HOST:PORT/v1 "
+        "for a server without TLS."
+    )

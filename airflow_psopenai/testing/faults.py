@@ -48,6 +48,7 @@ class Fault:
     :param seconds: Added latency, or how long a hang lasts (None: until the client leaves).
     :param body: Body of an ``answer``, sent as is.
     :param content_type: Content type of an ``answer`` (default ``application/json``).
+    :param headers: More response headers of an ``answer`` (``retry-after`` in any form, say), sent as is.
     :param applied: The API acts on the request first (a cancel takes effect), then the fault replaces
         its answer: a lost answer, as when a gateway times out or drops a connection after the API answered.
     :param echo_headers: A ``server_error`` page (HTML or JSON) quotes the request's headers, credentials
@@ -65,6 +66,7 @@ class Fault:
     content_type: str | None = None
     applied: bool = False
     echo_headers: bool = False
+    headers: tuple[tuple[str, str], ...] | None = None
 
     def __post_init__(self) -> None:
         """Reject options that do not fit the kind."""
@@ -82,6 +84,8 @@ class Fault:
             raise ValueError("Latency answers normally: it has no answer to lose, so it cannot be applied.")
         if self.echo_headers and self.kind != "server_error":
             raise ValueError("Only a server_error page echoes the request's headers.")
+        if self.headers is not None and self.kind != "answer":
+            raise ValueError("Only an answer fault sends headers of its own.")
 
     @classmethod
     def rate_limit(
@@ -125,10 +129,23 @@ class Fault:
 
     @classmethod
     def answer(
-        cls, status: int, body: str = "", *, content_type: str | None = None, should_retry: bool | None = None
+        cls,
+        status: int,
+        body: str = "",
+        *,
+        content_type: str | None = None,
+        should_retry: bool | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Fault:
-        """Answer ``status`` with ``body`` as is: an odd error, a proxy's reply, a body that is not JSON."""
-        return cls("answer", status=status, body=body, content_type=content_type, should_retry=should_retry)
+        """Answer ``status`` with ``body`` and ``headers`` as is: an odd error, a proxy's reply, a non-JSON body."""
+        return cls(
+            "answer",
+            status=status,
+            body=body,
+            content_type=content_type,
+            should_retry=should_retry,
+            headers=tuple(headers.items()) if headers is not None else None,
+        )
 
     @classmethod
     def latency(cls, seconds: float, *, should_retry: bool | None = None) -> Fault:
@@ -195,7 +212,9 @@ class Fault:
         elif self.kind == "server_error" and self.status is not None:
             reply = self._server_error_reply(self.status, request_headers if self.echo_headers else ())
         elif self.kind == "answer" and self.status is not None:
-            reply = HttpReply(self.status, (self.body or "").encode(), content_type=self.content_type or JSON)
+            reply = HttpReply(
+                self.status, (self.body or "").encode(), self.headers or (), content_type=self.content_type or JSON
+            )
         else:
             raise ValueError(f"A {self.kind} fault does not answer by itself.")
         return self.decorate(reply)
@@ -224,6 +243,8 @@ class Fault:
     def to_json(self) -> dict[str, object]:
         """Return the fault as JSON data, the form the admin endpoint accepts."""
         data = {name: value for name, value in asdict(self).items() if value is not None}
+        if self.headers is not None:
+            data["headers"] = dict(self.headers)
         for flag in _DEFAULT_FALSE_FLAGS:  # left out when unset, as None options are; should_retry=False is kept
             if not data[flag]:
                 del data[flag]
@@ -253,6 +274,7 @@ class Fault:
             seconds=_number(data, "seconds"),
             body=_text(data, "body"),
             content_type=_text(data, "content_type"),
+            headers=_headers(data),
         )
 
 
@@ -276,6 +298,15 @@ def _text(data: Mapping[str, object], name: str) -> str | None:
 def _text_or_number(data: Mapping[str, object], name: str) -> str | float | None:
     value = data.get(name)
     return value if isinstance(value, str) else _number(data, name)
+
+
+def _headers(data: Mapping[str, object]) -> tuple[tuple[str, str], ...] | None:
+    value = data.get("headers")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"Fault option 'headers' must be an object of strings, not {value!r}.")
+    return tuple(value.items())
 
 
 def _whole(data: Mapping[str, object], name: str) -> int | None:

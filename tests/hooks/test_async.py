@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from airflow_psopenai.exceptions import (
     PSOpenAITransportError,
 )
 from airflow_psopenai.hooks import PSOpenAIHook, settings_cache
-from airflow_psopenai.hooks.pool import shared_pool, shared_pool_count
+from airflow_psopenai.hooks.pool import CONNECTIONS, shared_pool, shared_pool_count
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import retry_waits, use_emulator
 
@@ -176,24 +177,22 @@ async def test_few_waits_reuse_one_connection(emulator: OpenAIEmulator) -> None:
     assert [entry.connection for entry in emulator.journal] == [1] * 5
 
 
-async def test_hooks_with_the_same_settings_share_one_pool(emulator: OpenAIEmulator) -> None:
+async def test_hooks_of_every_setting_share_one_pool(emulator: OpenAIEmulator) -> None:
+    """Timeouts travel with each request: only a proxy makes a pool of its own."""
     batch = emulator.create_batch()
-    first, second = PSOpenAIHook(), PSOpenAIHook(max_retry_count=2)
-    await first.aget_batch(batch["id"])
-    await second.aget_batch(batch["id"])
+    for hook in (PSOpenAIHook(), PSOpenAIHook(max_retry_count=2), PSOpenAIHook(timeout_sec=7)):
+        await hook.aget_batch(batch["id"])
     assert shared_pool_count() == 1
-    settings = await first.asettings()
-    assert shared_pool(settings.timeout()) is shared_pool((await second.asettings()).timeout())
-    await PSOpenAIHook(timeout_sec=7).aget_batch(batch["id"])
-    assert shared_pool_count() == 2  # one pool per distinct timeout setting
+    assert [entry.connection for entry in emulator.journal] == [1, 1, 1]
 
 
-async def test_pooled_client_has_no_read_limit_for_timeout_0(emulator: OpenAIEmulator) -> None:
-    settings = await PSOpenAIHook(timeout_sec=0).asettings()
-    pool = shared_pool(settings.timeout())
-    assert pool.timeout.read is None
-    assert pool.timeout.connect == 10.0
-    assert pool.timeout.pool is None  # waiting for our own free connection is never a timeout
+async def test_timeout_0_means_no_read_limit_but_a_connect_timeout(emulator: OpenAIEmulator) -> None:
+    emulator.add_fault(Fault.latency(1.2))
+    batch = emulator.create_batch()
+    hook = PSOpenAIHook(timeout_sec=0)
+    assert (await hook.aget_batch(batch["id"]))["id"] == batch["id"]
+    timeout = (await hook.asettings()).timeout()
+    assert (timeout.read, timeout.connect) == (None, 10.0)
 
 
 async def test_50_concurrent_calls_overlap(emulator: OpenAIEmulator) -> None:
@@ -249,41 +248,68 @@ async def test_async_timeout_is_honoured(emulator: OpenAIEmulator) -> None:
     assert time.monotonic() - started < 1.5
 
 
-# -- proxies from the environment, as httpx's own clients read them -----------------------------------------
+# -- the pool under cancellation and failure ------------------------------------------------------------------
 
 
-@pytest.fixture
-def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-
-
-@pytest.mark.usefixtures("no_proxy_variables")
-@pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_calls_go_through_the_environment_proxy(
-    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, mode: str
+async def test_a_cancellation_storm_leaves_every_connection_usable(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Hundreds of calls cancelled at random points (a triggerer killing marked-failed tasks), then normal traffic."""
+    import httpx
+
+    original = httpx.create_ssl_context
+
+    def slow_tls_context(*args: object, **kwargs: object) -> object:
+        time.sleep(0.3)  # cancellations land while the pool waits for its TLS context, too
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx, "create_ssl_context", slow_tls_context)
     batch = emulator.create_batch()
-    # The emulator serves absolute-form targets too, so it can stand in for the proxy: the API host
-    # itself does not exist, only the proxy can have answered.
-    monkeypatch.setenv("HTTP_PROXY", emulator.base_url)
-    hook = PSOpenAIHook(api_base="http://api.example.invalid/v1")
-    got = hook.get_batch(batch["id"]) if mode == "sync" else await hook.aget_batch(batch["id"])
-    assert got["id"] == batch["id"]
-    assert [entry.raw_target for entry in emulator.journal] == [f"http://api.example.invalid/v1/batches/{batch['id']}"]
+
+    async def cancelled_after(delays: list[float | None]) -> list[asyncio.Future[dict[str, object]]]:
+        """Start one call per delay, cancel each after its delay (None: never), wait until all ended."""
+        calls = [asyncio.ensure_future(PSOpenAIHook().aget_batch(str(batch["id"]))) for _ in delays]
+        for call, delay in zip(calls, delays, strict=True):
+            if delay is not None:
+                asyncio.get_running_loop().call_later(delay, call.cancel)
+        await asyncio.gather(*calls, return_exceptions=True)
+        return calls
+
+    # Every call that opened a connection is cancelled while the TLS context loads.
+    assert all(call.cancelled() for call in await cancelled_after([0.1] * 250))
+    # Then two in three calls cancelled at random points: waiting for a connection, connecting, reading.
+    emulator.latency = 0.05
+    for seed in range(4):
+        rng = random.Random(seed)
+        storm = await cancelled_after([rng.uniform(0.0, 0.4) if i % 3 else None for i in range(300)])
+        assert any(call.cancelled() for call in storm)
+        assert all(not call.cancelled() and call.result()["id"] == batch["id"] for call in storm[::3])
+
+    after = await asyncio.wait_for(
+        asyncio.gather(*(PSOpenAIHook().aget_batch(str(batch["id"])) for _ in range(300))), timeout=15
+    )
+    assert {got["id"] for got in after} == {batch["id"]}
+    pool = shared_pool((await PSOpenAIHook().asettings()).proxy)
+    assert pool.open_connections == pool.idle_connections <= CONNECTIONS  # every connection came back
 
 
-@pytest.mark.usefixtures("no_proxy_variables")
-@pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_no_proxy_exempts_a_host(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+async def test_a_failed_tls_context_load_is_tried_again(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    import httpx
+
+    original = httpx.create_ssl_context
+    failures = [ssl.SSLError("the CA bundle is being rotated")]
+
+    def flaky_tls_context(*args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx, "create_ssl_context", flaky_tls_context)
     batch = emulator.create_batch()
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: used, it would fail
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    hook = PSOpenAIHook()
-    got = hook.get_batch(batch["id"]) if mode == "sync" else await hook.aget_batch(batch["id"])
-    assert got["id"] == batch["id"]
-    assert [entry.raw_target for entry in emulator.journal] == [f"/v1/batches/{batch['id']}"]
-    monkeypatch.delenv("NO_PROXY")
-    with pytest.raises(PSOpenAITransportError):
-        await PSOpenAIHook(timeout_sec=5).aget_batch(batch["id"])  # other settings: a lookup that sees the proxy
+    with pytest.raises(PSOpenAITransportError, match="CA bundle is being rotated"):
+        await PSOpenAIHook().aget_batch(str(batch["id"]))
+    assert (await PSOpenAIHook().aget_batch(str(batch["id"])))["id"] == batch["id"]

@@ -360,3 +360,63 @@ def test_quota_stays_a_quota_error_when_the_server_says_retry() -> None:
     error = error_from_response(response, settings=settings, target="batch 'b'", assistants_api=False)
     assert isinstance(error, PSOpenAIQuotaError)
     assert error.retryable
+
+
+# -- redaction of what servers and transports say ---------------------------------------------------------------
+
+
+def key_variants(key: str) -> dict[str, str]:
+    """Return the forms in which a proxy or a transport error may quote a key."""
+    from urllib.parse import quote
+
+    return {
+        "as is": key,
+        "partial": key[:16],
+        "url-encoded": quote(key, safe=""),
+        "json-escaped": json.dumps(key)[1:-1],
+        "html-escaped": key.replace("&", "&amp;").replace("+", "&#43;"),
+    }
+
+
+@pytest.mark.parametrize("form", ["as is", "partial", "url-encoded", "json-escaped", "html-escaped"])
+def test_a_key_echoed_in_any_form_is_redacted(monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    key = 'sk-proj-Ab+c/d=e&f"g_' + unique_key()[8:]
+    with OpenAIEmulator(api_key=key) as emulator:
+        use_emulator(monkeypatch, emulator)
+        echoed = key_variants(key)[form]
+        emulator.add_fault(Fault.answer(400, error_json(f"Bad header: Authorization: Bearer {echoed}...")))
+        with pytest.raises(PSOpenAIAPIError) as raised:
+            PSOpenAIHook().get_batch("batch_1")
+    for variant in key_variants(key).values():
+        assert variant not in str(raised.value)
+    assert "Bad header: Authorization: Bearer ***" in str(raised.value)
+
+
+def test_a_proxys_page_echoing_the_headers_never_shows_the_key(
+    secret_emulator: OpenAIEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    debug_logging(caplog)
+    use_emulator(monkeypatch, secret_emulator)
+    secret_emulator.add_fault(Fault.server_error(502, echo_headers=True))
+    with pytest.raises(PSOpenAIServerError) as raised:
+        PSOpenAIHook().get_batch("batch_1")
+    said = everything_said(raised.value, caplog, capfd)
+    assert "Request headers" in said
+    assert secret_emulator.api_key not in said
+
+
+def test_a_local_protocol_error_is_permanent_and_redacted() -> None:
+    from airflow_psopenai.hooks.errors import transport_error
+    from airflow_psopenai.hooks.settings import ApiSettings
+
+    key = unique_key()
+    settings = ApiSettings(conn_id="psopenai_default", api_base="https://api.openai.com/v1", api_key=key)
+    error = transport_error(
+        httpx.LocalProtocolError(f"Illegal header value b'Bearer {key}\\n'"), settings=settings, target="batch 'b'"
+    )
+    assert not error.retryable
+    assert key not in str(error)
+    assert key[:16] not in str(error)

@@ -55,13 +55,14 @@ def statuses(emulator: OpenAIEmulator) -> list[int | None]:
 # -- backoff_delay ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server_delay", [0.0, 0.05, 1.5, 59.9, 60.0])
-def test_backoff_delay_uses_server_delay_from_0_to_60_seconds(server_delay: float) -> None:
+@pytest.mark.parametrize("server_delay", [0.001, 0.05, 1.5, 59.9, 60.0])
+def test_backoff_delay_uses_server_delay_above_0_up_to_60_seconds(server_delay: float) -> None:
     assert backoff_delay(1, server_delay) == server_delay
     assert backoff_delay(5, server_delay) == server_delay
 
 
-@pytest.mark.parametrize("server_delay", [60.001, 61.0, 120.0, 3600.0, -0.5, -30.0, math.inf, math.nan])
+# retry-after: 0 is no delay at all (PSOpenAI's rule): the backoff applies.
+@pytest.mark.parametrize("server_delay", [0.0, 60.001, 61.0, 120.0, 3600.0, -0.5, -30.0, math.inf, math.nan])
 def test_backoff_delay_falls_back_to_exponential_backoff_for_server_delay_out_of_range(server_delay: float) -> None:
     for retry_number in (1, 2, 3):
         delay = backoff_delay(retry_number, server_delay, random.Random(retry_number))
@@ -156,13 +157,13 @@ def rate_limit_error(retry_after: float | None) -> PSOpenAIRateLimitError:
     return PSOpenAIRateLimitError("rate limited", http_status=429, retryable=True, retry_after=retry_after)
 
 
-@pytest.mark.parametrize("retry_after", [0.0, 0.2, 5.0, 60.0])
+@pytest.mark.parametrize("retry_after", [0.2, 5.0, 60.0])
 def test_policy_waits_the_server_delay_up_to_60_seconds(retry_after: float) -> None:
     wait = RetryPolicy.next_delay
     assert wait(state_after(rate_limit_error(retry_after), 1)) == retry_after
 
 
-@pytest.mark.parametrize("retry_after", [None, 61.0, 120.0, -1.0])
+@pytest.mark.parametrize("retry_after", [None, 0.0, 61.0, 120.0, -1.0])
 def test_policy_waits_exponential_backoff_without_usable_server_delay(retry_after: float | None) -> None:
     wait = RetryPolicy.next_delay
     assert 0.8 <= wait(state_after(rate_limit_error(retry_after), 1)) <= 1.2
@@ -386,7 +387,8 @@ def test_cancel_is_retried_after_a_server_error(emulator: OpenAIEmulator, fast_b
     batch = emulator.create_batch()
     emulator.add_fault(Fault.server_error(500), method="POST", times=1)
     assert PSOpenAIHook(max_retry_count=2).cancel_batch(batch["id"])["status"] == "cancelling"
-    assert [(entry.method, entry.status) for entry in emulator.journal] == [("POST", 500), ("POST", 200)]
+    # A 5xx may come after the API acted: the retry looks at the batch before it sends the cancel again.
+    assert [(entry.method, entry.status) for entry in emulator.journal] == [("POST", 500), ("GET", 200), ("POST", 200)]
 
 
 def test_default_max_retry_count_sends_once(emulator: OpenAIEmulator, fast_backoff: None) -> None:
@@ -496,3 +498,16 @@ def test_retry_table(monkeypatch: pytest.MonkeyPatch, fast_backoff: None, case: 
     assert len(api.requests) == (3 if retried else 1)
     assert isinstance(raised.value, PSOpenAIAPIError)
     assert raised.value.retryable is retried
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(None, 0.5), (0.0, 0.5), (0.2, 0.5), (5.0, 5.0), (60.0, 60.0), (61.0, 0.5), (3600.0, 0.5)],
+)
+def test_a_wait_uses_the_server_delay_by_the_hooks_rule(retry_after: float | None, expected: float) -> None:
+    """A poll's server delay counts as the hook's does: above 0 up to 60 s, else the wait's own delay applies."""
+    from airflow_psopenai.resources import BATCH
+    from airflow_psopenai.waiting import StatusWatch
+
+    watch = StatusWatch(BATCH, {"batch_id": "batch_1"}, logging.getLogger("test"))
+    assert watch.transient(rate_limit_error(retry_after), next_delay=0.5) == expected

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from airflow.sdk import Connection
 
-from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIServerError
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIServerError, PSOpenAITransportError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.hooks.settings import HookOverrides, resolve_settings
 from airflow_psopenai.testing import Fault
@@ -532,3 +532,103 @@ def test_azure_host_given_with_openai_suffix_is_not_doubled() -> None:
         str(settings.url("/batches/b"))
         == "https://res.openai.azure.com/openai/batches/b?api-version=2025-04-01-preview"
     )
+
+
+# -- keys, organizations and projects as secrets backends hand them over --------------------------------------
+
+
+def test_surrounding_white_space_is_stripped_from_key_organization_and_project() -> None:
+    conn = connection(password="  sk-mounted-secret\n", organization=" org-1\n", project="\tproj_1 ")
+    settings = resolve(conn)
+    assert (settings.api_key, settings.organization, settings.project) == ("sk-mounted-secret", "org-1", "proj_1")
+    assert resolve(None, {"OPENAI_API_KEY": "sk-env\r\n", "OPENAI_ORGANIZATION": "org-env\n"}).headers({}) == {
+        "Authorization": "Bearer sk-env",
+        "OpenAI-Organization": "org-env",
+    }
+
+
+def test_a_key_read_from_a_mounted_secret_works(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file-mounted secret ends in a newline; httpx would refuse it as an illegal header value."""
+    use_emulator(monkeypatch, emulator, password=emulator.api_key + "\n")
+    batch = emulator.create_batch()
+    assert PSOpenAIHook().get_batch(str(batch["id"]))["id"] == batch["id"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("password", "sk-abc\ndef-0123456789"),
+        ("password", "sk-abc\tdef-0123456789"),
+        ("password", "sk-abc\x00def-0123456789"),
+        ("password", "sk-abcdéf-0123456789"),
+        ("organization", "org-a\nb"),
+        ("project", "proj_é"),
+    ],
+)
+def test_a_control_character_or_non_ascii_inside_is_refused_naming_the_connection_only(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    fields: dict[str, Any] = {"conn_type": "psopenai", "host": emulator.api_base, "password": emulator.api_key}
+    if field == "password":
+        fields["password"] = value
+    else:
+        fields["extra"] = {field: value}
+    set_connection(monkeypatch, "psopenai_default", json.dumps(fields))
+    with pytest.raises(PSOpenAIConfigurationError) as refused:
+        PSOpenAIHook().get_batch("batch_1")
+    message = str(refused.value)
+    assert "'psopenai_default'" in message
+    assert value not in message
+    if field == "password":
+        assert "sk-abc" not in message  # not even a part of the key
+    else:
+        assert field in message
+    assert emulator.journal == []
+
+
+# -- API bases users mistype, and the URI form's way to say http ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http//api.openai.com/v1",
+        "https//api.openai.com/v1",
+        "http:/api.openai.com/v1",
+        "https:api.openai.com/v1",
+        "api.openai.com:port/v1",
+        "api openai com/v1",
+        "https://user:sk-secret@gateway.example/v1",
+    ],
+)
+def test_a_mistyped_api_base_is_refused_naming_the_connection_and_the_value(base: str) -> None:
+    with pytest.raises(PSOpenAIConfigurationError) as refused:
+        resolve(connection(host=base))
+    message = str(refused.value)
+    assert "'psopenai_default'" in message
+    assert "sk-secret" not in message
+    assert "https://api.openai.com/v1" in message  # what a good value looks like
+
+
+def test_a_bare_host_still_defaults_to_https() -> None:
+    assert resolve(connection(host="gateway.example:8443/v1")).api_base == "https://gateway.example:8443/v1"
+    assert resolve(connection(host="127.0.0.1:8080/v1")).api_base == "https://127.0.0.1:8080/v1"
+
+
+def test_an_https_base_that_speaks_plain_http_says_to_write_http(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = emulator.api_base.removeprefix("http://")
+    use_emulator(monkeypatch, emulator)
+    with pytest.raises(PSOpenAITransportError) as failed:
+        PSOpenAIHook(api_base=bare).get_batch("batch_1")
+    assert f"write http://{bare}" in str(failed.value)
+
+
+def test_the_uri_form_reaches_an_http_endpoint(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow's URI form names the scheme after the connection type: psopenai://http://:KEY@host:port/v1."""
+    host_port = emulator.base_url.removeprefix("http://")
+    monkeypatch.setenv("AIRFLOW_CONN_PSOPENAI_DEFAULT", f"psopenai://http://:{emulator.api_key}@{host_port}/v1")
+    assert PSOpenAIHook().settings.api_base == emulator.api_base
+    batch = emulator.create_batch()
+    assert PSOpenAIHook().get_batch(str(batch["id"]))["id"] == batch["id"]
