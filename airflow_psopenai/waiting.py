@@ -1,7 +1,8 @@
 """Shared logic of every wait for a status: poll delays, logging each change once, event checks.
 
 Used by the operators' wait in the worker, by the sensors and by the trigger, so that all three
-report the same way. Standard library only (imported at DAG-parse time).
+report the same way. Light (the standard library and this provider's exceptions): operators import
+it at DAG-parse time.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIEventError
 from airflow_psopenai.resources import RESOURCES, CancellableResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-# The seed honours a server-requested delay only up to a minute.
+# The seed honours a server-requested delay above 0 and up to a minute; otherwise its own delay applies.
 MAX_SERVER_DELAY_SEC = 60.0
 # The first polls come sooner than the interval: a cancel often settles within a second.
 FIRST_POLL_DELAYS = (0.25, 0.5)
@@ -26,6 +28,17 @@ EVENT_SETTLED = "settled"
 EVENT_TIMEOUT = "timeout"
 EVENT_ERROR = "error"
 EVENT_STATUSES = (EVENT_SETTLED, EVENT_TIMEOUT, EVENT_ERROR)
+
+
+def usable_server_delay(seconds: float | None) -> float | None:
+    """Return the delay a server asked for (``retry-after``) if the seed honours it: above 0, up to 60 s.
+
+    ``retry-after: 0`` asks for nothing, and a longer delay than a minute is not waited for: the
+    hook's retries and the waits then both use their own delay.
+    """
+    if seconds is not None and 0 < seconds <= MAX_SERVER_DELAY_SEC:
+        return seconds
+    return None
 
 
 def poll_delays(poll_interval: float) -> Iterator[float]:
@@ -51,7 +64,9 @@ def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
     else:
         seconds = float("nan")
     if not 0 <= seconds < float("inf"):
-        raise ValueError(f"{argument} must be a number of seconds (0 or more) or a timedelta, got {value!r}.")
+        raise PSOpenAIConfigurationError(
+            f"{argument} must be a number of seconds (0 or more) or a timedelta, got {value!r}."
+        )
     return seconds
 
 
@@ -76,13 +91,24 @@ class Deadline:
         """Return whether the deadline has come."""
         return self.at is not None and time.time() >= self.at
 
+    def allows(self, delay: float) -> bool:
+        """Return whether something started ``delay`` seconds from now would still start before the deadline."""
+        return self.at is None or time.time() + delay < self.at
+
     def sleep_before_poll(self, delay: float) -> float:
         """Return ``delay``, cut short so that a poll happens at the deadline."""
         return delay if self.at is None else max(0.0, min(delay, self.at - time.time()))
 
     def poll_limit(self) -> float | None:
-        """Return how long one poll may take: until the deadline, or ``LAST_POLL_SEC`` for the one made at it."""
+        """Return how long one call may take: until the deadline, or ``LAST_POLL_SEC`` for the one made at it.
+
+        Every call made inside a wait, and each of its retries, is limited by this, so that a hanging
+        server or the hook's own backoff cannot hold a wait past its deadline.
+        """
         return None if self.at is None else max(self.at - time.time(), LAST_POLL_SEC)
+
+
+NO_DEADLINE = Deadline(None)
 
 
 def status_of(obj: Mapping[str, Any]) -> str:
@@ -125,10 +151,9 @@ class StatusWatch:
     def transient(self, error: BaseException, next_delay: float) -> float:
         """Log a transient error of a status poll; return the delay before the next poll.
 
-        A delay the server asked for (``retry-after``, up to a minute) outranks the poll interval.
+        A delay the server asked for outranks the poll interval when the hook's retries would honour it too.
         """
-        server_delay = getattr(error, "retry_after", None) or 0.0
-        delay = max(next_delay, min(server_delay, MAX_SERVER_DELAY_SEC))
+        delay = max(next_delay, usable_server_delay(getattr(error, "retry_after", None)) or 0.0)
         self.log.warning("Polling %s failed for now, polling again in %.1f s: %s", self.target, delay, error)
         return delay
 
@@ -144,15 +169,15 @@ def failure_event(kind: str, message: str, obj: Mapping[str, Any] | None = None)
 
 
 def check_event(event: object, resource: CancellableResource, ids: Mapping[str, str]) -> dict[str, Any]:
-    """Return a trigger event after checking it is one of ours, about this object; else raise ``ValueError``.
+    """Return a trigger event after checking it is one of ours, about this object; else raise ``PSOpenAIEventError``.
 
     A missing or unknown event is never taken as success.
     """
     if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-        raise ValueError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
+        raise PSOpenAIEventError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
     if event["status"] != EVENT_SETTLED:
         if not isinstance(event.get("message"), str):
-            raise ValueError(f"The trigger sent a {event['status']} event without a message: {event!r:.300}.")
+            raise PSOpenAIEventError(f"The trigger sent a {event['status']} event without a message: {event!r:.300}.")
         return event
     obj = event.get("object")
     if (
@@ -161,7 +186,7 @@ def check_event(event: object, resource: CancellableResource, ids: Mapping[str, 
         or not isinstance(obj, dict)
         or status_of(obj) not in resource.settled
     ):
-        raise ValueError(
+        raise PSOpenAIEventError(
             f"The trigger sent a settled event without a settled {resource.describe(ids)}: {event!r:.300}."
         )
     return event

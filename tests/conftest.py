@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="psopenai-test-airflow-"))
@@ -37,6 +38,18 @@ for name in ("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_ORGANIZATION", "AIRFLO
     os.environ.pop(name, None)
 
 pytest_plugins = ["airflow_psopenai.testing.pytest_plugin"]
+
+# The same examples on every run (a flaky property would block every landing), no example database
+# left behind; HYPOTHESIS_PROFILE=explore draws new examples, locally.
+settings.register_profile(
+    "psopenai",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("explore", settings.get_profile("psopenai"), derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "psopenai"))
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -85,9 +98,14 @@ class DagRunResult:
         self.dag_run = dag_run
         self.state = str(dag_run.state)
         self.task_states: dict[str, str] = {}
+        self.tries: dict[str, int] = {}
+        self.ended_at: dict[str, float] = {}
         for ti in dag_run.get_task_instances():
             key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
             self.task_states[key] = str(ti.state)
+            self.tries[key] = ti.try_number
+            if ti.end_date is not None:
+                self.ended_at[key] = ti.end_date.timestamp()
 
     def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         """Return one XCom value of this run (None when there is none)."""

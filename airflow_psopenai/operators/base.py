@@ -10,14 +10,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_psopenai.validation import ids_from_arguments, require_retry_count, require_timeout
-from airflow_psopenai.waiting import Deadline, as_seconds
 
 if TYPE_CHECKING:
-    from datetime import timedelta
-
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.resources import CancellableResource
     from airflow_psopenai.triggers.status import ResourceStatusTrigger
+    from airflow_psopenai.waiting import Deadline
 
 DEFAULT_CONN_ID = "psopenai_default"
 CONNECTION_TEMPLATE_FIELDS = ("conn_id", "api_base", "organization")
@@ -78,10 +76,8 @@ class ResourceTaskMixin:
         given = {name: getattr(self, name) for name in self.resource.id_fields}
         return ids_from_arguments(self.resource, given, getattr(self, self.resource.object_arg))
 
-    def status_trigger(
-        self, ids: dict[str, str], poll_interval: float, timeout: float | timedelta | None
-    ) -> ResourceStatusTrigger:
-        """Return the trigger that waits in the triggerer until the object is settled or ``timeout`` passes."""
+    def status_trigger(self, ids: dict[str, str], poll_interval: float, deadline: Deadline) -> ResourceStatusTrigger:
+        """Return the trigger that waits in the triggerer until the object is settled or ``deadline`` passes."""
         from airflow_psopenai.triggers.status import ResourceStatusTrigger
 
         return ResourceStatusTrigger(
@@ -91,5 +87,5 @@ class ResourceTaskMixin:
             hook_kwargs=self.hook_kwargs(),
             poll_interval=poll_interval,
             # Absolute, so a triggerer restart does not restart the clock.
-            deadline=Deadline.after(as_seconds(timeout, "timeout")).at,
+            deadline=deadline.at,
         )

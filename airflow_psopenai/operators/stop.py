@@ -6,7 +6,6 @@ table; :class:`StopBatchOperator` and :class:`StopThreadRunOperator` only name t
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, conf
@@ -14,21 +13,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_psopenai.exceptions import (
     PSOpenAICannotCancelError,
+    PSOpenAIConfigurationError,
     PSOpenAIError,
     PSOpenAIWaitTimeoutError,
 )
 from airflow_psopenai.operators.base import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
-from airflow_psopenai.waiting import (
-    EVENT_ERROR,
-    EVENT_TIMEOUT,
-    Deadline,
-    StatusWatch,
-    as_seconds,
-    check_event,
-    poll_delays,
-    status_of,
-)
+from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, Deadline, as_seconds, check_event, status_of
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -112,27 +103,59 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Cancel the object, wait if asked, and return it if ``pass_through``."""
+        # Pushed first: Airflow reads the link after every task, also one that fails on its input, and
+        # logs a missing XCom as an error of its own after the task's.
+        context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value="")
         self._check_options()
         ids = self.resolved_ids()
         hook = self.hook
         self._push_console_url(context, hook, ids)
-        obj = self._cancel(hook, ids)
-        if self.wait and status_of(obj) not in self.resource.settled:
-            if self.deferrable:
-                self.defer(
-                    trigger=self.status_trigger(ids, self.poll_interval, self._deferred_wait_limit()),
-                    method_name="execute_complete",
-                )
-            obj = self._wait_in_worker(hook, ids)
-        return self._finish(obj, ids)
+        obj = self._cancel(hook, ids, first_try=context["ti"].try_number <= 1)
+        if not self.wait or status_of(obj) in self.resource.settled:
+            return self._finish(obj, ids)
+        seconds, limit = self._wait_limit(hook)
+        deadline = Deadline.after(seconds)
+        if self.deferrable:
+            self.defer(trigger=self.status_trigger(ids, self.poll_interval, deadline), method_name="execute_complete")
+        from airflow_psopenai.wait_loop import run_in_worker, wait_until_settled
 
-    def _deferred_wait_limit(self) -> float | timedelta | None:
-        # Airflow does not apply execution_timeout to a deferred task: the trigger's deadline does.
-        return self.wait_timeout if self.wait_timeout is not None else self.execution_timeout
+        event = run_in_worker(
+            hook,
+            lambda: wait_until_settled(
+                hook,
+                self.resource,
+                ids,
+                poll_interval=self.poll_interval,
+                deadline=deadline,
+                limit=limit,
+                log=self.log,
+            ),
+        )
+        return self._end_of_wait(event, ids)
+
+    def _wait_limit(self, hook: PSOpenAIHook) -> tuple[float | None, str]:
+        """Return how long a wait may take, in seconds, and how messages name that limit.
+
+        ``wait_timeout``; else ``timeout_sec`` (PSOpenAI's ``-TimeoutSec`` bounds its whole wait, not
+        only each request); else ``execution_timeout``, which Airflow does not apply to a deferred
+        task; else no limit.
+        """
+        if self.wait_timeout is not None:
+            seconds = as_seconds(self.wait_timeout, "wait_timeout")
+            return seconds, f"its wait_timeout of {seconds:g} s"
+        if hook.settings.timeout_sec:
+            return hook.settings.timeout_sec, f"its timeout_sec of {hook.settings.timeout_sec:g} s"
+        if self.execution_timeout is not None:
+            seconds = self.execution_timeout.total_seconds()
+            return seconds, f"its execution_timeout of {seconds:g} s"
+        return None, "the end of the wait"
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Resume after the deferred wait: check the event, then finish as ``execute`` does."""
-        ids = self.resolved_ids()
+        return self._end_of_wait(event, self.resolved_ids())
+
+    def _end_of_wait(self, event: object, ids: dict[str, str]) -> dict[str, Any] | None:
+        """Finish after a wait, deferred or in the worker: the settled object, or the wait's error."""
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
             raise PSOpenAIWaitTimeoutError(checked["message"])
@@ -142,21 +165,30 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
 
     def _check_options(self) -> None:
         if self.if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:
-            raise ValueError(
+            raise PSOpenAIConfigurationError(
                 f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, "
                 f"got {self.if_not_cancellable!r}."
             )
         if not (isinstance(self.poll_interval, int | float) and self.poll_interval > 0):
-            raise ValueError(f"poll_interval must be a number of seconds above 0, got {self.poll_interval!r}.")
+            raise PSOpenAIConfigurationError(
+                f"poll_interval must be a number of seconds above 0, got {self.poll_interval!r}."
+            )
         as_seconds(self.wait_timeout, "wait_timeout")  # refused before the cancel is sent, not after
 
-    def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str]) -> dict[str, Any]:
-        """Send the cancel (after a retrieve, unless ``force``) and return the resulting object."""
+    def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], *, first_try: bool) -> dict[str, Any]:
+        """Send the cancel (after a retrieve, unless ``force`` on a first try) and return the resulting object.
+
+        On an Airflow retry, an object already cancelling or cancelled is taken as this task's own cancel
+        of an earlier try having gone through: no second cancel is sent, whatever ``if_not_cancellable``.
+        """
         target = self.resource.describe(ids)
-        if not self.force:
+        if not self.force or not first_try:
             current = hook.get_object(self.resource, ids)
             status = status_of(current)
-            if status not in self.resource.cancellable:
+            if not first_try and status in self.resource.cancel_requested:
+                self.log.info("%s is already %s: the cancel of an earlier try went through.", target, status)
+                return current
+            if not self.force and status not in self.resource.cancellable:
                 message = f'Cannot cancel {self.resource.label} with status "{status}": {target}.'
                 return self._not_cancellable(message, current, ids)
         try:
@@ -185,30 +217,6 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
             ids=ids,
         )
 
-    def _wait_in_worker(self, hook: PSOpenAIHook, ids: dict[str, str]) -> dict[str, Any]:
-        """Poll until settled; transient errors of a poll are logged and the poll repeated."""
-        from airflow_psopenai.hooks.retry import is_retryable
-
-        watch = StatusWatch(self.resource, ids, self.log)
-        limit = as_seconds(self.wait_timeout, "wait_timeout")
-        deadline = Deadline.after(limit)
-        delays = poll_delays(self.poll_interval)
-        delay = next(delays)
-        while True:
-            time.sleep(deadline.sleep_before_poll(delay))
-            try:
-                obj = hook.get_object(self.resource, ids)
-            except PSOpenAIError as error:
-                if not is_retryable(error):
-                    raise
-                delay = watch.transient(error, next(delays))
-            else:
-                if watch.observe(obj):
-                    return obj
-                delay = next(delays)
-            if deadline.passed():
-                raise PSOpenAIWaitTimeoutError(watch.timeout_message(f"its wait_timeout of {limit:g} s"))
-
     def _finish(self, obj: dict[str, Any], ids: dict[str, str]) -> dict[str, Any] | None:
         status = status_of(obj)
         if status in self.resource.settled and status != CANCELLED:
@@ -224,8 +232,8 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         from airflow_psopenai.hooks.settings import DEFAULT_API_BASE
 
         page = self.resource.console_page(ids) if hook.settings.api_base == DEFAULT_API_BASE else None
-        # Pushed even when empty: Airflow reads the link after every task and logs a missing XCom as an error.
-        context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=page or "")
+        if page:
+            context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=page)
 
 
 class StopBatchOperator(StopResourceOperator):

@@ -6,6 +6,7 @@ partial results.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, A
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
 from airflow_psopenai.operators.base import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
-from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, check_event, status_of
+from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, NO_DEADLINE, Deadline, check_event, status_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,49 +56,65 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         super().__init__(**kwargs)
         self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
         self.deferrable = deferrable
+        self._deadline = NO_DEADLINE  # set when execute starts: the sensor's timeout bounds every poke
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        """Retrieve the object once and say whether it is cancelled."""
+        """Retrieve the object once and say whether it is cancelled.
+
+        The call, and its retries, end by the sensor's timeout: a poke that meets it without a
+        ``cancelled`` object ends the sensor with ``AirflowSensorTimeout`` there and then.
+        """
         from airflow_psopenai.hooks.retry import is_retryable
 
         ids = self.resolved_ids()
+        target = self.resource.describe(ids)
+        deadline = self._deadline
         try:
-            obj = self.hook.get_object(self.resource, ids)
+            obj = self.hook.get_object(self.resource, ids, deadline=deadline)
         except PSOpenAIError as error:
             if not is_retryable(error):
                 raise
-            self.log.warning(
-                "Poke of %s failed for now, trying at the next poke: %s", self.resource.describe(ids), error
-            )
+            if deadline.passed():
+                raise AirflowSensorTimeout(f"{self._timed_out}: {target} could not be read: {error}") from None
+            self.log.warning("Poke of %s failed for now, trying at the next poke: %s", target, error)
             return False
         status = status_of(obj)
         if status == CANCELLED:
             return PokeReturnValue(is_done=True, xcom_value=obj)
         if status in self.resource.settled:
             raise self._unexpected(obj, ids)
-        self.log.info("%s is %s; waiting for cancelled.", self.resource.describe(ids), status)
+        if deadline.passed():
+            raise AirflowSensorTimeout(f"{self._timed_out}: {target} is still {status}.")
+        self.log.info("%s is %s; waiting for cancelled.", target, status)
         return False
 
+    @property
+    def _timed_out(self) -> str:
+        return f"Sensor has timed out after its timeout of {float(self.timeout):g} s"
+
     def execute(self, context: Context) -> Any:
-        """Poke (in the worker, or once and then in the triggerer when ``deferrable``)."""
-        if not self.deferrable:
-            return super().execute(context)
-        done = self._first_poke(context)
-        if isinstance(done, PokeReturnValue) and done.is_done:
-            return done.xcom_value
-        timeout = timedelta(seconds=float(self.timeout))
-        self.defer(
-            trigger=self.status_trigger(self.resolved_ids(), float(self.poke_interval), timeout),
-            method_name="execute_complete",
-            timeout=timeout,
-        )
+        """Poke (in the worker, or once and then in the triggerer when ``deferrable``) until ``timeout``."""
+        if self.deferrable:
+            self._deadline = Deadline.after(float(self.timeout))
+            done = self._first_poke(context)
+            if isinstance(done, PokeReturnValue) and done.is_done:
+                return done.xcom_value
+            self.defer(
+                trigger=self.status_trigger(self.resolved_ids(), float(self.poke_interval), self._deadline),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=float(self.timeout)),
+            )
+        # Where Airflow's own sensor loop starts counting: the first reschedule of this try, or now.
+        started = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
+        self._deadline = Deadline((started.timestamp() if started else time.time()) + float(self.timeout))
+        return super().execute(context)
 
     def _first_poke(self, context: Context) -> bool | PokeReturnValue:
         """Poke once before deferring, with the meaning Airflow gives ``soft_fail``, ``never_fail`` and
         ``silent_fail`` in poke mode."""
         try:
             return self.poke(context)
-        except AirflowFailException as error:
+        except (AirflowFailException, AirflowSensorTimeout) as error:
             if self.soft_fail or self.never_fail:
                 raise AirflowSkipException(
                     f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {error}"

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_psopenai.exceptions import PSOpenAIError
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks.retry import is_retryable
 from airflow_psopenai.resources import RESOURCES
-from airflow_psopenai.waiting import (
-    EVENT_ERROR,
-    EVENT_TIMEOUT,
-    Deadline,
-    StatusWatch,
-    failure_event,
-    poll_delays,
-    settled_event,
-)
+from airflow_psopenai.wait_loop import wait_until_settled
+from airflow_psopenai.waiting import Deadline
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -51,7 +42,7 @@ class ResourceStatusTrigger(BaseTrigger):
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
-            raise ValueError(f"Unknown resource {resource!r}; known: {', '.join(RESOURCES)}.")
+            raise PSOpenAIConfigurationError(f"Unknown resource {resource!r}; known: {', '.join(RESOURCES)}.")
         self.resource = resource
         self.ids = dict(ids)
         self.conn_id = conn_id
@@ -75,31 +66,16 @@ class ResourceStatusTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll, awaiting every call, and yield exactly one event."""
-        resource = RESOURCES[self.resource]
-        hook = PSOpenAIHook(self.conn_id, **self.hook_kwargs)
-        watch = StatusWatch(resource, self.ids, self.log)
-        deadline = Deadline(self.deadline)
-        delays = poll_delays(self.poll_interval)
-        last: dict[str, Any] | None = None
-        while True:
-            try:
-                # The deadline also bounds a call hanging with timeout_sec=0 (no task per poll, unlike wait_for).
-                async with asyncio.timeout(deadline.poll_limit()):
-                    last = await hook.aget_object(resource, self.ids)
-            except (PSOpenAIError, TimeoutError) as error:
-                if isinstance(error, PSOpenAIError) and not is_retryable(error):
-                    yield TriggerEvent(failure_event(EVENT_ERROR, str(error)))
-                    return
-                delay = watch.transient(error, next(delays))
-            else:
-                if watch.observe(last):
-                    yield TriggerEvent(settled_event(resource, self.ids, last))
-                    return
-                delay = next(delays)
-            if deadline.passed():
-                yield TriggerEvent(failure_event(EVENT_TIMEOUT, watch.timeout_message("the deadline"), last))
-                return
-            await asyncio.sleep(deadline.sleep_before_poll(delay))
+        event = await wait_until_settled(
+            PSOpenAIHook(self.conn_id, **self.hook_kwargs),
+            RESOURCES[self.resource],
+            self.ids,
+            poll_interval=self.poll_interval,
+            deadline=Deadline(self.deadline),
+            limit="the deadline",
+            log=self.log,
+        )
+        yield TriggerEvent(event)
 
     async def on_kill(self) -> None:
         """Do nothing more when a user marks the waiting task failed or clears it (Airflow 3.3+).

@@ -49,6 +49,54 @@ BATCH_SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "stop_batch_skip": {"if_not_cancellable": "skip"},
     "stop_batch_retries": {"max_retry_count": 3, "pass_through": True},
+    # execution_timeout is only a guard here: the wait must end at wait_timeout / timeout_sec long before it.
+    "stop_batch_wait_bounded": {
+        "wait": True,
+        "poll_interval": 0.2,
+        "wait_timeout": 1,
+        "max_retry_count": 4,
+        "execution_timeout": timedelta(seconds=30),
+    },
+    "stop_batch_wait_timeout_sec": {
+        "wait": True,
+        "poll_interval": 0.2,
+        "timeout_sec": 1,
+        "execution_timeout": timedelta(seconds=30),
+    },
+    "stop_batch_wait_timeout_sec_deferrable": {
+        "wait": True,
+        "poll_interval": 0.2,
+        "timeout_sec": 1,
+        "deferrable": True,
+        "execution_timeout": timedelta(seconds=30),
+    },
+    # The first try times out while the batch is cancelling; the retry must not fail on its own cancel.
+    "stop_batch_task_retry": {
+        "wait": True,
+        "pass_through": True,
+        "poll_interval": 0.2,
+        "wait_timeout": 1,
+        "retries": 1,
+        "retry_delay": timedelta(0),
+    },
+    "stop_batch_task_retry_deferrable": {
+        "wait": True,
+        "pass_through": True,
+        "poll_interval": 0.2,
+        "wait_timeout": 1,
+        "retries": 1,
+        "retry_delay": timedelta(0),
+        "deferrable": True,
+    },
+    "stop_batch_task_retry_force": {
+        "force": True,
+        "wait": True,
+        "pass_through": True,
+        "poll_interval": 0.2,
+        "wait_timeout": 1,
+        "retries": 1,
+        "retry_delay": timedelta(0),
+    },
 }
 
 for dag_id, arguments in BATCH_SCENARIOS.items():
@@ -63,6 +111,15 @@ with DAG("stop_run_wait", schedule=None, start_date=START, catchup=False):
         wait=True,
         pass_through=True,
         poll_interval=0.2,
+    )
+
+with DAG("stop_run_retries", schedule=None, start_date=START, catchup=False):
+    StopThreadRunOperator(
+        task_id="stop",
+        thread_id="{{ dag_run.conf['thread_id'] }}",
+        run_id="{{ dag_run.conf['run_id'] }}",
+        max_retry_count=2,
+        pass_through=True,
     )
 
 with DAG("stop_run_by_object", schedule=None, start_date=START, catchup=False, render_template_as_native_obj=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
@@ -17,7 +17,8 @@ MODES: dict[str, dict[str, Any]] = {
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "": {"timeout": 30},
-    "_timeout": {"timeout": 1},
+    # execution_timeout is only a guard: the sensor's own timeout must end a hanging poke long before it.
+    "_timeout": {"timeout": 1, "execution_timeout": timedelta(seconds=30)},
     "_soft_fail": {"timeout": 1, "soft_fail": True},
     "_never_fail": {"timeout": 1, "never_fail": True},
 }

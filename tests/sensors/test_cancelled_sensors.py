@@ -187,3 +187,17 @@ def test_response_sensor_passes_the_cancelled_response_on(emulator: OpenAIEmulat
     result = run_dag("sensor_response_deferrable", response_id=response["id"])
     assert result.state == "success", result.task_states
     assert result.xcom("cancelled")["id"] == response["id"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hanging_poke_ends_at_the_sensor_timeout(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], mode: str
+) -> None:
+    """timeout=1 and timeout_sec unset: the poke's call is bounded by the sensor's timeout, not held for ever."""
+    emulator.cancel_delay = 60
+    batch = emulator.create_batch(status="cancelling")
+    emulator.add_fault(Fault.hang(), method="GET")
+    result = run_dag(f"sensor_batch_{mode}_timeout", batch_id=batch["id"])
+    assert result.task_states["cancelled"] == "failed"
+    assert "Sensor has timed out" in captured_logs()
+    assert result.ended_at["cancelled"] - emulator.journal[0].time < 1 + 1.5

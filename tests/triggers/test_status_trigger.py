@@ -15,6 +15,7 @@ from airflow_psopenai.operators import StopBatchOperator
 from airflow_psopenai.sensors import ThreadRunCancelledSensor
 from airflow_psopenai.testing import Fault
 from airflow_psopenai.triggers import ResourceStatusTrigger
+from airflow_psopenai.waiting import Deadline
 from tests.conftest import connection_json
 
 if TYPE_CHECKING:
@@ -59,8 +60,8 @@ def test_kwargs_built_by_tasks_hold_no_secret(emulator: OpenAIEmulator) -> None:
     )
     sensor = ThreadRunCancelledSensor(task_id="sense", thread_id="thread_1", run_id="run_1")
     for trigger in (
-        operator.status_trigger({"batch_id": "batch_1"}, 1.0, 60),
-        sensor.status_trigger({"thread_id": "thread_1", "run_id": "run_1"}, 1.0, None),
+        operator.status_trigger({"batch_id": "batch_1"}, 1.0, Deadline.after(60)),
+        sensor.status_trigger({"thread_id": "thread_1", "run_id": "run_1"}, 1.0, Deadline(None)),
     ):
         _, kwargs = trigger.serialize()
         text = json.dumps(kwargs).lower()

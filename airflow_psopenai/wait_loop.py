@@ -1,0 +1,84 @@
+"""The one wait for a settled status, for the trigger (in the triggerer) and for a wait in the worker.
+
+Every poll gets the time left until the deadline as its limit, retries included (the hook's
+``deadline``), so neither a hanging server nor the hook's backoff holds a wait past it; a poll is
+made at the deadline itself. The worker runs this same loop in an event loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow_psopenai.exceptions import PSOpenAIError
+from airflow_psopenai.hooks.pool import aclose_shared_clients
+from airflow_psopenai.hooks.retry import is_retryable
+from airflow_psopenai.waiting import (
+    EVENT_ERROR,
+    EVENT_TIMEOUT,
+    StatusWatch,
+    failure_event,
+    poll_delays,
+    settled_event,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from airflow_psopenai.hooks import PSOpenAIHook
+    from airflow_psopenai.resources import CancellableResource
+    from airflow_psopenai.waiting import Deadline
+
+_T = TypeVar("_T")
+
+
+async def wait_until_settled(
+    hook: PSOpenAIHook,
+    resource: CancellableResource,
+    ids: Mapping[str, str],
+    *,
+    poll_interval: float,
+    deadline: Deadline,
+    limit: str,
+    log: Any,
+) -> dict[str, Any]:
+    """Poll until the object is settled, the deadline passes or a permanent error occurs; return the event.
+
+    :param limit: How timeout messages name the deadline ("its wait_timeout of 60 s").
+    :param log: A logger with ``info`` and ``warning``.
+    :returns: A settled, timeout or error event (see :mod:`airflow_psopenai.waiting`).
+    """
+    watch = StatusWatch(resource, ids, log)
+    delays = poll_delays(poll_interval)
+    last: dict[str, Any] | None = None
+    while True:
+        try:
+            last = await hook.aget_object(resource, ids, deadline=deadline)
+        except PSOpenAIError as error:
+            if not is_retryable(error):
+                return failure_event(EVENT_ERROR, str(error))
+            delay = watch.transient(error, next(delays))
+        else:
+            if watch.observe(last):
+                return settled_event(resource, ids, last)
+            delay = next(delays)
+        if deadline.passed():
+            return failure_event(EVENT_TIMEOUT, watch.timeout_message(limit), last)
+        await asyncio.sleep(deadline.sleep_before_poll(delay))
+
+
+def run_in_worker(hook: PSOpenAIHook, wait: Callable[[], Awaitable[_T]]) -> _T:
+    """Run an async wait (``wait()``, such as :func:`wait_until_settled`) to its end in the worker.
+
+    The connection is looked up synchronously first, as tasks do; the event loop's connections are
+    closed at the end.
+    """
+    _ = hook.settings
+
+    async def run() -> _T:
+        try:
+            return await wait()
+        finally:
+            await aclose_shared_clients()
+
+    return asyncio.run(run())
