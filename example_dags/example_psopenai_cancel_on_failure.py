@@ -16,10 +16,10 @@ How the DAG works:
 3. ``cancel_batch`` (:class:`StopBatchOperator`, ``trigger_rule="one_failed"``) runs only because
    a task upstream of it failed. It sends the cancel, then waits until the batch is settled
    (``wait=True``) in the triggerer (``deferrable=True``, no worker slot held), and passes the
-   settled batch on (``pass_through=True``). Its ``retries`` go with ``if_not_cancellable="succeed"``:
-   a retry finds the batch ``cancelling`` or ``cancelled`` and waits for it or passes it on, where
-   the default ``"fail"`` would refuse it. (Airflow 3.3 can fail a deferred task whose trigger fires
-   within seconds, apache/airflow#67287: the retry rides that out too.)
+   settled batch on (``pass_through=True``). It may retry: a retry that finds the batch
+   ``cancelling`` or ``cancelled`` takes it as its own earlier cancel, sends no second one, and
+   waits for it or passes it on. (Airflow 3.3 can fail a deferred task whose trigger fires within
+   seconds, apache/airflow#67287: the retry rides that out too.)
 4. ``confirm_cancelled`` (:class:`BatchCancelledSensor`) checks the batch really ended
    ``cancelled``: a cancel can lose the race against a batch that was about to finish, and then the
    operator's wait ends on ``completed`` instead. The sensor fails in that case (set ``soft_fail``
@@ -153,11 +153,10 @@ with DAG(
         poll_interval=2.0,  # seconds; a real batch can stay "cancelling" for up to 10 minutes
         wait_timeout=timedelta(minutes=15),
         max_retry_count=3,  # ride out rate limits (429) and 5xx on the cancel itself
-        # A retry finds the batch cancelling or cancelled: with "succeed" it waits for it or passes it
-        # on instead of failing (Airflow 3.3 can fail a deferred task whose trigger fires at once).
+        # A retry takes the batch it finds cancelling or cancelled as its own cancel and waits for it
+        # (Airflow 3.3 can fail a deferred task whose trigger fires at once).
         retries=2,
         retry_delay=timedelta(seconds=10),
-        if_not_cancellable="succeed",
     )
     processed >> cancel_batch
 

@@ -100,7 +100,7 @@ with DAG(
         poll_interval=2.0,
         max_retry_count=5,
         max_active_tis_per_dagrun=4,
-        retries=2,  # with "succeed", a retry waits for the batch it already cancelled
+        retries=2,  # a retry takes a batch it finds cancelling as its own cancel and waits for it
         retry_delay=timedelta(seconds=10),
     ).expand(batch=batches)
 

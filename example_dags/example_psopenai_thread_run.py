@@ -105,9 +105,8 @@ with DAG(
         pass_through=True,
         poll_interval=1.0,
         max_retry_count=3,
-        retries=2,  # with "succeed", a retry waits for the run it already cancelled instead of failing
+        retries=2,  # a retry takes the run it finds cancelling as its own cancel and waits for it
         retry_delay=timedelta(seconds=10),
-        if_not_cancellable="succeed",
     )
 
     confirm_cancelled = ThreadRunCancelledSensor(
