@@ -24,10 +24,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.testing.faults import Fault
-from airflow_psopenai.testing.messages import HttpReply, HttpRequest, error_reply, json_reply
+from airflow_psopenai.testing.messages import HttpRequest, error_reply, json_reply
 from airflow_psopenai.testing.state import ApiError
 
 if TYPE_CHECKING:
+    from starlette.responses import Response
+
     from airflow_psopenai.testing.emulator import OpenAIEmulator
 
 ADMIN_ROOT = "_emulator"
@@ -67,7 +69,7 @@ class AdminApi:
         """Drive ``emulator``."""
         self.emulator = emulator
 
-    def handle(self, request: HttpRequest) -> HttpReply:
+    def handle(self, request: HttpRequest) -> Response:
         """Return the answer to a request whose path starts with ``/_emulator``."""
         try:
             return json_reply(200, self._route(request))

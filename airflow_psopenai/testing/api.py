@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
+from starlette.responses import Response
+
 from airflow_psopenai.resources import ASSISTANTS_BETA_HEADERS
-from airflow_psopenai.testing.messages import HttpReply, HttpRequest, error_reply, json_reply
+from airflow_psopenai.testing.messages import HttpRequest, error_reply, json_reply
 from airflow_psopenai.testing.state import ApiError, EmulatorState
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ def mask_key(key: str) -> str:
     return key[:3] + "*" * (len(key) - 7) + key[-4:]
 
 
-def _resource_path(request: HttpRequest) -> list[str] | HttpReply:
+def _resource_path(request: HttpRequest) -> list[str] | Response:
     """Return the path segments after the API base, or the error of Azure's dated API without a version."""
     segments = request.segments
     if segments[0] == "v1":
@@ -80,10 +82,10 @@ class OpenAIApi:
         self.state = state
         self.api_key = api_key
 
-    def handle(self, request: HttpRequest) -> HttpReply:
+    def handle(self, request: HttpRequest) -> Response:
         """Return the answer to a request whose path is under an API base."""
         rest = _resource_path(request)
-        if isinstance(rest, HttpReply):
+        if isinstance(rest, Response):
             return rest
         try:
             self._authenticate(request)

@@ -10,13 +10,15 @@ from airflow_psopenai.testing.admin import ADMIN_ROOT, AdminApi
 from airflow_psopenai.testing.api import OpenAIApi, is_api_path
 from airflow_psopenai.testing.faults import Fault, FaultPlan
 from airflow_psopenai.testing.journal import Journal, JournalEntry
-from airflow_psopenai.testing.messages import HttpReply, HttpRequest, Pending, error_reply
+from airflow_psopenai.testing.messages import HttpRequest, Pending, error_reply
 from airflow_psopenai.testing.server import HttpServer
 from airflow_psopenai.testing.state import Clock, EmulatorState
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from types import TracebackType
+
+    from starlette.responses import Response
 
 DEFAULT_API_KEY = "sk-emulator-key"
 
@@ -270,16 +272,16 @@ class OpenAIEmulator:
         # An applied fault lets the API act when the request arrives; only its answer is lost.
         applied = self._api.handle(request) if fault is not None and fault.applied else None
 
-        def finish() -> HttpReply | None:
+        def finish() -> Response | None:
             if fault is not None and fault.kind == "drop":
                 return None
             if fault is not None and fault.answers:
-                reply = fault.reply(request.headers)
+                answer = fault.reply(request.headers)
             else:
-                reply = applied or self._api.handle(request)
+                answer = applied or self._api.handle(request)
                 if fault is not None:
-                    reply = fault.decorate(reply)
-            self._journal.answered(handle, reply.status)
-            return reply
+                    answer = fault.decorate(answer)
+            self._journal.answered(handle, answer.status_code)
+            return answer
 
         return Pending(finish, self.latency + (fault.delay if fault is not None else 0.0))

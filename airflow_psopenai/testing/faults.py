@@ -17,10 +17,12 @@ from html import escape
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
-from airflow_psopenai.testing.messages import JSON, HttpReply, error_reply
+from airflow_psopenai.testing.messages import error_reply, reply
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from starlette.responses import Response
 
 FaultKind = Literal["rate_limit", "insufficient_quota", "server_error", "answer", "latency", "hang", "drop"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
@@ -180,7 +182,7 @@ class Fault:
         """Return True when the fault replaces the answer with its own error."""
         return self.kind in ("rate_limit", "insufficient_quota", "server_error", "answer")
 
-    def reply(self, request_headers: Sequence[tuple[str, str]] = ()) -> HttpReply:
+    def reply(self, request_headers: Sequence[tuple[str, str]] = ()) -> Response:
         """Return the answer of a ``rate_limit``, ``insufficient_quota``, ``server_error`` or ``answer`` fault.
 
         :param request_headers: The request's headers, quoted by an ``echo_headers`` page.
@@ -192,7 +194,7 @@ class Fault:
                 headers.append(("retry-after", after if isinstance(after, str) else f"{after:g}"))
             if self.retry_after_ms is not None:
                 headers.append(("retry-after-ms", str(self.retry_after_ms)))
-            reply = error_reply(
+            answer = error_reply(
                 429,
                 "Rate limit reached for requests in organization org-emulator on requests per min (RPM): "
                 "Limit 3, Used 3, Requested 1. Please try again later.",
@@ -201,7 +203,7 @@ class Fault:
                 headers=tuple(headers),
             )
         elif self.kind == "insufficient_quota":
-            reply = error_reply(
+            answer = error_reply(
                 429,
                 "You exceeded your current quota, please check your plan and billing details. For more "
                 "information on this error, read the docs: "
@@ -210,22 +212,22 @@ class Fault:
                 code="insufficient_quota",
             )
         elif self.kind == "server_error" and self.status is not None:
-            reply = self._server_error_reply(self.status, request_headers if self.echo_headers else ())
+            answer = self._server_error_reply(self.status, request_headers if self.echo_headers else ())
         elif self.kind == "answer" and self.status is not None:
-            reply = HttpReply(
-                self.status, (self.body or "").encode(), self.headers or (), content_type=self.content_type or JSON
-            )
+            answer = reply(self.status, (self.body or "").encode(), self.headers or ())
+            if self.content_type is not None:
+                answer.headers["content-type"] = self.content_type
         else:
             raise ValueError(f"A {self.kind} fault does not answer by itself.")
-        return self.decorate(reply)
+        return self.decorate(answer)
 
-    def decorate(self, reply: HttpReply) -> HttpReply:
-        """Return ``reply`` with ``x-should-retry`` added when the fault sets it."""
-        if self.should_retry is None:
-            return reply
-        return reply.with_headers(("x-should-retry", "true" if self.should_retry else "false"))
+    def decorate(self, answer: Response) -> Response:
+        """Return ``answer`` with ``x-should-retry`` added when the fault sets it."""
+        if self.should_retry is not None:
+            answer.headers.append("x-should-retry", "true" if self.should_retry else "false")
+        return answer
 
-    def _server_error_reply(self, status: int, echoed: Sequence[tuple[str, str]]) -> HttpReply:
+    def _server_error_reply(self, status: int, echoed: Sequence[tuple[str, str]]) -> Response:
         if self.html:
             # What nginx or a CDN in front of the API sends: not JSON at all.
             title = f"{status} {HTTPStatus(status).phrase}"
@@ -234,7 +236,7 @@ class Fault:
                 f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
                 f"<center><h1>{title}</h1></center>\r\n{quoted}<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
             )
-            return HttpReply(status, page.encode(), content_type="text/html")
+            return reply(status, page.encode(), content_type="text/html")
         message = _SERVER_ERROR_MESSAGES.get(status, "The server had an error while processing your request.")
         if echoed:
             message += " Request headers: " + json.dumps(dict(echoed))

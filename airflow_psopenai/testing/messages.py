@@ -1,14 +1,17 @@
-"""HTTP requests and replies as the emulator's handlers see them, independent of the socket code."""
+"""Requests as the emulator's handlers see them, and their replies (Starlette responses)."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
+from starlette.responses import Response
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 JSON = "application/json"
 
@@ -29,6 +32,14 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes = b""
     connection: int = 0
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any], body: bytes, connection: int) -> HttpRequest:
+        """Return the request of an ASGI ``http`` scope (the target as sent: uvicorn's h11 keeps it whole)."""
+        query = scope.get("query_string", b"")
+        target = scope["raw_path"].decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+        headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"])
+        return cls(scope["method"], target, headers, body, connection)
 
     @property
     def raw_path(self) -> str:
@@ -78,36 +89,34 @@ class HttpRequest:
         return json.loads(self.body) if self.body.strip() else {}
 
 
-@dataclass(frozen=True)
-class HttpReply:
-    """One reply; the server adds ``content-length`` and ``x-request-id``."""
+def new_request_id() -> str:
+    """Return an ID in the format of OpenAI's ``x-request-id``."""
+    return "req_" + os.urandom(16).hex()
 
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-    content_type: str = JSON
 
-    def with_headers(self, *headers: tuple[str, str]) -> HttpReply:
-        """Return a copy with more headers."""
-        return HttpReply(self.status, self.body, self.headers + headers, self.content_type)
+def reply(status: int, body: bytes, headers: tuple[tuple[str, str], ...] = (), content_type: str = JSON) -> Response:
+    """Return an answer with ``content_type`` exactly as given (Starlette would add a charset to text types)."""
+    response = Response(body, status_code=status, headers={"content-type": content_type})
+    for name, value in headers:
+        response.headers.append(name, value)
+    return response
 
 
 @dataclass(frozen=True)
 class Pending:
     """What to do with a request: wait ``delay`` seconds, then send what ``finish`` returns.
 
-    ``finish`` returning None means: close the connection without a response. The server runs
-    ``finish`` only after the delay and only if the client is still connected, so state is read
-    when the answer is sent.
+    ``finish`` returning None means: drop the connection. The server runs ``finish`` only after the
+    delay and only if the client is still connected, so state is read when the answer is sent.
     """
 
-    finish: Callable[[], HttpReply | None]
+    finish: Callable[[], Response | None]
     delay: float = 0.0
 
 
-def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> HttpReply:
+def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     """Return a JSON reply."""
-    return HttpReply(status, json.dumps(payload).encode(), headers)
+    return reply(status, json.dumps(payload).encode(), headers)
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
@@ -123,6 +132,6 @@ def error_reply(
     param: str | None = None,
     code: str | None = None,
     headers: tuple[tuple[str, str], ...] = (),
-) -> HttpReply:
+) -> Response:
     """Return an OpenAI-style JSON error reply."""
     return json_reply(status, error_body(message, type_, param, code), headers)

@@ -15,9 +15,10 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, CancellableResource
-from airflow_psopenai.testing.messages import HttpReply, error_reply
+from airflow_psopenai.testing.messages import error_reply
 from airflow_psopenai.testing.objects import (
     BATCH_TIMES_AT_CREATION,
     CANCELLING,
@@ -27,6 +28,9 @@ from airflow_psopenai.testing.objects import (
     TrackedObject,
     new_id,
 )
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 Clock = Callable[[], float]
 
@@ -50,7 +54,7 @@ class ApiError(Exception):
         self.param = param
         self.code = code
 
-    def reply(self) -> HttpReply:
+    def reply(self) -> Response:
         """Return the error as an HTTP reply."""
         return error_reply(self.status, self.message, self.type, param=self.param, code=self.code)
 
