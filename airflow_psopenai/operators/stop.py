@@ -17,7 +17,7 @@ from airflow_psopenai.exceptions import (
     PSOpenAIError,
     PSOpenAIWaitTimeoutError,
 )
-from airflow_psopenai.operators.base import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
 from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, Deadline, as_seconds, check_event, status_of
 

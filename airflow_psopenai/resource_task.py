@@ -1,4 +1,4 @@
-"""What operators and sensors of this provider share: connection arguments, IDs, the hook, the trigger.
+"""What the operators and the sensors share: connection arguments, IDs, the hook, the trigger.
 
 Imports stay light (no httpx, no tenacity): this module is loaded at DAG-parse time; the hook and
 the trigger are imported when a task runs.
