@@ -109,11 +109,12 @@ class PSOpenAIInvalidResponseError(PSOpenAIAPIError):
     """The body is not the JSON the API sends (an HTML page from a proxy, an empty body)."""
 
 
-class PSOpenAICannotCancelError(PSOpenAIError):
+class PSOpenAICannotCancelError(PSOpenAIError, AirflowFailException):
     """The object is in a status that cannot be cancelled.
 
     Raised locally (without ``force``, after a retrieve) or from the API's 409/400 answer (with
-    ``force``). ``status`` is the object's real status when it is known.
+    ``force``). ``status`` is the object's real status when it is known. An ``AirflowFailException``:
+    a settled object stays settled, so an Airflow retry could only fail the same way.
     """
 
     def __init__(

@@ -26,7 +26,7 @@ from airflow_psopenai.hooks.pool import TLSContextError, shared_pool
 from airflow_psopenai.hooks.retry import RetryPolicy
 from airflow_psopenai.hooks.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
 from airflow_psopenai.hooks.settings_cache import shared_settings
-from airflow_psopenai.resources import BATCH, THREAD_RUN, CancellableResource
+from airflow_psopenai.resources import BATCH, RESPONSE, THREAD_RUN, CancellableResource
 from airflow_psopenai.validation import require_id
 from airflow_psopenai.waiting import NO_DEADLINE, status_of
 
@@ -263,6 +263,14 @@ class PSOpenAIHook(BaseHook):
         """Cancel a thread run (Assistants API)."""
         return self.cancel_object(THREAD_RUN, {"thread_id": thread_id, "run_id": run_id})
 
+    def get_response(self, response_id: str) -> JsonObject:
+        """Retrieve a response (the Responses API)."""
+        return self.get_object(RESPONSE, {"response_id": response_id})
+
+    def cancel_response(self, response_id: str) -> JsonObject:
+        """Cancel a background response; it is ``cancelled`` at once."""
+        return self.cancel_object(RESPONSE, {"response_id": response_id})
+
     async def aget_batch(self, batch_id: str) -> JsonObject:
         """Retrieve a batch without blocking the event loop."""
         return await self.aget_object(BATCH, {"batch_id": batch_id})
@@ -278,6 +286,14 @@ class PSOpenAIHook(BaseHook):
     async def acancel_thread_run(self, thread_id: str, run_id: str) -> JsonObject:
         """Cancel a thread run without blocking the event loop."""
         return await self.acancel_object(THREAD_RUN, {"thread_id": thread_id, "run_id": run_id})
+
+    async def aget_response(self, response_id: str) -> JsonObject:
+        """Retrieve a response without blocking the event loop."""
+        return await self.aget_object(RESPONSE, {"response_id": response_id})
+
+    async def acancel_response(self, response_id: str) -> JsonObject:
+        """Cancel a background response without blocking the event loop."""
+        return await self.acancel_object(RESPONSE, {"response_id": response_id})
 
     def create_batch(
         self,

@@ -23,6 +23,7 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
     # and the report succeed.
     FLAGSHIP: ("failed", {"process_records": "failed", "fail_run": "failed"}),
     "example_psopenai_mapped": ("success", {}),
+    "example_psopenai_response": ("success", {}),
     "example_psopenai_teardown": ("success", {}),
     "example_psopenai_thread_run": ("success", {}),
     "example_psopenai_xcom_ids": ("success", {}),

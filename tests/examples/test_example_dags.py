@@ -27,6 +27,7 @@ EXPECTED_DAG_IDS = {
     "example_psopenai_teardown",
     "example_psopenai_mapped",
     "example_psopenai_thread_run",
+    "example_psopenai_response",
 }
 
 
@@ -283,3 +284,49 @@ def test_thread_run_without_ids_fails_clearly_off_the_emulator(
     assert [(e.method, e.path, e.status) for e in openai_emulator.journal] == [
         ("POST", "/openai/_emulator/thread_runs", 404)
     ]
+
+
+# -- 6. background response ------------------------------------------------------------------------------
+
+
+def test_background_response_created_on_the_emulator_is_cancelled(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    result = run_dag("example_psopenai_response")
+
+    assert result.state == "success", result.task_states
+    assert set(result.task_states.values()) == {"success"}
+    response = result.xcom("start_response")
+    cancels = emulator.requests(method="POST", path="/v1/responses/*/cancel")
+    assert [entry.path for entry in cancels] == [f"/v1/responses/{response['id']}/cancel"]
+    assert emulator.get_response(response["id"])["status"] == "cancelled"
+    assert result.xcom("report_response") == {"response_id": response["id"], "status": "cancelled", "usage": None}
+
+
+def test_background_response_named_by_params_is_retrieved_and_cancelled(
+    emulator: OpenAIEmulator, run_dag: RunDag
+) -> None:
+    response = emulator.create_response(status="queued")
+    result = run_dag("example_psopenai_response", response_id=response["id"])
+
+    assert result.state == "success", result.task_states
+    assert result.xcom("start_response")["id"] == response["id"]
+    assert result.xcom("report_response")["status"] == "cancelled"
+
+
+def test_a_completed_response_is_refused_without_a_retry(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    """The seed's rule (if_not_cancellable="fail"): nothing was cancelled, and a retry could not change that."""
+    response = emulator.create_response(status="completed")
+    result = run_dag("example_psopenai_response", response_id=response["id"])
+
+    assert result.task_states["cancel_response"] == "failed"
+    assert result.tries["cancel_response"] == 1
+    assert emulator.requests(method="POST") == []
+
+
+def test_a_response_not_created_in_the_background_fails_with_the_reason(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    response = emulator.create_response(status="in_progress", background=False)
+    result = run_dag("example_psopenai_response", response_id=response["id"])
+
+    assert result.task_states["cancel_response"] == "failed"
+    assert "only responses created with background=true can be cancelled" in captured_logs()
