@@ -8,7 +8,7 @@ What it does, all in a temporary folder that is removed at the end (``--keep`` k
    of ``example_dags/example_psopenai_cancel_on_failure.py``, and points the connection
    ``psopenai_default`` at the emulator (``AIRFLOW_CONN_PSOPENAI_DEFAULT``);
 3. runs the DAG once with ``airflow dags test`` (its full log goes to a file);
-4. prints an account: the tasks and how they ended (from Airflow's database), the batch's status
+4. prints an account: the tasks and how they ended (read through Airflow's models), the batch's status
    changes with their times and the requests the emulator received (from its admin endpoints), and
    where the partial results are (the XCom of ``report_partial_results``).
 
@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -184,38 +183,45 @@ class RunRecord:
     xcoms: dict[str, Any] = field(default_factory=dict)
 
 
-def read_run(db_path: Path) -> RunRecord:
-    """Read the (only) run of the DAG, its task instances and their return values from the SQLite database."""
-    with sqlite3.connect(db_path) as db:
-        row = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ?", (DAG_ID,)).fetchone()
-        if row is None:
-            raise DemoError(f"No run of {DAG_ID} in the database.")
-        run_id, state = row
-        tasks = [
-            TaskRow(task_id, task_state, duration, _epoch(start_date), _epoch(end_date))
-            for task_id, task_state, duration, start_date, end_date in db.execute(
-                "SELECT task_id, state, duration, start_date, end_date FROM task_instance "
-                "WHERE dag_id = ? AND run_id = ? AND map_index = -1",
-                (DAG_ID, run_id),
-            )
-        ]
-        xcoms = {
-            task_id: json.loads(value)
-            for task_id, value in db.execute(
-                "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
-                (DAG_ID, run_id),
-            )
-        }
+# Run in the demo's Airflow environment: the run, its task instances and XComs through Airflow's models
+# (as the tests read them), never through Airflow's tables, which change between releases.
+READ_RUN = """
+import json, sys
+from airflow.models.dagrun import DagRun
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+
+(run,) = DagRun.find(dag_id=sys.argv[1])
+tasks = [
+    [ti.task_id, ti.state and str(ti.state), ti.duration,
+     ti.start_date and ti.start_date.timestamp(), ti.end_date and ti.end_date.timestamp()]
+    for ti in run.get_task_instances() if ti.map_index < 0
+]
+with create_session() as session:
+    rows = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", dag_ids=run.dag_id))
+    xcoms = {row.task_id: XComModel.deserialize_value(row) for row in rows}
+print(json.dumps({"run_id": run.run_id, "state": str(run.state), "tasks": tasks, "xcoms": xcoms}))
+"""
+
+
+def read_run(env: dict[str, str], log: IO[str]) -> RunRecord:
+    """Read the (only) run of the DAG, its task instances and their return values."""
+    result = subprocess.run(
+        [sys.executable, "-c", READ_RUN, DAG_ID],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=MIGRATE_TIMEOUT_SEC,
+        check=False,
+    )
+    log.write(result.stderr)
+    if result.returncode != 0:
+        raise DemoError(f"Could not read the run of {DAG_ID} from Airflow: {result.stderr.strip()[-500:]}")
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    tasks = [TaskRow(*row) for row in found["tasks"]]
     order = list(EXPECTED_TASKS)
     tasks.sort(key=lambda t: order.index(t.task_id) if t.task_id in order else len(order))
-    return RunRecord(run_id, state, tasks, xcoms)
-
-
-def _epoch(value: str | None) -> float | None:
-    """Return epoch seconds of a UTC timestamp as SQLite holds it ("2026-01-01 12:00:00.123456")."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+    return RunRecord(found["run_id"], found["state"], tasks, found["xcoms"])
 
 
 # -- the account --------------------------------------------------------------------------------------
@@ -358,8 +364,7 @@ def run_demo(home: Path, args: argparse.Namespace) -> int:
             conf = ["--conf", args.conf] if args.conf else []
             code = run_logged([*airflow, "dags", "test", DAG_ID, *conf], env, log, DAG_TEST_TIMEOUT_SEC)
             done(started, f"done, exit status {code}" + (" (it exits 1 when the run fails)" if code == 1 else ""))
-
-        run = read_run(home / "airflow.db")
+            run = read_run(env, log)
         submitted = run.xcoms.get("submit_batch")
         batch_id = submitted.get("id") if isinstance(submitted, dict) else None
         history = emulator.admin(f"history/{batch_id}") if batch_id else []
