@@ -310,12 +310,16 @@ def test_bad_options_fail_before_any_request(
 def test_key_absent_from_logs_and_rendered_fields(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:
-    batch = emulator.create_batch(status="completed")  # fails: error paths log the most
-    result = run_dag("stop_batch_force", batch_id=batch["id"])
+    """A proxy's error page quotes the request's headers, the key with them: the task log must not."""
+    batch = emulator.create_batch()
+    emulator.add_fault(Fault.server_error(502, echo_headers=True), method="POST")
+    result = run_dag("stop_batch", batch_id=batch["id"])
     assert result.task_states["stop"] == "failed"
     logs = captured_logs()
-    assert "Cannot cancel batch" in logs
+    assert "Request headers" in logs  # the echoed page reached the task's error
+    assert '"authorization": "Bearer ***"' in logs
     assert emulator.api_key not in logs
+    assert emulator.api_key[-12:] not in logs
     rendered = result.rendered_fields("stop")
     assert rendered["batch_id"] == batch["id"]
     assert emulator.api_key not in repr(rendered)

@@ -200,14 +200,23 @@ async def test_200_triggers_share_one_pool_and_do_not_block_each_other(emulator:
     await aclose_shared_clients()
 
 
-async def test_on_kill_says_nothing_more_is_cancelled(
+async def test_on_kill_stops_the_wait_and_sends_nothing(
     emulator: OpenAIEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    await batch_trigger("batch_1").on_kill()
-    out = capfd.readouterr().out
-    assert "batch 'batch_1'" in out
-    assert "the cancel was already requested, nothing more to do" in out
-    assert emulator.journal == []
+    """What Airflow 3.3 does when a user marks the waiting task failed: cancel the run, then call on_kill."""
+    emulator.cancel_delay = 60
+    batch = emulator.create_batch(status="cancelling")
+    trigger = batch_trigger(batch["id"], poll_interval=0.1)
+    waiting = asyncio.create_task(events_of(trigger))
+    await asyncio.sleep(0.6)
+    assert len(emulator.requests(method="GET")) >= 3  # it was polling
+    waiting.cancel()
+    await trigger.on_kill()
+    killed_at = time.time()
+    await asyncio.sleep(0.5)
+    assert [entry for entry in emulator.journal if entry.time > killed_at] == []
+    assert emulator.requests(method="POST") == []  # the cancel had been sent before the task deferred
+    assert "the cancel was already requested, nothing more to do" in capfd.readouterr().out
 
 
 @pytest.mark.parametrize(
