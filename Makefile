@@ -51,4 +51,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

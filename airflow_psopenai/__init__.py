@@ -1,4 +1,4 @@
-"""Apache Airflow provider to cancel OpenAI Batches and thread runs and wait until they are cancelled."""
+"""Apache Airflow provider to cancel OpenAI Batches, background Responses and thread runs, and wait until they are."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-psopenai",
         "name": "PSOpenAI cancel",
-        "description": "Cancel OpenAI Batches and thread runs from DAGs, wait until they are cancelled, "
-        "and pass the result on.",
+        "description": "Cancel OpenAI Batches, background Responses and thread runs from DAGs, wait until "
+        "they are cancelled, and pass the result on.",
         "versions": [__version__],
         "integrations": [
             {
