@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow_psopenai.validation import ids_from_arguments, require_retry_count, require_timeout
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.resources import CancellableResource
     from airflow_psopenai.triggers.status import ResourceStatusTrigger
@@ -76,7 +78,9 @@ class ResourceTaskMixin:
         given = {name: getattr(self, name) for name in self.resource.id_fields}
         return ids_from_arguments(self.resource, given, getattr(self, self.resource.object_arg))
 
-    def status_trigger(self, ids: dict[str, str], poll_interval: float, deadline: Deadline) -> ResourceStatusTrigger:
+    def status_trigger(
+        self, ids: dict[str, str], poll_interval: float, deadline: Deadline, try_number: int | None
+    ) -> ResourceStatusTrigger:
         """Return the trigger that waits in the triggerer until the object is settled or ``deadline`` passes."""
         from airflow_psopenai.triggers.status import ResourceStatusTrigger
 
@@ -88,4 +92,21 @@ class ResourceTaskMixin:
             poll_interval=poll_interval,
             # Absolute, so a triggerer restart does not restart the clock.
             deadline=deadline.at,
+            try_number=try_number,
         )
+
+    def event_of_an_earlier_try(self, event: object, context: Context) -> bool:
+        """Return whether a resumed task got the trigger event of one of its earlier tries.
+
+        Airflow 3.0 does not clear a failed deferred task's next method when it is up for retry, so
+        the retry resumes with the old event instead of running ``execute``: it must start over.
+        """
+        sent_for = event.get("try_number") if isinstance(event, dict) else None
+        if sent_for is None or sent_for == context["ti"].try_number:
+            return False
+        self.log.info(  # type: ignore[attr-defined]  # the operators' and sensors' logger
+            "Resumed with the wait's event of try %s, not this try's (%s): starting this try over.",
+            sent_for,
+            context["ti"].try_number,
+        )
+        return True

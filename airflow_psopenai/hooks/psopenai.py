@@ -8,10 +8,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 
 import httpx
-from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
-from airflow.sdk.log import amask_secret, mask_secret
+from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
+from airflow_psopenai import connection_form
+from airflow_psopenai.compat import amask_secret
 from airflow_psopenai.exceptions import (
     PSOpenAIAPIError,
     PSOpenAICannotCancelError,
@@ -33,7 +34,7 @@ from airflow_psopenai.waiting import NO_DEADLINE, status_of
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
     from airflow_psopenai.hooks.settings import ApiSettings
     from airflow_psopenai.waiting import Deadline
@@ -98,6 +99,18 @@ class PSOpenAIHook(BaseHook):
         self._settings: ApiSettings | None = None
         self._retry_policy: RetryPolicy | None = None
 
+    # -- the connection form of Airflow 3.0 and 3.1 (3.2+ read it from the provider info) -------------------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Return the extra fields of the connection form."""
+        return connection_form.form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return which standard fields the form hides, relabels, and their placeholders."""
+        return connection_form.ui_field_behaviour()
+
     # -- settings ---------------------------------------------------------------------------------
 
     @property
@@ -109,7 +122,8 @@ class PSOpenAIHook(BaseHook):
             except AirflowNotFoundException:
                 self._allow_missing_connection()
                 connection = None
-            settings = resolve_settings(self.conn_id, connection, self.overrides)
+            extras = connection.extra_dejson if connection is not None else {}
+            settings = resolve_settings(self.conn_id, connection, extras, self.overrides)
             mask_secret(settings.api_key)
             self._adopt(settings)
         assert self._settings is not None
@@ -127,13 +141,14 @@ class PSOpenAIHook(BaseHook):
         return self._settings
 
     async def _alookup_settings(self) -> ApiSettings:
+        # common-compat's lookups: on each Airflow line, the way that neither blocks nor deadlocks the loop.
         try:
-            connection: Connection | None = await self.aget_connection(self.conn_id)
+            connection: Connection | None = await get_async_connection(self.conn_id, hook=self)
         except AirflowNotFoundException:
             self._allow_missing_connection()
             connection = None
-        settings = resolve_settings(self.conn_id, connection, self.overrides)
-        # The sync mask_secret would block the event loop talking to the supervisor.
+        extras = await get_async_extra_dejson(connection) if connection is not None else {}
+        settings = resolve_settings(self.conn_id, connection, extras, self.overrides)
         await amask_secret(settings.api_key)
         return settings
 

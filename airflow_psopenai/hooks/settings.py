@@ -23,7 +23,7 @@ from airflow_psopenai.validation import require_retry_count, require_timeout
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
@@ -58,6 +58,17 @@ class HookOverrides:
             object.__setattr__(self, "max_retry_count", require_retry_count(self.max_retry_count))
 
 
+class SecretHeaders(dict[str, str]):
+    """Request headers whose ``repr`` leaves the values out.
+
+    A traceback that shows each frame's locals (Airflow 3.0 renders task errors that way) would
+    otherwise print the key of every frame that holds the headers.
+    """
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{name!r}: '***'" for name in self) + "}"
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     """Everything needed to call the API; the key is left out of ``repr``."""
@@ -86,12 +97,12 @@ class ApiSettings:
             query = {"api-version": self.api_version, **query}
         return _parsed_url(f"{self.api_base}{prefix}{path}", tuple(query.items()))
 
-    def headers(self, extra: Mapping[str, str]) -> dict[str, str]:
+    def headers(self, extra: Mapping[str, str]) -> SecretHeaders:
         """Return the request headers: authentication, organization and project when set, ``extra``."""
         if self.api_type == "azure" and self.auth_type == "api_key":
-            headers = {"api-key": self.api_key}
+            headers = SecretHeaders({"api-key": self.api_key})
         else:
-            headers = {"Authorization": f"Bearer {self.api_key}"}
+            headers = SecretHeaders({"Authorization": f"Bearer {self.api_key}"})
         if self.organization:
             headers["OpenAI-Organization"] = self.organization
         if self.project:
@@ -123,11 +134,16 @@ def _parsed_url(url: str, query: tuple[tuple[str, str], ...]) -> httpx.URL:
 def resolve_settings(
     conn_id: str,
     connection: Connection | None,
+    connection_extras: Mapping[str, Any],
     overrides: HookOverrides,
     environ: Mapping[str, str] = os.environ,
 ) -> ApiSettings:
-    """Return the settings from the hook's overrides, the connection (if any), the environment and defaults."""
-    extras = _connection_extras(connection)
+    """Return the settings from the hook's overrides, the connection (if any), the environment and defaults.
+
+    :param connection_extras: The connection's extras, read by the caller (synchronously in a task,
+        asynchronously in a trigger).
+    """
+    extras = _connection_extras(connection, connection_extras)
     api_type = str(extras.get("api_type") or "openai").lower()
     if api_type not in API_TYPES:
         raise PSOpenAIConfigurationError(
@@ -208,11 +224,11 @@ def _connection_base(connection: Connection | None) -> str | None:
     return f"{connection.host.strip()}{port}{path}"
 
 
-def _connection_extras(connection: Connection | None) -> dict[str, Any]:
+def _connection_extras(connection: Connection | None, connection_extras: Mapping[str, Any]) -> dict[str, Any]:
     """Return the extras, reading the official provider's ``openai_client_kwargs`` for its ``openai`` type."""
     if connection is None:
         return {}
-    extras: dict[str, Any] = dict(connection.extra_dejson)
+    extras: dict[str, Any] = dict(connection_extras)
     if connection.conn_type == OFFICIAL_OPENAI_CONN_TYPE:
         client_kwargs = extras.get("openai_client_kwargs") or {}
         for name in ("organization", "project"):

@@ -6,10 +6,10 @@ table; :class:`StopBatchOperator` and :class:`StopThreadRunOperator` only name t
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk import BaseOperator, BaseOperatorLink, conf
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, BaseOperatorLink, conf
 
 from airflow_psopenai.exceptions import (
     PSOpenAICannotCancelError,
@@ -24,8 +24,7 @@ from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, Deadline, as_se
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
+    from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
 
     from airflow_psopenai.hooks import PSOpenAIHook
 
@@ -40,10 +39,18 @@ class OpenAIBatchLink(BaseOperatorLink):
     name = "OpenAI Batch"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """Return the URL the task pushed to XCom, or an empty string when there is none."""
-        from airflow.sdk.execution_time.xcom import XCom
+        """Return the URL the task pushed to XCom, or an empty string when there is none.
 
-        url = XCom.get_value(key=CONSOLE_URL_XCOM_KEY, ti_key=ti_key)
+        Never raises: Airflow 3.0 computes links in the worker without guarding them, and a failing
+        link would fail the task after its work was done.
+        """
+        from airflow.providers.common.compat.sdk import XCom
+
+        try:
+            url = XCom.get_value(key=CONSOLE_URL_XCOM_KEY, ti_key=ti_key)
+        except Exception as error:  # a link must not change the task's outcome
+            logging.getLogger(__name__).warning("Could not read the OpenAI Batch link's URL: %s", error)
+            return ""
         return url if isinstance(url, str) else ""
 
 
@@ -116,7 +123,8 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         seconds, limit = self._wait_limit(hook)
         deadline = Deadline.after(seconds)
         if self.deferrable:
-            self.defer(trigger=self.status_trigger(ids, self.poll_interval, deadline), method_name="execute_complete")
+            trigger = self.status_trigger(ids, self.poll_interval, deadline, context["ti"].try_number)
+            self.defer(trigger=trigger, method_name="execute_complete")
         from airflow_psopenai.wait_loop import run_in_worker, wait_until_settled
 
         event = run_in_worker(
@@ -152,6 +160,8 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Resume after the deferred wait: check the event, then finish as ``execute`` does."""
+        if self.event_of_an_earlier_try(event, context):
+            return self.execute(context)
         return self._end_of_wait(event, self.resolved_ids())
 
     def _end_of_wait(self, event: object, ids: dict[str, str]) -> dict[str, Any] | None:

@@ -7,19 +7,28 @@ partial results.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseOperator,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 
+from airflow_psopenai.compat import TaskDeferralError, TaskDeferralTimeout
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
 from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, NO_DEADLINE, Deadline, check_event, status_of
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
@@ -100,12 +109,16 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
             if isinstance(done, PokeReturnValue) and done.is_done:
                 return done.xcom_value
             self.defer(
-                trigger=self.status_trigger(self.resolved_ids(), float(self.poke_interval), self._deadline),
+                trigger=self.status_trigger(
+                    self.resolved_ids(), float(self.poke_interval), self._deadline, context["ti"].try_number
+                ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=float(self.timeout)),
             )
         # Where Airflow's own sensor loop starts counting: the first reschedule of this try, or now.
         started = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
+        if isinstance(started, str):  # what Airflow 3.0's dag.test() hands over (not validated into a datetime)
+            started = datetime.fromisoformat(started)
         self._deadline = Deadline((started.timestamp() if started else time.time()) + float(self.timeout))
         return super().execute(context)
 
@@ -131,21 +144,29 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
             raise
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """Resume after the trigger; a permanent API error fails under ``soft_fail`` too, as in poke mode.
+        """Resume after the trigger, with the meaning ``soft_fail`` and ``never_fail`` have in poke mode.
 
-        Airflow skips any ``AirflowException`` of a resumed sensor under ``soft_fail``, so a wrong key
-        or ID would be hidden as a skip in deferrable mode only.
+        Written here rather than inherited: the base sensor's differs between Airflow lines (3.0 lets
+        a trigger timeout escape ``soft_fail`` and ignores ``never_fail``), and every Airflow line
+        skips any error of a resumed sensor under ``soft_fail``, which would hide a wrong key or ID.
+        A permanent API error fails under ``soft_fail`` too, as a poke's does.
         """
         try:
-            return super().resume_execution(next_method, next_kwargs, context)
-        except AirflowSkipException as skip:
-            error = skip.__cause__
-            if self.soft_fail and isinstance(error, PSOpenAIError) and not isinstance(error, AirflowFailException):
-                raise error from None
+            try:
+                return BaseOperator.resume_execution(self, next_method, next_kwargs, context)
+            except TaskDeferralTimeout as error:
+                raise AirflowSensorTimeout(*error.args) from error
+        except (AirflowException, TaskDeferralError) as error:
+            permanent = isinstance(error, PSOpenAIError) and not isinstance(error, AirflowFailException)
+            if self.never_fail or (self.soft_fail and not permanent):
+                mode = "never_fail" if self.never_fail else "soft_fail"
+                raise AirflowSkipException(f"Skipping ({mode}): {error}") from error
             raise
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the cancelled object goes to XCom; anything else fails (or skips)."""
+        if self.event_of_an_earlier_try(event, context):
+            return self.execute(context)  # type: ignore[no-any-return]
         ids = self.resolved_ids()
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:

@@ -28,6 +28,8 @@ class ResourceStatusTrigger(BaseTrigger):
     :param hook_kwargs: The hook's overrides (api_base, organization, timeout_sec, max_retry_count).
     :param poll_interval: Seconds between polls (the first polls come sooner).
     :param deadline: Epoch seconds after which the wait ends with a timeout event; None for no deadline.
+    :param try_number: The try of the task that deferred, echoed in the event: Airflow 3.0 resumes a
+        retried deferred task with the event of its earlier try, which the task can then tell apart.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class ResourceStatusTrigger(BaseTrigger):
         hook_kwargs: Mapping[str, Any] | None = None,
         poll_interval: float = 1.0,
         deadline: float | None = None,
+        try_number: int | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
@@ -49,6 +52,7 @@ class ResourceStatusTrigger(BaseTrigger):
         self.hook_kwargs = dict(hook_kwargs or {})
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
+        self.try_number = try_number
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and JSON-plain keyword arguments."""
@@ -61,6 +65,7 @@ class ResourceStatusTrigger(BaseTrigger):
                 "hook_kwargs": self.hook_kwargs,
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
+                "try_number": self.try_number,
             },
         )
 
@@ -75,7 +80,7 @@ class ResourceStatusTrigger(BaseTrigger):
             limit="the deadline",
             log=self.log,
         )
-        yield TriggerEvent(event)
+        yield TriggerEvent({**event, "try_number": self.try_number})
 
     async def on_kill(self) -> None:
         """Do nothing more when a user marks the waiting task failed or clears it (Airflow 3.3+).
