@@ -48,7 +48,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, TriggerRule, task
+from airflow.sdk import DAG, Param, task
 
 from airflow_psopenai.operators import StopBatchOperator
 from airflow_psopenai.sensors import BatchCancelledSensor
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INPUT_FILE_ID = "file-psopenai-example-input"
 
 
-@task
+@task(multiple_outputs=False)
 def submit_batch(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
     """Submit a batch and return it (the batch object goes to XCom)."""
     # Imported in the task, not at the top: the DAG processor then parses this file without httpx.
@@ -91,7 +91,7 @@ def process_records(batch: dict[str, Any], params: dict[str, Any]) -> None:
     log.info("Processing went fine; batch %s is left to finish.", batch["id"])
 
 
-@task
+@task(multiple_outputs=False)
 def report_partial_results(batch: dict[str, Any]) -> dict[str, Any]:
     """Log how far the cancelled batch got and where its partial results are."""
     counts = batch.get("request_counts") or {}
@@ -116,7 +116,7 @@ def report_partial_results(batch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+@task(trigger_rule="one_failed", retries=0)
 def fail_run() -> None:
     """Fail the DAG run when any task failed (the run's state otherwise comes from its leaf tasks only)."""
     raise RuntimeError("A task of this run failed (see process_records); the batch was cancelled.")
@@ -146,7 +146,7 @@ with DAG(
     cancel_batch = StopBatchOperator(
         task_id="cancel_batch",
         batch=batch,  # the whole object from XCom; batch_id="..." works too
-        trigger_rule=TriggerRule.ONE_FAILED,  # only when something upstream failed
+        trigger_rule="one_failed",  # only when something upstream failed
         wait=True,  # until cancelled (or completed, failed, expired if the cancel lost the race)
         deferrable=True,  # wait in the triggerer, not in a worker slot
         pass_through=True,  # the settled batch goes to XCom

@@ -58,7 +58,7 @@ def submit_batch(input_file_id: str) -> dict[str, Any]:
     return batch
 
 
-@task
+@task(multiple_outputs=False)
 def summarize(batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Add up the request counts of the settled batches."""
     statuses = sorted(batch["status"] for batch in batches)

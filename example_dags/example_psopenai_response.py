@@ -41,7 +41,7 @@ from airflow_psopenai.sensors import ResponseCancelledSensor
 log = logging.getLogger(__name__)
 
 
-@task
+@task(multiple_outputs=False)
 def start_response(params: dict[str, Any]) -> dict[str, Any]:
     """Return the response to cancel: the one named by the params, or a new background one on the emulator."""
     from airflow_psopenai.hooks import PSOpenAIHook
@@ -72,7 +72,7 @@ def start_response(params: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-@task
+@task(multiple_outputs=False)
 def report_response(response: dict[str, Any]) -> dict[str, Any]:
     """Log the cancelled response's status and token usage."""
     log.info("Response %s is %s; usage: %s.", response["id"], response["status"], response.get("usage"))

@@ -78,7 +78,7 @@ def start_run(params: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-@task
+@task(multiple_outputs=False)
 def report_run(run: dict[str, Any]) -> dict[str, Any]:
     """Log the cancelled run's status and token usage."""
     log.info("Run %s of thread %s is %s; usage: %s.", run["id"], run["thread_id"], run["status"], run.get("usage"))

@@ -60,8 +60,11 @@ def submit_batch(label: str, params: dict[str, Any]) -> dict[str, Any]:
 
 @task(multiple_outputs=True)
 def submit_batch_fields(label: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Submit a batch; each key of the object is also pushed as its own XCom (id, status, ...)."""
-    return _submit(params["input_file_id"], label)
+    """Submit a batch; each key of the object is also pushed as its own XCom (id, status, ...).
+
+    Fields without a value are left out: Airflow 3.0 cannot push an XCom whose value is None.
+    """
+    return {key: value for key, value in _submit(params["input_file_id"], label).items() if value is not None}
 
 
 with DAG(
