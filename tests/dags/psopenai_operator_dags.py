@@ -132,7 +132,7 @@ with DAG("stop_response_wait", schedule=None, start_date=START, catchup=False):
     )
 
 
-@task
+@task(multiple_outputs=False)
 def submitted(**context: Any) -> dict[str, Any]:
     """Stand in for the task that submitted the batch: push the batch object."""
     batch: dict[str, Any] = context["dag_run"].conf["batch"]
@@ -141,9 +141,9 @@ def submitted(**context: Any) -> dict[str, Any]:
 
 @task(multiple_outputs=True)
 def submitted_fields(**context: Any) -> dict[str, Any]:
-    """Push the batch's fields as separate XCom keys."""
+    """Push the batch's fields as separate XCom keys (those with a value: Airflow 3.0 cannot push None)."""
     fields: dict[str, Any] = context["dag_run"].conf["batch"]
-    return fields
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 @task

@@ -24,7 +24,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-@task
+@task(multiple_outputs=False)
 def partial_results(batch: dict[str, Any]) -> dict[str, Any]:
     """Read what a downstream task recovers from the cancelled batch."""
     return {"request_counts": batch["request_counts"], "output_file_id": batch["output_file_id"]}

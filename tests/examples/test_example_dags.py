@@ -68,9 +68,9 @@ def created_batch_ids(emulator: OpenAIEmulator) -> list[str]:
 
 
 def test_example_dags_parse_without_import_errors(airflow_db: None) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.conftest import dag_bag_class
 
-    bag = DagBag(str(EXAMPLES))
+    bag = dag_bag_class()(str(EXAMPLES))
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == EXPECTED_DAG_IDS
     for dag in bag.dags.values():

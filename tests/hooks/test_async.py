@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,13 @@ from airflow_psopenai.exceptions import (
     PSOpenAITransportError,
 )
 from airflow_psopenai.hooks import PSOpenAIHook, settings_cache
+from airflow_psopenai.hooks import psopenai as psopenai_module
 from airflow_psopenai.hooks.pool import CONNECTIONS, shared_pool, shared_pool_count
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import retry_waits, use_emulator
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
     from airflow_psopenai.testing import OpenAIEmulator
 
@@ -75,41 +77,42 @@ async def test_async_ids_are_percent_encoded(emulator: OpenAIEmulator) -> None:
     assert emulator.journal[0].raw_target == "/v1/batches/a%2F..%2Fb%3Fc"
 
 
-async def test_connection_is_looked_up_with_the_async_api_once(
+async def test_connection_is_looked_up_once_and_never_on_the_event_loop(
     emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lookups: list[str] = []
-    original = PSOpenAIHook.aget_connection.__func__  # type: ignore[attr-defined]
+    """common-compat's lookup: the hook's async one where Airflow has it, else the sync one in a thread."""
+    lookups = count_lookups(monkeypatch)
+    loop_thread = threading.get_ident()
+    blocking_on_the_loop: list[str] = []
+    original = PSOpenAIHook.get_connection.__func__  # type: ignore[attr-defined]
 
-    async def counting(cls: type[PSOpenAIHook], conn_id: str) -> Connection:
-        lookups.append(conn_id)
-        return await original(cls, conn_id)
+    def sync_lookup(cls: type[PSOpenAIHook], conn_id: str) -> Connection:
+        if threading.get_ident() == loop_thread:
+            blocking_on_the_loop.append(conn_id)
+        return original(cls, conn_id)  # type: ignore[no-any-return]
 
-    def blocking(cls: type[PSOpenAIHook], conn_id: str) -> Connection:
-        raise AssertionError("the synchronous connection lookup blocks the event loop")
-
-    monkeypatch.setattr(PSOpenAIHook, "aget_connection", classmethod(counting))
-    monkeypatch.setattr(PSOpenAIHook, "get_connection", classmethod(blocking))
+    monkeypatch.setattr(PSOpenAIHook, "get_connection", classmethod(sync_lookup))
     batch = emulator.create_batch()
     hook = PSOpenAIHook()
     await hook.aget_batch(batch["id"])
     await hook.acancel_batch(batch["id"])
     await hook.aget_batch(batch["id"])
     assert lookups == ["psopenai_default"]
+    assert blocking_on_the_loop == []
     assert (await hook.asettings()).api_base == emulator.api_base
 
 
 def count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Return the list to which every async connection lookup of the hook appends its conn_id."""
     lookups: list[str] = []
-    original = PSOpenAIHook.aget_connection.__func__  # type: ignore[attr-defined]
+    original = psopenai_module.get_async_connection
 
-    async def counting(cls: type[PSOpenAIHook], conn_id: str) -> Connection:
+    async def counting(conn_id: str, hook: object = None) -> Connection:
         lookups.append(conn_id)
         await asyncio.sleep(0.05)  # a lookup through the supervisor takes a while: let others overlap it
-        return await original(cls, conn_id)
+        return await original(conn_id, hook=hook)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(PSOpenAIHook, "aget_connection", classmethod(counting))
+    monkeypatch.setattr(psopenai_module, "get_async_connection", counting)
     return lookups
 
 

@@ -299,7 +299,7 @@ def test_key_never_shows_in_repr_of_settings(secret_emulator: OpenAIEmulator, mo
 
 def test_key_from_the_environment_is_registered_with_airflows_secrets_masker(monkeypatch: pytest.MonkeyPatch) -> None:
     # Airflow masks a connection's password itself; a key from OPENAI_API_KEY is masked only by the hook.
-    from airflow.sdk._shared.secrets_masker import redact
+    from airflow.providers.common.compat.sdk import redact
 
     key = unique_key()
     monkeypatch.delenv("AIRFLOW_CONN_PSOPENAI_DEFAULT", raising=False)
@@ -312,7 +312,7 @@ def test_key_from_the_environment_is_registered_with_airflows_secrets_masker(mon
 
 
 def test_key_from_the_connection_is_masked_once_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk._shared.secrets_masker import redact
+    from airflow.providers.common.compat.sdk import redact
 
     key = unique_key()
     monkeypatch.setenv("AIRFLOW_CONN_PSOPENAI_DEFAULT", f'{{"conn_type": "psopenai", "password": "{key}"}}')
@@ -324,7 +324,7 @@ def test_key_from_the_connection_is_masked_once_resolved(monkeypatch: pytest.Mon
 
 
 async def test_key_is_masked_after_async_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk._shared.secrets_masker import redact
+    from airflow.providers.common.compat.sdk import redact
 
     key = unique_key()
     monkeypatch.delenv("AIRFLOW_CONN_PSOPENAI_DEFAULT", raising=False)

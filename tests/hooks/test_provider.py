@@ -107,9 +107,12 @@ def test_cli_connections_test_succeeds_against_the_emulator(cli: CliRuns) -> Non
 
 @pytest.mark.timeout(180)
 def test_cli_connections_test_reports_a_refused_key(cli: CliRuns) -> None:
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
     result = cli.results["test-bad"]
     output = cli.output("test-bad")
-    assert result.returncode != 0, output
+    if AIRFLOW_V_3_3_PLUS:  # before 3.3, `airflow connections test` exits 0 whatever the test found
+        assert result.returncode != 0, output
     assert "Connection failed!" in output
     assert "The API key of connection 'psopenai_bad' was refused" in output
     assert WRONG_KEY not in output
@@ -198,3 +201,36 @@ def test_ui_field_behaviour_hides_unused_fields_and_relabels_host_and_password()
     assert behaviour["relabeling"] == {"host": "API base", "password": "API key"}
     assert "api.openai.com" in behaviour["placeholders"]["host"]
     assert "OPENAI_API_KEY" in behaviour["placeholders"]["password"]
+
+
+# -- the connection form, as the UI of this Airflow line builds it ---------------------------------------------
+
+
+def test_the_connection_form_has_every_field_on_this_airflow_line() -> None:
+    """3.2+ read the provider info, 3.0 and 3.1 the hook's methods: the same form either way, and no warning.
+
+    Airflow 3.2+ warn about a hook's form methods when the provider info declares no fields: it does.
+    """
+    import warnings
+
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    from airflow_psopenai.connection_form import EXTRA_FIELDS
+
+    HookMetaService.hook_meta_data.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (form,) = [meta for meta in HookMetaService.hook_meta_data() if meta.connection_type == "psopenai"]
+    assert [str(w.message) for w in caught if "PSOpenAIHook" in str(w.message)] == []
+    assert form.hook_name == "PSOpenAI (OpenAI API)"
+    standard = form.standard_fields
+    assert standard is not None
+    assert (standard.host.title, standard.password.title) == ("API base", "API key")  # type: ignore[union-attr]
+    assert all(field is not None and field.hidden for field in (standard.login, standard.port, standard.url_schema))
+    extra = form.extra_fields or {}
+    assert list(extra) == [field.name for field in EXTRA_FIELDS]
+    for field in EXTRA_FIELDS:
+        schema = extra[field.name]["schema"]
+        assert schema["title"] == field.label
+        if field.choices:
+            assert set(field.choices) <= set(schema["enum"])

@@ -37,7 +37,8 @@ def connection(
 
 
 def resolve(conn: Connection | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Any:
-    return resolve_settings("psopenai_default", conn, HookOverrides(**overrides), environ or {})
+    extras = conn.extra_dejson if conn is not None else {}
+    return resolve_settings("psopenai_default", conn, extras, HookOverrides(**overrides), environ or {})
 
 
 def dead_base() -> str:

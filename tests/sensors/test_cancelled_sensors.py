@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.providers.common.compat.sdk import AirflowSkipException
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_psopenai.exceptions import PSOpenAIError
 from airflow_psopenai.sensors import BatchCancelledSensor
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
     RunDag = Callable[..., DagRunResult]
 
 MODES = ["poke", "reschedule", "deferrable"]
+# Airflow 3.0's dag.test() hands a rescheduled sensor its first reschedule date as text (its in-process
+# supervisor skips the validation a deployment's does), which Airflow's own BaseSensorOperator.execute
+# cannot subtract from a datetime: a sensor that is rescheduled twice and then pokes False fails there.
+TWO_RESCHEDULES = pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS,
+    reason="Airflow 3.0's dag.test() cannot reschedule a sensor twice (first reschedule date given as text)",
+)
+MODES_RESCHEDULED_TWICE = ["poke", pytest.param("reschedule", marks=TWO_RESCHEDULES), "deferrable"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -74,7 +83,7 @@ def test_timeout_fails_and_soft_fail_skips(emulator: OpenAIEmulator, run_dag: Ru
     assert run_dag(f"sensor_batch_{mode}_soft_fail", batch_id=batch["id"]).task_states["cancelled"] == "skipped"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_RESCHEDULED_TWICE)
 def test_transient_errors_count_as_not_yet(emulator: OpenAIEmulator, run_dag: RunDag, mode: str) -> None:
     emulator.cancel_delay = 1.0
     batch = emulator.create_batch(status="cancelling")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_psopenai.exceptions import PSOpenAIWaitTimeoutError
 from airflow_psopenai.hooks.pool import aclose_shared_clients, shared_pool_count
 from airflow_psopenai.operators import StopBatchOperator
 from airflow_psopenai.sensors import ThreadRunCancelledSensor
@@ -51,6 +52,7 @@ def test_serialisation_round_trip() -> None:
         "hook_kwargs": {"timeout_sec": 5.0, "max_retry_count": 2},
         "poll_interval": 0.2,
         "deadline": 1_900_000_000.5,
+        "try_number": None,
     }
 
 
@@ -60,8 +62,8 @@ def test_kwargs_built_by_tasks_hold_no_secret(emulator: OpenAIEmulator) -> None:
     )
     sensor = ThreadRunCancelledSensor(task_id="sense", thread_id="thread_1", run_id="run_1")
     for trigger in (
-        operator.status_trigger({"batch_id": "batch_1"}, 1.0, Deadline.after(60)),
-        sensor.status_trigger({"thread_id": "thread_1", "run_id": "run_1"}, 1.0, Deadline(None)),
+        operator.status_trigger({"batch_id": "batch_1"}, 1.0, Deadline.after(60), 1),
+        sensor.status_trigger({"thread_id": "thread_1", "run_id": "run_1"}, 1.0, Deadline(None), 2),
     ):
         _, kwargs = trigger.serialize()
         text = json.dumps(kwargs).lower()
@@ -237,3 +239,26 @@ def test_resumed_operator_refuses_unknown_events(event: Any) -> None:
     operator = StopBatchOperator(task_id="stop", batch_id="batch_1", wait=True, deferrable=True)
     with pytest.raises(ValueError, match="trigger sent"):
         operator.execute_complete(context={}, event=event)  # type: ignore[arg-type]
+
+
+class TaskInstanceOfTry:
+    def __init__(self, try_number: int) -> None:
+        self.try_number = try_number
+
+
+async def test_the_event_names_the_try_that_deferred(emulator: OpenAIEmulator) -> None:
+    batch = emulator.create_batch(status="cancelled")
+    (event,) = await events_of(batch_trigger(batch["id"], try_number=3))
+    assert (event["status"], event["try_number"]) == ("settled", 3)
+
+
+def test_a_task_resumed_with_the_event_of_an_earlier_try_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 3.0 keeps a failed deferred task's next method for its retry: the retry must run execute."""
+    operator = StopBatchOperator(task_id="stop", batch_id="batch_1", wait=True, deferrable=True)
+    started_over: list[int] = []
+    monkeypatch.setattr(operator, "execute", lambda context: started_over.append(context["ti"].try_number))
+    stale = {"status": "timeout", "message": "did not settle", "object": None, "try_number": 1}
+    operator.execute_complete(context={"ti": TaskInstanceOfTry(2)}, event=stale)  # type: ignore[arg-type]
+    assert started_over == [2]
+    with pytest.raises(PSOpenAIWaitTimeoutError, match="did not settle"):
+        operator.execute_complete(context={"ti": TaskInstanceOfTry(1)}, event=stale)  # type: ignore[arg-type]
