@@ -1,10 +1,17 @@
 # Two entry points for a fresh machine with Python 3.11+ and make: `make demo` and `make test`.
 PYTHON ?= python3
 VENV := .venv
+# The Airflow lines the suite also runs on besides the newest (3.3, in .venv): one venv each.
+OLDER_LINES := 3.0 3.1 3.2
+# What runs on them: the hook, operator, sensor, trigger and example-DAG suites (the end-to-end tests,
+# the emulator's own tests, the properties and make demo's run on the newest line), and the
+# end-to-end deferred wait on 3.0.
+LINE_SUITES := tests/hooks tests/operators tests/sensors tests/triggers tests/examples/test_example_dags.py
+OLDEST_E2E := tests/e2e/test_deferred_waits.py
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit demo bench e2e clean
+.PHONY: venv test lint typecheck unit demo bench e2e clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
 
 venv: $(STAMP)
 
@@ -28,6 +35,21 @@ unit: venv
 
 test: lint typecheck
 	$(VENV)/bin/pytest
+	$(MAKE) test-lines
+
+# The older Airflow lines, from requirements/lock-airflow-X.txt (Airflow's constraint files are not
+# reachable here: each lock was resolved once and frozen, with the pins of its era).
+.venv-airflow-%/.installed: requirements/lock-airflow-%.txt pyproject.toml
+	$(PYTHON) -m venv .venv-airflow-$*
+	.venv-airflow-$*/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/lock-airflow-$*.txt
+	.venv-airflow-$*/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(foreach line,$(OLDER_LINES),test-airflow-$(line)): test-airflow-%: .venv-airflow-%/.installed
+	.venv-airflow-$*/bin/pytest -m "not e2e" $(LINE_SUITES)
+
+test-lines: $(foreach line,$(OLDER_LINES),test-airflow-$(line))
+	.venv-airflow-3.0/bin/pytest -m e2e $(OLDEST_E2E)
 
 e2e: venv
 	$(VENV)/bin/pytest -m e2e
@@ -51,4 +73,5 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
+		.pytest_cache .hypothesis
