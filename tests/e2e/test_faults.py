@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 RESTART_DAG = "e2e_psopenai_restart"
 TRIGGER_CLASSPATH = "airflow_psopenai.triggers.status.ResourceStatusTrigger"
-TRIGGER_KWARGS = {"resource", "ids", "conn_id", "hook_kwargs", "poll_interval", "deadline"}
+TRIGGER_KWARGS = {"resource", "ids", "conn_id", "hook_kwargs", "poll_interval", "deadline", "try_number"}
 ON_KILL_MESSAGE = "stopped by a user; the cancel was already requested, nothing more to do."
 
 
