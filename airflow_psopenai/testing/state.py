@@ -99,6 +99,8 @@ class EmulatorState:
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._batches: dict[str, BatchObject] = {}
+        # The list's order (newest first) and each ID's place in it, made again after a batch is added.
+        self._listed: tuple[list[BatchObject], dict[str, int]] | None = None
         self._threads: dict[str, dict[str, RunObject]] = {}
         self._responses: dict[str, ResponseObject] = {}
         self._objects: dict[str, TrackedObject] = {}
@@ -118,6 +120,7 @@ class EmulatorState:
         """Forget every object."""
         with self._lock:
             self._batches.clear()
+            self._listed = None
             self._threads.clear()
             self._responses.clear()
             self._objects.clear()
@@ -174,6 +177,7 @@ class EmulatorState:
                 batch.history = [(now, status)]
             self._register(batch)
             self._batches[batch.id] = batch
+            self._listed = None
             return batch.render(now)
 
     def _batch(self, batch_id: str, now: float) -> BatchObject:
@@ -210,11 +214,11 @@ class EmulatorState:
         """Return one page of batches, newest first, starting after the batch ``after``."""
         with self._lock:
             now = self.clock()
-            ordered = sorted(self._batches.values(), key=lambda b: (b.created, b.seq), reverse=True)
-            start = 0
-            if after is not None:
-                ids = [batch.id for batch in ordered]
-                start = ids.index(after) + 1 if after in ids else len(ids)
+            if self._listed is None:
+                ordered = sorted(self._batches.values(), key=lambda b: (b.created, b.seq), reverse=True)
+                self._listed = ordered, {batch.id: place for place, batch in enumerate(ordered)}
+            ordered, places = self._listed
+            start = 0 if after is None else places.get(after, len(ordered) - 1) + 1
             page = ordered[start : start + limit]
             for batch in page:
                 batch.settle(now)
