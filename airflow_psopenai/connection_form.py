@@ -15,7 +15,7 @@ from typing import Any
 class ExtraField:
     """One field of the connection's extras.
 
-    :param kind: ``string``, ``number`` or ``integer``.
+    :param kind: ``string``, ``number``, ``integer`` or ``boolean``.
     :param choices: The values allowed, when there is a fixed list.
     :param minimum: Smallest number allowed.
     :param maximum: Largest number allowed.
@@ -67,6 +67,12 @@ EXTRA_FIELDS = (
         minimum=0,
         maximum=100,
     ),
+    ExtraField(
+        "coalesce_polling",
+        "Coalesce batch polls",
+        "Waits read their batches from shared list pages (default true); false for a gateway without GET /batches.",
+        kind="boolean",
+    ),
 )
 HIDDEN_FIELDS = ("schema", "port", "login")
 RELABELING = {"host": "API base", "password": "API key"}
@@ -104,12 +110,13 @@ def form_widgets() -> dict[str, Any]:
 
     :raises ImportError: Without WTForms (Airflow 3.0 then shows no extra fields, for any provider).
     """
-    from wtforms import IntegerField, StringField
+    from wtforms import BooleanField, IntegerField, StringField
     from wtforms.validators import Optional, any_of
 
+    classes = {"integer": IntegerField, "boolean": BooleanField}
     widgets: dict[str, Any] = {}
     for field in EXTRA_FIELDS:
-        field_class = IntegerField if field.kind == "integer" else StringField
+        field_class = classes.get(field.kind, StringField)
         validators = [Optional(), *([any_of(list(field.choices))] if field.choices else [])]
         widgets[field.name] = field_class(field.label, validators=validators, description=field.description)
     return widgets

@@ -49,6 +49,9 @@ class CancellableResource:
     :param description_template: How messages name one object, from its IDs.
     :param console_url: Page of the object on platform.openai.com, when there is one.
     :param cancel_not_found: What a 404 from the cancel endpoint means besides an unknown ID, if anything.
+    :param list_path: The account-wide list of these objects (newest first, ``limit`` up to 100, ``after``
+        cursor), whose items are the objects a retrieve returns; None when there is none. Waits on
+        objects with a list poll through it together (see ``hooks/status_board.py``).
     """
 
     name: str
@@ -67,6 +70,7 @@ class CancellableResource:
     assistants_api: bool = False
     console_url: str | None = None
     cancel_not_found: str | None = None
+    list_path: str | None = None
 
     def path(self, ids: Mapping[str, str]) -> str:
         """Return the object's path with every ID percent-encoded (``/``, ``?``, ``#`` and ``..`` included)."""
@@ -122,6 +126,7 @@ BATCH = CancellableResource(
     cancel_requested=frozenset({"cancelling", "cancelled"}),
     description_template="batch {batch_id!r}",
     console_url="https://platform.openai.com/batches/{batch_id}",
+    list_path="/batches",
 )
 
 THREAD_RUN = CancellableResource(

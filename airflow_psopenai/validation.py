@@ -108,6 +108,18 @@ def require_timeout(value: object, argument: str = "timeout_sec") -> float:
     return seconds
 
 
+_FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def require_flag(value: object, argument: str = "coalesce_polling") -> bool:
+    """Return a yes/no setting given as a boolean or as its text (a connection extra), or raise ``ValueError``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    raise PSOpenAIConfigurationError(f"{argument} must be true or false, got {value!r}.")
+
+
 def _number(value: object, kind: type[_Number], argument: str, expected: str) -> _Number:
     """Convert a number, or its text from a template or a connection extra; booleans are refused."""
     if isinstance(value, int | float | str) and not isinstance(value, bool):

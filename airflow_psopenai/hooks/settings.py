@@ -18,7 +18,7 @@ from airflow_psopenai import __version__
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks.proxies import environment_proxy
 from airflow_psopenai.hooks.redaction import Redactor
-from airflow_psopenai.validation import require_retry_count, require_timeout
+from airflow_psopenai.validation import require_flag, require_retry_count, require_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -84,6 +84,7 @@ class ApiSettings:
     timeout_sec: float = 0.0
     max_retry_count: int = 0
     proxy: str | None = None
+    coalesce_polling: bool = True
 
     @property
     def azure_dated_api(self) -> bool:
@@ -175,6 +176,7 @@ def resolve_settings(
         max_retry_count = _first_set(
             overrides.max_retry_count, extras.get("max_retry_count"), 0, check=require_retry_count
         )
+        coalesce_polling = _first_set(None, extras.get("coalesce_polling"), True, check=require_flag)
     except ValueError as error:
         raise PSOpenAIConfigurationError(f"Connection {conn_id!r}: {error}") from None
     api_base = checked_api_base(conn_id, api_base)
@@ -191,6 +193,7 @@ def resolve_settings(
         timeout_sec=timeout_sec,
         max_retry_count=max_retry_count,
         proxy=environment_proxy(api_base, environ),
+        coalesce_polling=coalesce_polling,
     )
 
 

@@ -175,6 +175,21 @@ def test_bad_number_extra_is_a_configuration_error_naming_the_connection(name: s
     assert "psopenai_default" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), ("", True), (True, True), (False, False), ("false", False), (" No ", False), ("1", True)],
+)
+def test_coalesce_polling_extra_is_on_unless_the_connection_turns_it_off(value: object, expected: bool) -> None:
+    extra = {} if value is None else {"coalesce_polling": value}
+    assert resolve(connection(**extra)).coalesce_polling is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, [True]])
+def test_bad_coalesce_polling_extra_is_refused_naming_the_connection(value: object) -> None:
+    with pytest.raises(PSOpenAIConfigurationError, match=r"psopenai_default.*coalesce_polling must be true or false"):
+        resolve(connection(coalesce_polling=value))
+
+
 def test_repr_of_settings_leaves_the_key_out() -> None:
     settings = resolve(connection(password="sk-very-secret-key-123456"))
     assert "sk-very-secret-key-123456" not in repr(settings)
