@@ -2,7 +2,8 @@
 
 Every poll gets the time left until the deadline as its limit, retries included (the hook's
 ``deadline``), so neither a hanging server nor the hook's backoff holds a wait past it; a poll is
-made at the deadline itself. The worker runs this same loop in an event loop of its own.
+made at the deadline itself. Batch polls go through the event loop's status board, which answers
+many waits from one list page. The worker runs this same loop in an event loop of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow_psopenai.exceptions import PSOpenAIError
 from airflow_psopenai.hooks.pool import aclose_shared_clients
 from airflow_psopenai.hooks.retry import is_retryable
+from airflow_psopenai.hooks.status_board import status_poller
 from airflow_psopenai.waiting import (
     EVENT_ERROR,
     EVENT_TIMEOUT,
@@ -51,20 +53,21 @@ async def wait_until_settled(
     watch = StatusWatch(resource, ids, log)
     delays = poll_delays(poll_interval)
     last: dict[str, Any] | None = None
-    while True:
-        try:
-            last = await hook.aget_object(resource, ids, deadline=deadline)
-        except PSOpenAIError as error:
-            if not is_retryable(error):
-                return failure_event(EVENT_ERROR, str(error))
-            delay = watch.transient(error, next(delays))
-        else:
-            if watch.observe(last):
-                return settled_event(resource, ids, last)
-            delay = next(delays)
-        if deadline.passed():
-            return failure_event(EVENT_TIMEOUT, watch.timeout_message(limit), last)
-        await asyncio.sleep(deadline.sleep_before_poll(delay))
+    delay = 0.0
+    async with status_poller(hook, resource, ids) as poll:
+        while True:
+            try:
+                last = await poll(delay, deadline)
+            except PSOpenAIError as error:
+                if not is_retryable(error):
+                    return failure_event(EVENT_ERROR, str(error))
+                delay = watch.transient(error, next(delays))
+            else:
+                if watch.observe(last):
+                    return settled_event(resource, ids, last)
+                delay = next(delays)
+            if deadline.passed():
+                return failure_event(EVENT_TIMEOUT, watch.timeout_message(limit), last)
 
 
 def run_in_worker(hook: PSOpenAIHook, wait: Callable[[], Awaitable[_T]]) -> _T:

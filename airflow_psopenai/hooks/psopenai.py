@@ -52,16 +52,25 @@ class _Call:
         settings: ApiSettings,
         method: str,
         resource: CancellableResource,
-        ids: Mapping[str, str],
-        action: str,
+        path: str,
+        target: str,
+        *,
+        query: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.method = method
         self.resource = resource
-        self.path = resource.cancel_path(ids) if action == "cancel" else resource.path(ids)
-        self.url = settings.url(self.path)
+        self.url = settings.url(path, **(query or {}))
         self.headers = settings.headers(resource.headers)
-        self.target = resource.describe(ids)
+        self.target = target
+
+    @classmethod
+    def on_object(
+        cls, settings: ApiSettings, method: str, resource: CancellableResource, ids: Mapping[str, str], action: str
+    ) -> _Call:
+        """Return the call that retrieves (``action="get"``) or cancels (``"cancel"``) one object."""
+        path = resource.cancel_path(ids) if action == "cancel" else resource.path(ids)
+        return cls(settings, method, resource, path, resource.describe(ids))
 
 
 class PSOpenAIHook(BaseHook):
@@ -200,7 +209,7 @@ class PSOpenAIHook(BaseHook):
         self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
     ) -> JsonObject:
         """Retrieve an object; inside a wait, ``deadline`` bounds the call and its retries."""
-        call = _Call(self.settings, "GET", resource, _checked_ids(resource, ids), "get")
+        call = _Call.on_object(self.settings, "GET", resource, _checked_ids(resource, ids), "get")
         return self.retry_policy.call(lambda limit: self._attempt(call, limit), deadline)
 
     def cancel_object(
@@ -235,7 +244,26 @@ class PSOpenAIHook(BaseHook):
         self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
     ) -> JsonObject:
         """Retrieve an object without blocking the event loop."""
-        call = _Call(await self.asettings(), "GET", resource, _checked_ids(resource, ids), "get")
+        call = _Call.on_object(await self.asettings(), "GET", resource, _checked_ids(resource, ids), "get")
+        return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
+
+    async def alist_page(
+        self,
+        resource: CancellableResource,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        deadline: Deadline = NO_DEADLINE,
+    ) -> JsonObject:
+        """Return one page of the account's list of ``resource`` (newest first), after the object ``after``.
+
+        :raises PSOpenAIConfigurationError: For a resource without a list.
+        """
+        if resource.list_path is None:
+            raise PSOpenAIConfigurationError(f"The API has no list of every {resource.label}.")
+        query = {"limit": str(limit), **({"after": after} if after else {})}
+        target = f"the {resource.label} list" + (f" after {after!r}" if after else "")
+        call = _Call(await self.asettings(), "GET", resource, resource.list_path, target, query=query)
         return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
 
     async def acancel_object(
@@ -436,8 +464,8 @@ class _Cancel:
     def __init__(self, settings: ApiSettings, resource: CancellableResource, ids: Mapping[str, str], log: Any) -> None:
         self.resource = resource
         self.ids = ids
-        self.post = _Call(settings, "POST", resource, ids, "cancel")
-        self.check = _Call(settings, "GET", resource, ids, "get")
+        self.post = _Call.on_object(settings, "POST", resource, ids, "cancel")
+        self.check = _Call.on_object(settings, "GET", resource, ids, "get")
         self.maybe_sent = False
         self._log = log
 

@@ -1,0 +1,365 @@
+"""Coalesced status polling: the batch waits of one event loop and one connection read list pages together.
+
+Each wait polls its object once per interval. Batches also have an account-wide list, newest first,
+100 to a page: when several batch polls are due at once, one board reads the pages that hold them
+and hands each wait its batch, about N/100 requests a round instead of N (list items are the same
+objects a retrieve returns). A wait may be answered up to half its delay early by a round that runs
+anyway, so waits started at different times fall into step after one poll.
+
+Where each batch sits in the list does not move: ``after=ID`` returns the batches older than ``ID``,
+and new batches only come in at the head. So a board remembers the cursor of the page each batch
+was found on, and the next round asks for those pages all at once instead of walking the list
+from the head. A batch the list does not reach at a fair price (more pages than batches found)
+is polled with its own GET for the rest of its wait.
+
+A failed page means for each of its waits what a failed GET would have meant: a transient error
+(429, 5xx, no answer) is handed to them as their poll's error, and they back off as usual. A
+permanent one sends them to their own GETs, which say what is wrong with each; a 403, 404 or 405
+(a gateway that does not serve the list) turns the board off for good, logged once. The
+``coalesce_polling`` extra of the connection turns it off from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAIError, PSOpenAITransportError
+from airflow_psopenai.hooks.retry import is_retryable
+from airflow_psopenai.waiting import LAST_POLL_SEC, NO_DEADLINE, Deadline
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+
+    from airflow_psopenai.hooks.psopenai import JsonObject, PSOpenAIHook
+    from airflow_psopenai.hooks.settings import ApiSettings
+    from airflow_psopenai.resources import CancellableResource
+
+    Poll = Callable[[float, Deadline], Awaitable[JsonObject]]
+
+# With one or two polls due, their own GETs cost no more requests than a page and less CPU.
+MIN_COALESCED = 3
+PAGE_SIZE = 100  # the API's largest page
+# A wait joins a round that runs anyway once this share of its delay has passed.
+EARLY_SHARE = 0.5
+# Statuses of a list request that mean "this gateway does not serve the list (to this key)".
+LIST_UNSERVED = (403, 404, 405)
+_HEAD = ""  # the cursor of the list's first page
+
+
+@dataclass(eq=False)
+class _Due:
+    """One wait's next poll: when it may run, when it must, and where its answer goes."""
+
+    object_id: str
+    earliest: float  # on the event loop's clock
+    due: float
+    deadline: Deadline
+    answer: asyncio.Future[JsonObject | None]  # None: poll with your own GET
+    taken: bool = False
+
+
+@dataclass
+class _Outcome:
+    """What one round found: objects, and errors to hand over; every other wait polls with its own GET."""
+
+    found: dict[str, JsonObject] = field(default_factory=dict)
+    errors: dict[str, PSOpenAIError] = field(default_factory=dict)
+
+
+class StatusBoard:
+    """The batch polls of one event loop and one connection's settings, answered from shared list pages.
+
+    :param hook: The hook whose list calls the board makes (any hook of these settings).
+    :param resource: A resource with a ``list_path``.
+    :param settings: The settings of every wait on this board.
+    """
+
+    def __init__(self, hook: PSOpenAIHook, resource: CancellableResource, settings: ApiSettings) -> None:
+        assert resource.list_path is not None
+        self._hook = hook
+        self._api_base = settings.api_base
+        self._resource = resource
+        self._id_field = resource.id_fields[0]
+        self._waiting: set[_Due] = set()
+        self._watchers: Counter[str] = Counter()
+        self._cursors: dict[str, str] = {}  # ID -> the `after` of the page it was last found on
+        self._created: dict[str, float] = {}  # ID -> its created_at, from its last answer
+        self._far: set[str] = set()  # IDs polled with their own GET
+        self._enabled = True
+        self._wakeup = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._next_round = float("inf")
+        self._rounds: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """Return whether the board still reads list pages (a gateway without the list turns it off)."""
+        return self._enabled
+
+    @contextlib.asynccontextmanager
+    async def watch(self, object_id: str, get: Callable[[Deadline], Awaitable[JsonObject]]) -> AsyncIterator[Poll]:
+        """Follow one object for a whole wait; yield its ``poll(delay, deadline)``.
+
+        :param get: The wait's own GET of the object, for polls no page answers (made in the wait's
+            task, so that its retries are logged where the wait logs).
+
+        What the board learnt about the object (its page) is forgotten when no wait follows it any more.
+        """
+        self._watchers[object_id] += 1
+
+        async def poll(delay: float, deadline: Deadline) -> JsonObject:
+            answer = await self._poll(object_id, delay, deadline)
+            if answer is None:
+                answer = await get(deadline)
+                self._note_created(object_id, answer)
+            return answer
+
+        try:
+            yield poll
+        finally:
+            self._watchers[object_id] -= 1
+            if self._watchers[object_id] <= 0:
+                del self._watchers[object_id]
+                self._cursors.pop(object_id, None)
+                self._created.pop(object_id, None)
+                self._far.discard(object_id)
+
+    def _note_created(self, object_id: str, obj: JsonObject) -> None:
+        created_at = obj.get("created_at")
+        if isinstance(created_at, int | float) and not isinstance(created_at, bool):
+            self._created[object_id] = created_at
+
+    async def _poll(self, object_id: str, delay: float, deadline: Deadline) -> JsonObject | None:
+        """Return the object in ``delay`` seconds (sooner when a round runs anyway), within ``deadline``.
+
+        None: no page holds it this round, the wait polls with its own GET now.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        delay = deadline.sleep_before_poll(delay)
+        due = _Due(object_id, now + delay * EARLY_SHARE, now + delay, deadline, loop.create_future())
+        self._waiting.add(due)
+        self._schedule(due.due)
+        # The poll itself may take until the deadline, or LAST_POLL_SEC for the one made at it.
+        limit = None if deadline.at is None else max(deadline.at - time.time(), delay + LAST_POLL_SEC)
+        try:
+            async with asyncio.timeout(limit):
+                return await due.answer
+        except TimeoutError:
+            raise PSOpenAITransportError(
+                f"The request to {self._api_base} for {self._resource.describe({self._id_field: object_id})} timed out "
+                "(the wait's deadline).",
+                lost_answer=True,
+            ) from None
+        finally:
+            self._waiting.discard(due)
+
+    # -- rounds ---------------------------------------------------------------------------------------
+
+    def _schedule(self, due: float) -> None:
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+        elif due < self._next_round:
+            self._wakeup.set()
+
+    async def _run(self) -> None:
+        """Start a round whenever a poll is due, taking in every poll that may run early."""
+        loop = asyncio.get_running_loop()
+        while pending := [due for due in self._waiting if not due.taken]:
+            self._wakeup.clear()
+            self._next_round = min(due.due for due in pending)
+            if (sleep := self._next_round - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(sleep):
+                        await self._wakeup.wait()
+                continue
+            now = loop.time()
+            taken = [due for due in pending if due.earliest <= now]
+            for due in taken:
+                due.taken = True
+            task = asyncio.create_task(self._round(taken))
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
+        self._next_round = float("inf")
+
+    async def _round(self, taken: list[_Due]) -> None:
+        by_id: dict[str, list[_Due]] = {}
+        for due in taken:
+            by_id.setdefault(due.object_id, []).append(due)
+        deadlines = {object_id: _latest(due.deadline for due in dues) for object_id, dues in by_id.items()}
+        outcome = _Outcome()
+        listed = [object_id for object_id in deadlines if object_id not in self._far]
+        try:
+            if self._enabled and len(listed) >= MIN_COALESCED:
+                await self._read_pages(listed, deadlines, outcome)
+        except Exception:  # a fault of ours must not stop the waits: they poll with their own GETs
+            self._hook.log.exception("Reading the batch list failed; these batches are polled one by one.")
+        finally:  # whatever happened, no wait is left without an answer
+            for object_id, dues in by_id.items():
+                for due in dues:
+                    if due.answer.done():
+                        continue
+                    if object_id in outcome.errors:
+                        due.answer.set_exception(outcome.errors[object_id])
+                    else:
+                        due.answer.set_result(outcome.found.get(object_id))
+
+    # -- list pages -------------------------------------------------------------------------------------
+
+    async def _read_pages(self, wanted: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome) -> None:
+        """Read the pages that hold ``wanted``: remembered pages at once, the rest walking from the head."""
+        by_cursor: dict[str, list[str]] = {}
+        for object_id in wanted:
+            by_cursor.setdefault(self._cursors.get(object_id, _HEAD), []).append(object_id)
+        head = by_cursor.pop(_HEAD, [])
+        # A page for a single batch costs a request as its own GET does, and more CPU: it polls alone.
+        by_cursor = {cursor: ids for cursor, ids in by_cursor.items() if len(ids) > 1}
+        await asyncio.gather(
+            self._walk_from_head(head, deadlines, outcome) if head else _nothing(),
+            *(self._read_remembered(cursor, ids, deadlines, outcome) for cursor, ids in by_cursor.items()),
+        )
+
+    async def _read_remembered(
+        self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome
+    ) -> None:
+        page = await self._page(cursor, ids, deadlines, outcome)
+        if page is None:
+            return
+        self._take(page, cursor, deadlines, outcome)
+        for object_id in ids:  # not where it was (it cannot move): its own GETs from now on
+            if object_id not in outcome.found:
+                self._cursors.pop(object_id, None)
+                self._far.add(object_id)
+
+    async def _walk_from_head(self, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome) -> None:
+        """Walk the list from its newest batch until every one of ``ids`` is seen, or walking costs more than
+        their GETs, or the page reaches batches older than all of them."""
+        cursor, pages, found = _HEAD, 0, 0
+        missing = set(ids)
+        while missing:
+            page = await self._page(cursor, list(missing), deadlines, outcome)
+            if page is None:
+                return
+            pages += 1
+            before = len(missing)
+            self._take(page, cursor, deadlines, outcome)
+            missing -= outcome.found.keys()
+            found += before - len(missing)
+            items = page["data"]
+            if (
+                not missing
+                or not page.get("has_more")
+                or not items
+                or pages > found
+                or self._passed(items[-1], missing)
+            ):
+                break
+            cursor = str(items[-1].get("id"))
+        self._far.update(missing - outcome.errors.keys())
+
+    def _passed(self, oldest_item: object, missing: set[str]) -> bool:
+        """Return whether the list went past every missing batch: its items are older than each of them.
+
+        ``created_at`` is in whole seconds, so a batch of the same second may still come: only strictly older counts.
+        """
+        created_at = oldest_item.get("created_at") if isinstance(oldest_item, dict) else None
+        known = [self._created.get(object_id) for object_id in missing]
+        return (
+            isinstance(created_at, int | float)
+            and all(when is not None for when in known)
+            and created_at < min(when for when in known if when is not None)
+        )
+
+    def _take(self, page: JsonObject, cursor: str, deadlines: Mapping[str, Deadline], outcome: _Outcome) -> None:
+        """Hand over every polled batch the page holds, and remember the page as where each one is."""
+        for item in page["data"]:
+            object_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(object_id, str) and object_id in deadlines and object_id not in outcome.found:
+                outcome.found[object_id] = item
+                outcome.errors.pop(object_id, None)
+                self._cursors[object_id] = cursor
+                self._note_created(object_id, item)
+
+    async def _page(
+        self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome
+    ) -> JsonObject | None:
+        """Return one list page, or None after handing its failure to ``ids`` (its error, or their own GETs)."""
+        deadline = _latest(deadlines[object_id] for object_id in ids)
+        try:
+            page = await self._hook.alist_page(self._resource, after=cursor or None, limit=PAGE_SIZE, deadline=deadline)
+        except PSOpenAIError as error:
+            if is_retryable(error):
+                outcome.errors.update((object_id, error) for object_id in ids if object_id not in outcome.found)
+                return None
+            if isinstance(error, PSOpenAIAPIError) and error.http_status in LIST_UNSERVED and self._enabled:
+                self._enabled = False
+                self._hook.log.warning(
+                    "Polling batches one by one from now on: the list endpoint answered %s (%s).",
+                    error.http_status,
+                    error,
+                )
+            return None
+        return page if isinstance(page.get("data"), list) else None
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _latest(deadlines: Iterable[Deadline]) -> Deadline:
+    """Return the latest of some deadlines (none at all when one of them is none)."""
+    ends = [deadline.at for deadline in deadlines]
+    if not ends or any(end is None for end in ends):
+        return NO_DEADLINE
+    return Deadline(max(end for end in ends if end is not None))
+
+
+_boards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ApiSettings], StatusBoard]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def status_board(hook: PSOpenAIHook, resource: CancellableResource, settings: ApiSettings) -> StatusBoard:
+    """Return the running loop's board for this resource and these settings (key included), made on first use."""
+    boards = _boards.setdefault(asyncio.get_running_loop(), {})
+    key = (resource.name, settings)
+    board = boards.get(key)
+    if board is None:
+        board = boards[key] = StatusBoard(hook, resource, settings)
+    return board
+
+
+@contextlib.asynccontextmanager
+async def status_poller(
+    hook: PSOpenAIHook, resource: CancellableResource, ids: Mapping[str, str]
+) -> AsyncIterator[Poll]:
+    """Yield ``poll(delay, deadline)`` for one wait: through the board for batches, else a GET after the delay."""
+    settings = await hook.asettings()
+
+    async def get(deadline: Deadline) -> JsonObject:
+        return await hook.aget_object(resource, ids, deadline=deadline)
+
+    if resource.list_path is not None and settings.coalesce_polling:
+        async with status_board(hook, resource, settings).watch(ids[resource.id_fields[0]], get) as poll:
+            yield poll
+        return
+
+    async def poll_alone(delay: float, deadline: Deadline) -> JsonObject:
+        await asyncio.sleep(deadline.sleep_before_poll(delay))
+        return await get(deadline)
+
+    yield poll_alone
+
+
+def forget_boards() -> None:
+    """Drop the running loop's boards (tests and benchmarks start each case afresh)."""
+    _boards.pop(asyncio.get_running_loop(), None)
+
+
+__all__ = ["StatusBoard", "forget_boards", "status_board", "status_poller"]
