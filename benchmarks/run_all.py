@@ -1,7 +1,8 @@
 """Run every benchmark, print one markdown report, and write it with the raw numbers and the plot.
 
 Writes ``benchmarks/results/latest.md``, ``benchmarks/results/latest.json`` and
-``benchmarks/results/trigger_concurrency.png``. ``make bench`` runs this in ``.venv-bench``.
+``benchmarks/results/trigger_concurrency.png`` and ``coalesced_polling.png`` there. ``make bench`` runs
+this in ``.venv-bench``.
 
 Run: ``python -m benchmarks.run_all [--quick]`` (``--quick``: N up to 100, fewer samples and batches, for a
 smoke test of the scripts; its numbers are not the reference ones).
@@ -21,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import cancel_throughput, import_cost, trigger_concurrency
+from benchmarks import cancel_throughput, coalesced_polling, import_cost, trigger_concurrency
 from benchmarks.common import OFFICIAL, OURS, RESULTS, exit_on_signals, load_average, wait_for_quiet_machine
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ TARGET_SPEEDUP = 20.0
 TARGET_CPU_MS_PER_REQUEST = 1.0
 TARGET_IMPORT_MS = 20.0
 TARGET_IMPORT_FACTOR = 10.0
+TARGET_BOARD_CPU_MS_PER_BATCH_ROUND = 0.1
+TARGET_BOARD_RSS_MIB = 1024.0
 
 
 # -- environment --------------------------------------------------------------------------------------------
@@ -130,6 +133,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 and (steady is None or steady <= TARGET_CPU_MS_PER_REQUEST),
             }
         )
+    verdicts += _board_targets(results.get("coalesced_polling"))
     imports = results.get("import_cost")
     if imports:
         ours_ms = imports["sides"][OURS]["total_ms"]["median"]
@@ -157,6 +161,67 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "measured": f"{run['batches_with_one_ok_cancel']} of {run['n']} with one 200 cancel, "
                     f"{run['rate_limited']} 429s retried, {run['failures']} failures",
                     "met": run["exactly_once"],
+                }
+            )
+    return verdicts
+
+
+def _board(polling: dict[str, Any], mode: str, *, old: bool = False) -> dict[int, dict[str, Any]]:
+    return {run["n"]: run for run in polling["runs"] if run["mode"] == mode and run["old"] == old}
+
+
+def _board_targets(polling: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not polling:
+        return []
+    verdicts: list[dict[str, Any]] = []
+    settings = polling["settings"]
+    coalesced, per_id = _board(polling, coalesced_polling.COALESCED), _board(polling, coalesced_polling.PER_ID)
+    for n, run in sorted(coalesced.items()):
+        verdicts.append(
+            {
+                "target": f"Board: at most ceil(N/100) + 2 = {run['target_requests_per_round']} requests a round, "
+                f"N = {n}",
+                "measured": f"{run['requests_per_round']:.1f} (per-ID: {per_id[n]['requests_per_round']:.0f})"
+                if n in per_id
+                else f"{run['requests_per_round']:.1f}",
+                "met": run["finished"] and run["requests_per_round"] <= run["target_requests_per_round"],
+            }
+        )
+        bound = settings["poll_interval_sec"] + 2 * settings["latency_sec"]
+        verdicts.append(
+            {
+                "target": f"Board: detection delay at most poll_interval + 2 x latency = {bound:g} s, N = {n}",
+                "measured": f"max {run['detection_max_sec']:.2f} s, median {run['detection_median_sec']:.2f} s"
+                + (
+                    f" (per-ID: max {per_id[n]['detection_max_sec']:.2f} s)"
+                    if n in per_id and per_id[n]["events"]
+                    else ""
+                ),
+                "met": run["finished"] and run["detection_max_sec"] <= bound,
+            }
+        )
+    if coalesced:
+        big = coalesced[max(coalesced)]
+        verdicts.append(
+            {
+                "target": f"Board: at N = {big['n']}, at most {TARGET_BOARD_CPU_MS_PER_BATCH_ROUND:g} ms CPU per "
+                f"waiting batch per round and {TARGET_BOARD_RSS_MIB:g} MiB RSS",
+                "measured": f"{big['cpu_ms_per_batch_round']:.3f} ms, {big['peak_rss_mb']:.0f} MiB",
+                "met": big["cpu_ms_per_batch_round"] <= TARGET_BOARD_CPU_MS_PER_BATCH_ROUND
+                and big["peak_rss_mb"] <= TARGET_BOARD_RSS_MIB,
+            }
+        )
+    old_coalesced = _board(polling, coalesced_polling.COALESCED, old=True)
+    old_per_id = _board(polling, coalesced_polling.PER_ID, old=True)
+    for n, run in old_coalesced.items():
+        if n in old_per_id:
+            verdicts.append(
+                {
+                    "target": f"Board: old batches ({settings['old_gap']} newer in between) cost no more requests "
+                    f"than per-ID polling, N = {n}",
+                    "measured": f"{run['requests_total']} vs {old_per_id[n]['requests_total']} requests in all "
+                    f"({run['requests_per_round']:.1f} vs {old_per_id[n]['requests_per_round']:.1f} a round)",
+                    "met": run["requests_per_round"] <= old_per_id[n]["requests_per_round"],
                 }
             )
     return verdicts
@@ -220,6 +285,7 @@ def markdown(results: dict[str, Any]) -> str:
                 " ms of CPU per poll (ours / official).",
             ]
         lines += ["", "Plot: `benchmarks/results/trigger_concurrency.png`.", ""]
+    lines += _board_markdown(results.get("coalesced_polling"))
     imports = results.get("import_cost")
     if imports:
         ours_side, official_side = imports["sides"][OURS], imports["sides"][OFFICIAL]
@@ -278,6 +344,83 @@ def markdown(results: dict[str, Any]) -> str:
     for name, error in results.get("errors", {}).items():
         lines += [f"**{name} failed:** `{error.splitlines()[-1] if error else 'unknown error'}`", ""]
     return "\n".join(lines)
+
+
+def _board_markdown(polling: dict[str, Any] | None) -> list[str]:
+    if not polling:
+        return []
+    settings = polling["settings"]
+    lines = [
+        "### 4. Coalesced status polling (N batch waits in one event loop)",
+        "",
+        f"Emulator in its own process, {settings['latency_sec'] * 1000:.0f} ms latency; `poll_interval` "
+        f"{settings['poll_interval_sec']:g} s; batches cancelled before the start, settling "
+        f"{settings['settle_sec'][0]:g} to {settings['settle_sec'][1]:g} s later in 20 groups. Requests and CPU per "
+        "round are measured while every batch still waits; detection delay is from a batch settling (the "
+        "emulator's history) to its event. `coalesced`: the status board (default); `per_id`: "
+        "`coalesce_polling` off, one GET per wait and round; `official`: `OpenAIBatchTrigger` (capped at "
+        f"{settings['time_limit_sec']:g} s).",
+        "",
+        "| N | mode | requests a round (list pages) | CPU ms a round (per batch) | peak RSS MiB "
+        "| detection median / max s | events |",
+        "|---:|---|---|---|---|---|---|",
+    ]
+    for run in sorted(polling["runs"], key=lambda r: (r["old"], r["n"], r["mode"])):
+        mode = run["mode"] + (f", {settings['old_gap']} newer in between" if run["old"] else "")
+        cpu = (
+            "-"
+            if run["cpu_ms_per_round"] is None
+            else f"{run['cpu_ms_per_round']:.0f} ({run['cpu_ms_per_batch_round']:.3f})"
+        )
+        detection = (
+            "-"
+            if run["detection_median_sec"] is None
+            else f"{run['detection_median_sec']:.2f} / {run['detection_max_sec']:.2f}"
+        )
+        events = f"{run['events']} of {run['n']}" + ("" if run["finished"] else " (capped)")
+        lines.append(
+            f"| {run['n']} | {mode} | {run['requests_per_round']:.1f} ({run['list_pages_per_round']:.1f}) | {cpu} "
+            f"| {run['peak_rss_mb']:.0f} | {detection} | {events} |"
+        )
+    lines += ["", "Plot: `benchmarks/results/coalesced_polling.png`.", ""]
+    return lines
+
+
+def plot_board(polling: dict[str, Any], path: Path) -> None:
+    """Plot requests per round against N, log-log, for each mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    styles = {
+        coalesced_polling.COALESCED: ("coalesced (status board)", "tab:blue", "o"),
+        coalesced_polling.PER_ID: ("one GET per wait (coalesce_polling off)", "tab:orange", "s"),
+        OFFICIAL: ("official OpenAIBatchTrigger", "tab:red", "^"),
+    }
+    for mode, (label, color, marker) in styles.items():
+        runs = sorted(_board(polling, mode).values(), key=lambda run: run["n"])
+        if runs:
+            axes.plot(
+                [r["n"] for r in runs], [r["requests_per_round"] for r in runs], marker=marker, color=color, label=label
+            )
+    ns = sorted({run["n"] for run in polling["runs"]})
+    axes.plot(ns, [n / 100 + 2 for n in ns], color="grey", linestyle=":", label="target ceil(N/100) + 2")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("N concurrent batch waits in one event loop")
+    axes.set_ylabel("requests per poll round")
+    settings = polling["settings"]
+    axes.set_title(
+        f"Status polls per round ({settings['latency_sec'] * 1000:.0f} ms latency, "
+        f"poll {settings['poll_interval_sec']:g} s)"
+    )
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def _rss(run: dict[str, Any]) -> str:
@@ -351,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 (1, 10, 100) if args.quick else (1, 10, 100, 1000), 30 if args.quick else 120
             ),
         ),
+        ("coalesced_polling", lambda: coalesced_polling.measure((100,) if args.quick else (100, 1000, 10000))),
         ("import_cost", lambda: import_cost.measure(3 if args.quick else 12)),
         ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
     ]
@@ -370,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (RESULTS / f"latest{suffix}.md").write_text(report + "\n")
     if "trigger_concurrency" in results:
         plot(results["trigger_concurrency"], RESULTS / f"trigger_concurrency{suffix}.png")
+    if "coalesced_polling" in results:
+        plot_board(results["coalesced_polling"], RESULTS / f"coalesced_polling{suffix}.png")
     print(report)
     return 1 if results["errors"] else 0
 
