@@ -6,10 +6,11 @@ before the waits start, in 20 groups whose cancels take 15 to 34 s, so they sett
 Reported, from the emulator's journal and the worker's own CPU samples:
 
 * requests per round: GET requests (list pages and single batches) per ``poll_interval`` while every
-  batch still waits (from 4 s after the start until the first one settles);
+  batch still waits (whole rounds from 4 s after the start until the first one settles);
 * CPU per round in that window, and per waiting batch per round;
 * peak RSS of the worker;
-* detection delay: from a batch settling (the emulator's history) to its event firing (median, max).
+* detection delay: from a batch settling (the emulator's history) to its event firing (median, max),
+  and how many events fired before their batch had settled (the official trigger ends at ``cancelling``).
 
 Modes: ``coalesced`` (the default), ``per_id`` (the connection's ``coalesce_polling`` off: one GET per
 wait and round, as before the board) and ``official`` (``OpenAIBatchTrigger``, N up to 1,000, capped by
@@ -55,12 +56,12 @@ if TYPE_CHECKING:
 LATENCY_SEC = 0.1
 POLL_INTERVAL_SEC = 5.0
 SETTLE_GROUPS = 20
-FIRST_SETTLE_SEC = 15.0  # after the cancels; the last group settles 34 s after them
+FIRST_SETTLE_SEC = 25.0  # after the cancels; the last group settles 44 s after them
 STEADY_FROM_SEC = 4.0  # the waits' first quick polls are over
 OLD_GAP = 300
 OFFICIAL_MAX_N = 1000
 DEFAULT_NS = (100, 1000, 10000)
-TIME_LIMIT_SEC = 75.0
+TIME_LIMIT_SEC = 90.0
 COALESCED, PER_ID = "coalesced", "per_id"
 # The triggers' own deadline, far beyond the run: the cap is the benchmark's.
 TRIGGER_TIMEOUT_SEC = 3600.0
@@ -177,8 +178,9 @@ def _cancel_in_groups(emulator: EmulatorProcess, batch_ids: Sequence[str]) -> No
         connection.close()
 
 
-def _settled_at(emulator: EmulatorProcess, batch_ids: Sequence[str]) -> dict[str, float]:
-    """Return when each batch turned cancelled, from the emulator's history."""
+def _settled_at(emulator: EmulatorProcess, batch_ids: Sequence[str], cancelled_by: float) -> dict[str, float]:
+    """Return when each batch turned cancelled, from the emulator's history (waiting for the last one first)."""
+    time.sleep(max(0.0, cancelled_by + FIRST_SETTLE_SEC + SETTLE_GROUPS - time.time()))
     connection = http.client.HTTPConnection(urlsplit(emulator.base_url).netloc, timeout=60)
     settled: dict[str, float] = {}
     try:
@@ -199,6 +201,7 @@ def _case(emulator: EmulatorProcess, home: Path, mode: str, n: int, *, old: bool
     if old:
         create_batches(f"{emulator.base_url}/_emulator", OLD_GAP, "in_progress")
     _cancel_in_groups(emulator, waited)
+    cancelled_by = time.time()
     emulator.settings(latency=LATENCY_SEC)
     extra = {OURS: {"coalesce_polling": mode == COALESCED}}
     env = worker_env(home, emulator.api_base, **extra)
@@ -213,7 +216,7 @@ def _case(emulator: EmulatorProcess, home: Path, mode: str, n: int, *, old: bool
     emulator_cpu = emulator.cpu_seconds() - emulator_cpu
     emulator.settings(latency=0.0)
     gets = emulator.journal(method="GET", path="/v1/batches*")
-    settled = _settled_at(emulator, waited)
+    settled = _settled_at(emulator, waited, cancelled_by)
     return _figures(mode, n, old=old, result=result, gets=gets, settled=settled, emulator_cpu=emulator_cpu)
 
 
@@ -228,12 +231,15 @@ def _figures(
     emulator_cpu: float,
 ) -> dict[str, Any]:
     started = result["started"]
-    window = (started + STEADY_FROM_SEC, min(settled.values()))
-    rounds = (window[1] - window[0]) / POLL_INTERVAL_SEC
+    # Whole rounds: each wait polls exactly once in each poll_interval of the window.
+    rounds = math.floor((min(settled.values()) - started - STEADY_FROM_SEC) / POLL_INTERVAL_SEC)
+    window = (started + STEADY_FROM_SEC, started + STEADY_FROM_SEC + rounds * POLL_INTERVAL_SEC)
     in_window = [entry for entry in gets if window[0] <= entry["time"] < window[1]]
     cpu_points = [(at, cpu) for at, cpu in result["samples"] if window[0] <= at <= window[1]]
     cpu_per_round = (cpu_points[-1][1] - cpu_points[0][1]) / rounds if len(cpu_points) > 1 and rounds > 0 else None
     delays = sorted(result["fired"][batch_id] - at for batch_id, at in settled.items() if batch_id in result["fired"])
+    premature = sum(1 for delay in delays if delay < 0)
+    delays = [delay for delay in delays if delay >= 0]
     return {
         "mode": mode,
         "n": n,
@@ -253,6 +259,7 @@ def _figures(
         "peak_rss_mb": result["peak_rss_mb"],
         "detection_median_sec": statistics.median(delays) if delays else None,
         "detection_max_sec": delays[-1] if delays else None,
+        "fired_before_settled": premature,
         "emulator_cpu_sec": emulator_cpu,
     }
 

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
     args = parser.parse_args(argv)
     with airflow_home() as home, EmulatorProcess(latency=0.1, cancel_delay=2.0) as emulator:
-        os.environ.update(worker_env(home, emulator.api_base))
+        os.environ.update(worker_env(home, emulator.api_base, ours={"coalesce_polling": False}))
         import airflow.sdk  # noqa: F401  (the triggerer has it loaded; Airflow reads the environment now)
 
         profiler = cProfile.Profile() if args.profile else None

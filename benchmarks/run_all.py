@@ -253,7 +253,7 @@ def markdown(results: dict[str, Any]) -> str:
     if trigger:
         settings = trigger["settings"]
         lines += [
-            "### 1. Triggerer concurrency (N waits in one event loop; ours / official)",
+            "### 1. Triggerer concurrency (N waits in one event loop, one GET per wait and poll; ours / official)",
             "",
             f"Emulator in its own process, {settings['latency_sec'] * 1000:.0f} ms latency per answer; batches "
             f"created `cancelling` just before the start, `cancelled` {settings['cancel_delay_sec']:g} s after "
@@ -378,6 +378,8 @@ def _board_markdown(polling: dict[str, Any] | None) -> list[str]:
             else f"{run['detection_median_sec']:.2f} / {run['detection_max_sec']:.2f}"
         )
         events = f"{run['events']} of {run['n']}" + ("" if run["finished"] else " (capped)")
+        if run.get("fired_before_settled"):
+            events += f", {run['fired_before_settled']} while still `cancelling`"
         lines.append(
             f"| {run['n']} | {mode} | {run['requests_per_round']:.1f} ({run['list_pages_per_round']:.1f}) | {cpu} "
             f"| {run['peak_rss_mb']:.0f} | {detection} | {events} |"

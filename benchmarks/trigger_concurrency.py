@@ -12,7 +12,9 @@ after their creation), then runs N triggers in one event loop, as the triggerer 
 
 The requests are counted from the emulator's journal, which the parent process resets between runs.
 
-Ours: ``ResourceStatusTrigger(resource="batch", ...)``, whose first polls come sooner than the interval
+Ours: ``ResourceStatusTrigger(resource="batch", ...)`` with the connection's ``coalesce_polling`` off
+(one GET per wait and poll, as the official trigger does; ``coalesced_polling.py`` measures the
+board that answers many waits from one list page), whose first polls come sooner than the interval
 by design (0.25 s, then 0.5 s, then ``poll_interval``). The official: ``OpenAIBatchTrigger``, which
 calls the blocking ``OpenAIHook.get_batch`` inside ``async def run()``.
 
@@ -198,7 +200,8 @@ def measure(ns: Sequence[int] = DEFAULT_NS, time_limit: float = DEFAULT_TIME_LIM
     """Run every (side, N) against one emulator process; return the results and the settings used."""
     runs: list[dict[str, Any]] = []
     with airflow_home() as home, EmulatorProcess(latency=LATENCY_SEC, cancel_delay=CANCEL_DELAY_SEC) as emulator:
-        env = worker_env(home, emulator.api_base)
+        # One GET per wait and poll: this measures the HTTP path of a poll (coalesced_polling.py the board).
+        env = worker_env(home, emulator.api_base, ours={"coalesce_polling": False})
         for n in ns:
             for side in SIDES:
                 emulator.reset()
