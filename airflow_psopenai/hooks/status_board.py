@@ -66,8 +66,13 @@ class _Due:
 
 @dataclass
 class _Outcome:
-    """What one round found: objects, and errors to hand over; every other wait polls with its own GET."""
+    """One round: its waits by ID, what it found (handed over page by page), the errors it hands over at its end.
 
+    Every wait neither found nor given an error polls with its own GET.
+    """
+
+    dues: dict[str, list[_Due]]
+    started: float
     found: dict[str, JsonObject] = field(default_factory=dict)
     errors: dict[str, PSOpenAIError] = field(default_factory=dict)
 
@@ -90,6 +95,9 @@ class StatusBoard:
         self._watchers: Counter[str] = Counter()
         self._cursors: dict[str, str] = {}  # ID -> the `after` of the page it was last found on
         self._created: dict[str, float] = {}  # ID -> its created_at, from its last answer
+        # ID -> when the round that read it from a page started: its next poll is timed from then, so
+        # that rounds come every poll_interval, not every poll_interval plus the time a round takes.
+        self._read_at: dict[str, float] = {}
         self._far: set[str] = set()  # IDs polled with their own GET
         self._enabled = True
         self._wakeup = asyncio.Event()
@@ -128,6 +136,7 @@ class StatusBoard:
                 del self._watchers[object_id]
                 self._cursors.pop(object_id, None)
                 self._created.pop(object_id, None)
+                self._read_at.pop(object_id, None)
                 self._far.discard(object_id)
 
     def _note_created(self, object_id: str, obj: JsonObject) -> None:
@@ -142,8 +151,9 @@ class StatusBoard:
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
+        since = min(now, self._read_at.pop(object_id, now))
         delay = deadline.sleep_before_poll(delay)
-        due = _Due(object_id, now + delay * EARLY_SHARE, now + delay, deadline, loop.create_future())
+        due = _Due(object_id, since + delay * EARLY_SHARE, since + delay, deadline, loop.create_future())
         self._waiting.add(due)
         self._schedule(due.due)
         # The poll itself may take until the deadline, or LAST_POLL_SEC for the one made at it.
@@ -189,11 +199,12 @@ class StatusBoard:
         self._next_round = float("inf")
 
     async def _round(self, taken: list[_Due]) -> None:
+        started = asyncio.get_running_loop().time()
         by_id: dict[str, list[_Due]] = {}
         for due in taken:
             by_id.setdefault(due.object_id, []).append(due)
         deadlines = {object_id: _latest(due.deadline for due in dues) for object_id, dues in by_id.items()}
-        outcome = _Outcome()
+        outcome = _Outcome(by_id, started)
         listed = [object_id for object_id in deadlines if object_id not in self._far]
         try:
             if self._enabled and len(listed) >= MIN_COALESCED:
@@ -208,7 +219,7 @@ class StatusBoard:
                     if object_id in outcome.errors:
                         due.answer.set_exception(outcome.errors[object_id])
                     else:
-                        due.answer.set_result(outcome.found.get(object_id))
+                        due.answer.set_result(None)
 
     # -- list pages -------------------------------------------------------------------------------------
 
@@ -277,7 +288,7 @@ class StatusBoard:
         )
 
     def _take(self, page: JsonObject, cursor: str, deadlines: Mapping[str, Deadline], outcome: _Outcome) -> None:
-        """Hand over every polled batch the page holds, and remember the page as where each one is."""
+        """Hand over every polled batch the page holds at once, and remember the page as where each one is."""
         for item in page["data"]:
             object_id = item.get("id") if isinstance(item, dict) else None
             if isinstance(object_id, str) and object_id in deadlines and object_id not in outcome.found:
@@ -285,6 +296,10 @@ class StatusBoard:
                 outcome.errors.pop(object_id, None)
                 self._cursors[object_id] = cursor
                 self._note_created(object_id, item)
+                self._read_at[object_id] = outcome.started
+                for due in outcome.dues[object_id]:
+                    if not due.answer.done():
+                        due.answer.set_result(item)
 
     async def _page(
         self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome
