@@ -6,7 +6,8 @@ before the waits start, in 20 groups whose cancels take 15 to 34 s, so they sett
 Reported, from the emulator's journal and the worker's own CPU samples:
 
 * requests per round: GET requests (list pages and single batches) per ``poll_interval`` while every
-  batch still waits (whole rounds from 4 s after the start until the first one settles);
+  batch still waits (whole rounds from 20 s after the start, when the first round is over even at
+  N = 10,000, until the first batch settles);
 * CPU per round in that window, and per waiting batch per round;
 * peak RSS of the worker;
 * detection delay: from a batch settling (the emulator's history) to its event firing (median, max),
@@ -56,12 +57,14 @@ if TYPE_CHECKING:
 LATENCY_SEC = 0.1
 POLL_INTERVAL_SEC = 5.0
 SETTLE_GROUPS = 20
-FIRST_SETTLE_SEC = 25.0  # after the cancels; the last group settles 44 s after them
-STEADY_FROM_SEC = 4.0  # the waits' first quick polls are over
+FIRST_SETTLE_SEC = 40.0  # after the last cancel; the last group settles 59 s after it
+# The first round walks the list from its head (about 15 s for 10,000 batches at 100 ms a page).
+STEADY_FROM_SEC = 20.0
+CANCEL_SEC_ESTIMATE = 0.002  # what one cancel takes the parent, to aim each group's settling
 OLD_GAP = 300
 OFFICIAL_MAX_N = 1000
 DEFAULT_NS = (100, 1000, 10000)
-TIME_LIMIT_SEC = 90.0
+TIME_LIMIT_SEC = 100.0
 COALESCED, PER_ID = "coalesced", "per_id"
 # The triggers' own deadline, far beyond the run: the cap is the benchmark's.
 TRIGGER_TIMEOUT_SEC = 3600.0
@@ -160,14 +163,19 @@ def _api(emulator: EmulatorProcess) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(urlsplit(emulator.api_base).netloc, timeout=60)
 
 
-def _cancel_in_groups(emulator: EmulatorProcess, batch_ids: Sequence[str]) -> None:
-    """Cancel the batches, group by group with cancels taking 15 to 34 s, so that they settle spread out."""
+def _cancel_in_groups(emulator: EmulatorProcess, batch_ids: Sequence[str]) -> float:
+    """Cancel the batches group by group, each group aimed to settle one second after the one before.
+
+    Group ``g`` settles about ``FIRST_SETTLE_SEC + g`` seconds after the last cancel (a cancel settles
+    ``cancel_delay`` after it was sent, and sending 10,000 takes a while). Returns when the last was sent.
+    """
     connection = _api(emulator)
     path = urlsplit(emulator.api_base).path
     headers = {"Authorization": f"Bearer {API_KEY}"}
+    last_sent = time.time() + len(batch_ids) * CANCEL_SEC_ESTIMATE
     try:
         for group in range(SETTLE_GROUPS):
-            emulator.settings(cancel_delay=FIRST_SETTLE_SEC + group)
+            emulator.settings(cancel_delay=max(1.0, last_sent + FIRST_SETTLE_SEC + group - time.time()))
             for batch_id in batch_ids[group::SETTLE_GROUPS]:
                 connection.request("POST", f"{path}/batches/{batch_id}/cancel", headers=headers)
                 response = connection.getresponse()
@@ -176,11 +184,12 @@ def _cancel_in_groups(emulator: EmulatorProcess, batch_ids: Sequence[str]) -> No
                     raise RuntimeError(f"Cancelling {batch_id} failed: HTTP {response.status}")
     finally:
         connection.close()
+    return time.time()
 
 
 def _settled_at(emulator: EmulatorProcess, batch_ids: Sequence[str], cancelled_by: float) -> dict[str, float]:
     """Return when each batch turned cancelled, from the emulator's history (waiting for the last one first)."""
-    time.sleep(max(0.0, cancelled_by + FIRST_SETTLE_SEC + SETTLE_GROUPS - time.time()))
+    time.sleep(max(0.0, cancelled_by + FIRST_SETTLE_SEC + SETTLE_GROUPS + 1 - time.time()))
     connection = http.client.HTTPConnection(urlsplit(emulator.base_url).netloc, timeout=60)
     settled: dict[str, float] = {}
     try:
@@ -200,8 +209,7 @@ def _case(emulator: EmulatorProcess, home: Path, mode: str, n: int, *, old: bool
     waited = [batch_id for batch_id, _ in create_batches(f"{emulator.base_url}/_emulator", n, "in_progress")]
     if old:
         create_batches(f"{emulator.base_url}/_emulator", OLD_GAP, "in_progress")
-    _cancel_in_groups(emulator, waited)
-    cancelled_by = time.time()
+    cancelled_by = _cancel_in_groups(emulator, waited)
     emulator.settings(latency=LATENCY_SEC)
     extra = {OURS: {"coalesce_polling": mode == COALESCED}}
     env = worker_env(home, emulator.api_base, **extra)

@@ -355,10 +355,11 @@ def _board_markdown(polling: dict[str, Any] | None) -> list[str]:
         "",
         f"Emulator in its own process, {settings['latency_sec'] * 1000:.0f} ms latency; `poll_interval` "
         f"{settings['poll_interval_sec']:g} s; batches cancelled before the start, settling "
-        f"{settings['settle_sec'][0]:g} to {settings['settle_sec'][1]:g} s later in 20 groups. Requests and CPU per "
-        "round are measured while every batch still waits; detection delay is from a batch settling (the "
-        "emulator's history) to its event. `coalesced`: the status board (default); `per_id`: "
-        "`coalesce_polling` off, one GET per wait and round; `official`: `OpenAIBatchTrigger` (capped at "
+        f"{settings['settle_sec'][0]:g} to {settings['settle_sec'][1]:g} s after the last cancel, in 20 groups. "
+        "Requests and CPU per round are measured in whole rounds from 20 s after the start (the first round walks "
+        "the list from its head: about 15 s at N = 10,000) while every batch still waits; detection delay is "
+        "from a batch settling (the emulator's history) to its event. `coalesced`: the status board (default); "
+        "`per_id`: `coalesce_polling` off, one GET per wait and round; `official`: `OpenAIBatchTrigger` (capped at "
         f"{settings['time_limit_sec']:g} s).",
         "",
         "| N | mode | requests a round (list pages) | CPU ms a round (per batch) | peak RSS MiB "
