@@ -60,7 +60,7 @@ DEFAULT_INPUT_FILE_ID = "file-psopenai-example-input"
 
 
 @task(multiple_outputs=False)
-def submit_batch(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+def submit_batch(params: dict[str, Any]) -> dict[str, Any]:
     """Submit a batch and return it (the batch object goes to XCom)."""
     # Imported in the task, not at the top: the DAG processor then parses this file without httpx.
     from airflow_psopenai.hooks import PSOpenAIHook
@@ -71,8 +71,8 @@ def submit_batch(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
             input_file_id=params["input_file_id"],
             endpoint="/v1/chat/completions",
             completion_window="24h",
-            # Metadata shows on the batch's page: which DAG run launched it.
-            metadata={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id},
+            # In a task, the hook tags the batch's metadata with the run (airflow_dag_id, airflow_run_id,
+            # airflow_task_id): it shows on the batch's page, and StopBatchesOperator(metadata=...) finds it.
         )
     finally:
         hook.close()

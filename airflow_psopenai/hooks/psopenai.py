@@ -28,6 +28,7 @@ from airflow_psopenai.hooks.retry import RetryPolicy
 from airflow_psopenai.hooks.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
 from airflow_psopenai.hooks.settings_cache import shared_settings
 from airflow_psopenai.resources import BATCH, RESPONSE, THREAD_RUN, CancellableResource
+from airflow_psopenai.run_tags import run_tags, tagged_metadata
 from airflow_psopenai.validation import require_id
 from airflow_psopenai.waiting import NO_DEADLINE, status_of
 
@@ -247,6 +248,11 @@ class PSOpenAIHook(BaseHook):
         call = _Call.on_object(await self.asettings(), "GET", resource, _checked_ids(resource, ids), "get")
         return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
 
+    def list_page(self, resource: CancellableResource, *, after: str | None = None, limit: int = 100) -> JsonObject:
+        """Return one page of the account's list of ``resource`` (newest first), after the object ``after``."""
+        call = self._list_call(self.settings, resource, after, limit)
+        return self.retry_policy.call(lambda limit: self._attempt(call, limit), NO_DEADLINE)
+
     async def alist_page(
         self,
         resource: CancellableResource,
@@ -259,12 +265,16 @@ class PSOpenAIHook(BaseHook):
 
         :raises PSOpenAIConfigurationError: For a resource without a list.
         """
+        call = self._list_call(await self.asettings(), resource, after, limit)
+        return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
+
+    @staticmethod
+    def _list_call(settings: ApiSettings, resource: CancellableResource, after: str | None, limit: int) -> _Call:
         if resource.list_path is None:
             raise PSOpenAIConfigurationError(f"The API has no list of every {resource.label}.")
         query = {"limit": str(limit), **({"after": after} if after else {})}
         target = f"the {resource.label} list" + (f" after {after!r}" if after else "")
-        call = _Call(await self.asettings(), "GET", resource, resource.list_path, target, query=query)
-        return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
+        return _Call(settings, "GET", resource, resource.list_path, target, query=query)
 
     async def acancel_object(
         self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
@@ -345,15 +355,23 @@ class PSOpenAIHook(BaseHook):
         completion_window: str = "24h",
         metadata: Mapping[str, str] | None = None,
     ) -> JsonObject:
-        """Create a batch from an uploaded JSONL file (for example DAGs; not retried: it is not idempotent)."""
+        """Create a batch from an uploaded JSONL file (not retried: it is not idempotent).
+
+        Called in a running task, the batch's metadata gets the run tags (``airflow_dag_id``,
+        ``airflow_run_id``, ``airflow_task_id``, ``airflow_map_index`` when mapped; your own keys win),
+        so that ``StopBatchesOperator(metadata=...)`` and ``cancel_run_batches`` find it.
+
+        :raises PSOpenAIConfigurationError: Before the request, when the metadata is over the API's limits.
+        """
         settings = self.settings
         body: JsonObject = {
             "input_file_id": require_id("input_file_id", input_file_id),
             "endpoint": endpoint,
             "completion_window": completion_window,
         }
-        if metadata:
-            body["metadata"] = dict(metadata)
+        tagged = tagged_metadata(_current_run_tags(), metadata)
+        if tagged:
+            body["metadata"] = tagged
         return self._request(
             "POST",
             settings.url("/batches"),
@@ -500,6 +518,17 @@ class _Cancel:
             status,
         )
         return current
+
+
+def _current_run_tags() -> dict[str, str]:
+    """Return the run tags of the task running now, or nothing outside a task."""
+    from airflow.providers.common.compat.sdk import get_current_context
+
+    try:
+        context = get_current_context()
+    except Exception:  # no task is running (a script, a test, the DAG processor)
+        return {}
+    return run_tags(context)
 
 
 def _checked_ids(resource: CancellableResource, ids: Mapping[str, object]) -> dict[str, str]:

@@ -28,6 +28,7 @@ EXPECTED_DAG_IDS = {
     "example_psopenai_mapped",
     "example_psopenai_thread_run",
     "example_psopenai_response",
+    "example_psopenai_run_cleanup",
 }
 
 
@@ -123,6 +124,7 @@ def test_cancel_on_failure_cancels_confirms_and_reports(emulator: OpenAIEmulator
     assert batch["metadata"] == {
         "airflow_dag_id": "example_psopenai_cancel_on_failure",
         "airflow_run_id": result.dag_run.run_id,
+        "airflow_task_id": "submit_batch",
     }
     assert [status for _, status in emulator.status_history(batch_id)] == ["in_progress", "cancelling", "cancelled"]
 
@@ -173,7 +175,12 @@ def test_xcom_ids_cancels_each_batch_once(emulator: OpenAIEmulator, run_dag: Run
         cancelled = result.xcom(cancel_task)
         assert cancelled["id"] == submitted[label], cancel_task
         assert cancelled["status"] == "cancelling"
-        assert emulator.get_batch(submitted[label])["metadata"] == {"example": label}
+        assert emulator.get_batch(submitted[label])["metadata"] == {
+            "airflow_dag_id": "example_psopenai_xcom_ids",
+            "airflow_run_id": result.dag_run.run_id,
+            "airflow_task_id": f"submit_{label}",
+            "example": label,
+        }
     assert sorted(batch_cancels(emulator)) == sorted(submitted.values())
     assert result.rendered_fields("cancel_by_template")["batch_id"] == submitted["a"]
 
@@ -202,6 +209,25 @@ def test_teardown_cancels_when_the_work_failed(emulator: OpenAIEmulator, run_dag
     assert batch_cancels(emulator) == [batch_id]  # sent by the teardown
     assert result.xcom("cleanup_batch")["status"] == "cancelled"
     assert emulator.get_batch(batch_id)["status"] == "cancelled"
+
+
+def test_run_cleanup_cancels_every_batch_of_the_run_in_one_task(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    other_run = emulator.create_batch(
+        metadata={"airflow_dag_id": "example_psopenai_run_cleanup", "airflow_run_id": "x"}
+    )
+    result = run_dag("example_psopenai_run_cleanup", batches=4)
+
+    assert result.task_states == {
+        "submit_batches": "success",
+        "process_results": "failed",
+        "cancel_run_batches": "success",
+    }
+    assert result.state == "failed"
+    launched = result.xcom("submit_batches")
+    assert len(launched) == 4
+    assert sorted(batch_cancels(emulator)) == sorted(launched)  # one task, each batch once
+    assert [batch["status"] for batch in result.xcom("cancel_run_batches")] == ["cancelled"] * 4
+    assert emulator.get_batch(other_run["id"])["status"] == "in_progress"  # another run's batch
 
 
 # -- 4. mapped ------------------------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""Run tags: the metadata that ties a batch to the Airflow task and DAG run that launched it.
+
+``PSOpenAIHook.create_batch`` adds them by itself in a running task; :func:`run_tags` returns them for
+batches created another way (the ``openai`` SDK, the official ``OpenAITriggerBatchOperator(metadata=...)``).
+``StopBatchesOperator(metadata=...)`` and :func:`airflow_psopenai.callbacks.cancel_run_batches` find
+the batches of a run by them. Standard library only: DAG files import it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DAG_ID_KEY = "airflow_dag_id"
+RUN_ID_KEY = "airflow_run_id"
+TASK_ID_KEY = "airflow_task_id"
+MAP_INDEX_KEY = "airflow_map_index"
+# The API's limits on a batch's metadata.
+MAX_PAIRS = 16
+MAX_KEY_LENGTH = 64
+MAX_VALUE_LENGTH = 512
+
+
+def run_tags(context: Mapping[str, Any]) -> dict[str, str]:
+    """Return the run tags of the task whose ``context`` this is (``airflow_map_index`` only when mapped).
+
+    Use it as ``metadata=run_tags(context)`` (or merged with your own keys) when a batch is created
+    without this provider's hook.
+    """
+    ti = context["ti"]
+    tags = {DAG_ID_KEY: str(ti.dag_id), RUN_ID_KEY: str(ti.run_id), TASK_ID_KEY: str(ti.task_id)}
+    map_index = getattr(ti, "map_index", -1)
+    if map_index is not None and map_index >= 0:
+        tags[MAP_INDEX_KEY] = str(map_index)
+    return tags
+
+
+def run_selector(dag_id: str, run_id: str) -> dict[str, str]:
+    """Return the metadata that every batch of one DAG run holds (whatever task created it)."""
+    return {DAG_ID_KEY: dag_id, RUN_ID_KEY: run_id}
+
+
+def tagged_metadata(tags: Mapping[str, str], own: Mapping[str, object] | None) -> dict[str, str]:
+    """Return ``own`` metadata with the run tags added (``own`` keys win), checked against the API's limits.
+
+    :raises PSOpenAIConfigurationError: Before any request, naming the key or the count over the limit.
+    """
+    merged: dict[str, str] = dict(tags)
+    for key, value in (own or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise PSOpenAIConfigurationError(f"Batch metadata holds text keys and values only, got {key!r}: {value!r}.")
+        merged[key] = value
+    check_metadata(merged)
+    return merged
+
+
+def check_metadata(metadata: Mapping[str, str]) -> None:
+    """Refuse metadata the API would refuse: more than 16 pairs, keys over 64 or values over 512 characters."""
+    if len(metadata) > MAX_PAIRS:
+        raise PSOpenAIConfigurationError(
+            f"A batch's metadata holds at most {MAX_PAIRS} pairs; with the run tags ({', '.join(metadata)}) "
+            f"it would hold {len(metadata)}. Drop some of your own keys."
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_KEY_LENGTH:
+            raise PSOpenAIConfigurationError(
+                f"Batch metadata key {key[:80]!r} is {len(key)} characters long; the API allows {MAX_KEY_LENGTH}."
+            )
+        if len(value) > MAX_VALUE_LENGTH:
+            raise PSOpenAIConfigurationError(
+                f"The value of batch metadata key {key!r} is {len(value)} characters long; "
+                f"the API allows {MAX_VALUE_LENGTH}."
+            )
