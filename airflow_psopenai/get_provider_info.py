@@ -24,7 +24,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.hooks.psopenai"]}],
-        "operators": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.operators.stop"]}],
+        "operators": [
+            {
+                "integration-name": "PSOpenAI",
+                "python-modules": ["airflow_psopenai.operators.stop", "airflow_psopenai.operators.stop_batches"],
+            }
+        ],
         "sensors": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.sensors.cancelled"]}],
         "triggers": [{"integration-name": "PSOpenAI", "python-modules": ["airflow_psopenai.triggers.status"]}],
         "connection-types": [
@@ -36,4 +41,6 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_psopenai.operators.stop.OpenAIBatchLink"],
+        # The listener that cancels the batches of a run marked failed (off unless configured).
+        "plugins": [{"name": "psopenai", "plugin-class": "airflow_psopenai.plugin.PSOpenAIPlugin"}],
     }

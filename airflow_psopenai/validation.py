@@ -34,7 +34,8 @@ def require_id(argument: str, value: object) -> str:
     if isinstance(value, list | tuple | set):
         raise PSOpenAIConfigurationError(
             f"{argument} rendered to a {type(value).__name__} ({_preview(value)}) where one ID is needed: "
-            f"map over the IDs with .partial(...).expand({argument}=...) or pick one."
+            f"map over the IDs with .partial(...).expand({argument}=...), cancel them in one task with "
+            f"StopBatchesOperator(batch_ids=...), or pick one."
         )
     if isinstance(value, dict):
         raise PSOpenAIConfigurationError(

@@ -25,13 +25,15 @@ from airflow_psopenai.waiting import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.resources import CancellableResource
     from airflow_psopenai.waiting import Deadline
 
 _T = TypeVar("_T")
+# The event of a set's wait: {"status": SET_EVENT, "events": [one event per object]}.
+SET_EVENT = "set"
 
 
 async def wait_until_settled(
@@ -68,6 +70,28 @@ async def wait_until_settled(
                 delay = next(delays)
             if deadline.passed():
                 return failure_event(EVENT_TIMEOUT, watch.timeout_message(limit), last)
+
+
+async def wait_for_each(
+    hook: PSOpenAIHook,
+    resource: CancellableResource,
+    id_sets: Sequence[Mapping[str, str]],
+    *,
+    poll_interval: float,
+    deadline: Deadline,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """Wait for every object of a set at once, with one deadline; return each one's event, in order."""
+    return list(
+        await asyncio.gather(
+            *(
+                wait_until_settled(
+                    hook, resource, ids, poll_interval=poll_interval, deadline=deadline, limit="the deadline", log=log
+                )
+                for ids in id_sets
+            )
+        )
+    )
 
 
 def run_in_worker(hook: PSOpenAIHook, wait: Callable[[], Awaitable[_T]]) -> _T:

@@ -70,6 +70,26 @@ def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
     return seconds
 
 
+def wait_limit(
+    wait_timeout: float | timedelta | None, timeout_sec: float, execution_timeout: timedelta | None
+) -> tuple[float | None, str]:
+    """Return how long a wait may take, in seconds, and how messages name that limit.
+
+    ``wait_timeout``; else ``timeout_sec`` when above 0 (PSOpenAI's ``-TimeoutSec`` bounds its whole
+    wait, not only each request); else ``execution_timeout``, which Airflow does not apply to a
+    deferred task; else no limit.
+    """
+    if wait_timeout is not None:
+        seconds = as_seconds(wait_timeout, "wait_timeout")
+        return seconds, f"its wait_timeout of {seconds:g} s"
+    if timeout_sec:
+        return timeout_sec, f"its timeout_sec of {timeout_sec:g} s"
+    if execution_timeout is not None:
+        seconds = execution_timeout.total_seconds()
+        return seconds, f"its execution_timeout of {seconds:g} s"
+    return None, "the end of the wait"
+
+
 class Deadline:
     """When a wait ends: an absolute time in epoch seconds (so it survives a triggerer restart), or never.
 

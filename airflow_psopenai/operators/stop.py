@@ -19,7 +19,15 @@ from airflow_psopenai.exceptions import (
 )
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
-from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, Deadline, as_seconds, check_event, status_of
+from airflow_psopenai.waiting import (
+    EVENT_ERROR,
+    EVENT_TIMEOUT,
+    Deadline,
+    as_seconds,
+    check_event,
+    status_of,
+    wait_limit,
+)
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -148,15 +156,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         only each request); else ``execution_timeout``, which Airflow does not apply to a deferred
         task; else no limit.
         """
-        if self.wait_timeout is not None:
-            seconds = as_seconds(self.wait_timeout, "wait_timeout")
-            return seconds, f"its wait_timeout of {seconds:g} s"
-        if hook.settings.timeout_sec:
-            return hook.settings.timeout_sec, f"its timeout_sec of {hook.settings.timeout_sec:g} s"
-        if self.execution_timeout is not None:
-            seconds = self.execution_timeout.total_seconds()
-            return seconds, f"its execution_timeout of {seconds:g} s"
-        return None, "the end of the wait"
+        return wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Resume after the deferred wait: check the event, then finish as ``execute`` does."""

@@ -9,11 +9,11 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import RESOURCES
-from airflow_psopenai.wait_loop import wait_until_settled
+from airflow_psopenai.wait_loop import SET_EVENT, wait_for_each, wait_until_settled
 from airflow_psopenai.waiting import Deadline
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
 
 class ResourceStatusTrigger(BaseTrigger):
@@ -90,3 +90,84 @@ class ResourceStatusTrigger(BaseTrigger):
         """
         target = RESOURCES[self.resource].describe(self.ids)
         self.log.info("Wait for %s stopped by a user; the cancel was already requested, nothing more to do.", target)
+
+
+class ResourceSetStatusTrigger(BaseTrigger):
+    """Wait for a whole set of objects in one trigger, with one deadline: one wait per object, polled together.
+
+    Batch waits of the set (and of every other trigger of the event loop) share the status board,
+    so a thousand batches cost about ten list requests a round. Fires one event once every wait
+    has ended: ``{"status": "set", "events": [one event per object, in order], "try_number": ...}``.
+
+    :param resource: Name of an entry of :data:`airflow_psopenai.resources.RESOURCES`.
+    :param id_sets: The IDs of each object.
+    :param keep_objects: Keep each settled object whole in the event; else only its ``id`` and
+        ``status`` (the event is stored in the metadata database).
+    :param carry: JSON-plain data of the task, handed back as is in the event's ``carry``.
+
+    The other arguments are those of :class:`ResourceStatusTrigger`.
+    """
+
+    def __init__(
+        self,
+        *,
+        resource: str,
+        id_sets: Sequence[Mapping[str, str]],
+        conn_id: str,
+        hook_kwargs: Mapping[str, Any] | None = None,
+        poll_interval: float = 1.0,
+        deadline: float | None = None,
+        try_number: int | None = None,
+        keep_objects: bool = False,
+        carry: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
+        if resource not in RESOURCES:
+            raise PSOpenAIConfigurationError(f"Unknown resource {resource!r}; known: {', '.join(RESOURCES)}.")
+        self.resource = resource
+        self.id_sets = [dict(ids) for ids in id_sets]
+        self.conn_id = conn_id
+        self.hook_kwargs = dict(hook_kwargs or {})
+        self.poll_interval = float(poll_interval)
+        self.deadline = deadline
+        self.try_number = try_number
+        self.keep_objects = keep_objects
+        self.carry = dict(carry or {})
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the class path and JSON-plain keyword arguments."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "resource": self.resource,
+                "id_sets": self.id_sets,
+                "conn_id": self.conn_id,
+                "hook_kwargs": self.hook_kwargs,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "try_number": self.try_number,
+                "keep_objects": self.keep_objects,
+                "carry": self.carry,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Wait for every object at once and yield exactly one event."""
+        events = await wait_for_each(
+            PSOpenAIHook(self.conn_id, **self.hook_kwargs),
+            RESOURCES[self.resource],
+            self.id_sets,
+            poll_interval=self.poll_interval,
+            deadline=Deadline(self.deadline),
+            log=self.log,
+        )
+        if not self.keep_objects:
+            events = [_slim(event) for event in events]
+        yield TriggerEvent({"status": SET_EVENT, "events": events, "carry": self.carry, "try_number": self.try_number})
+
+
+def _slim(event: dict[str, Any]) -> dict[str, Any]:
+    obj = event.get("object")
+    if isinstance(obj, dict):
+        return {**event, "object": {key: obj[key] for key in ("id", "status", "object") if key in obj}}
+    return event

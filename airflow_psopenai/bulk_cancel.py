@@ -1,0 +1,151 @@
+"""Cancelling a set of batches: selecting them, cancelling each at most once, concurrently, and reporting.
+
+Shared by :class:`~airflow_psopenai.operators.StopBatchesOperator` and the safety-net callback
+:func:`~airflow_psopenai.callbacks.cancel_run_batches`. Every batch is attempted: one batch's
+failure never stops the others. Runs in the worker (or the DAG processor), in an event loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
+from airflow_psopenai.resources import BATCH
+from airflow_psopenai.waiting import NO_DEADLINE, Deadline, status_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+PAGE_SIZE = 100
+
+# What was done to one batch.
+CANCEL_SENT = "cancel requested"
+EARLIER_TRY = "already cancelled by an earlier try"
+NOTHING_TO_DO = "nothing to cancel"
+FAILED = "failed"
+
+
+@dataclass
+class BatchOutcome:
+    """One batch of the set: its status before, what was done, the object after, or why it failed."""
+
+    batch_id: str
+    found: str | None = None
+    action: str = FAILED
+    obj: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        """Return the batch's latest known status."""
+        return None if self.obj is None else status_of(self.obj)
+
+    def line(self) -> str:
+        """Return the batch's log line: ID, status found, what was done, final status (or the error)."""
+        if self.error is not None:
+            return f"batch {self.batch_id!r}: found {self.found or 'unknown'}, {self.action}: {self.error}"
+        return f"batch {self.batch_id!r}: found {self.found}, {self.action}, now {self.status}"
+
+
+@dataclass(frozen=True)
+class CancelRules:
+    """How each batch is treated, as :class:`~airflow_psopenai.operators.StopBatchOperator` treats one.
+
+    :param force: Send the cancel whatever the status found.
+    :param if_not_cancellable: ``fail`` (the batch counts as failed), ``succeed`` or ``skip`` (it does not).
+    :param first_try: False on an Airflow retry: a batch found cancelling or cancelled was this task's.
+    """
+
+    force: bool = False
+    if_not_cancellable: str = "fail"
+    first_try: bool = True
+
+
+def batches_by_metadata(
+    hook: PSOpenAIHook, metadata: Mapping[str, str], created_after: float | None, log: Any
+) -> list[dict[str, Any]]:
+    """Return every batch whose metadata holds all of ``metadata``, newest first.
+
+    The list is read page by page (newest first) and stops at the first batch created before
+    ``created_after`` (epoch seconds; the API's ``created_at`` is whole seconds, so the cut is at the
+    second before): batches of older runs are never scanned.
+    """
+    cutoff = None if created_after is None else int(created_after) - 1
+    found: list[dict[str, Any]] = []
+    pages = scanned = 0
+    after: str | None = None
+    while True:
+        page = hook.list_page(BATCH, after=after, limit=PAGE_SIZE)
+        pages += 1
+        items = [item for item in page.get("data") or [] if isinstance(item, dict)]
+        older = [item for item in items if _created_before(item, cutoff)]
+        for item in items[: items.index(older[0])] if older else items:
+            scanned += 1
+            held = item.get("metadata")
+            held = held if isinstance(held, dict) else {}
+            if all(held.get(key) == value for key, value in metadata.items()):
+                found.append(item)
+        if older or not page.get("has_more") or not items:
+            break
+        after = str(items[-1].get("id"))
+    log.info("Listed %d batches (%d pages): %d match the metadata %s.", scanned, pages, len(found), dict(metadata))
+    return found
+
+
+def _created_before(item: Mapping[str, Any], cutoff: int | None) -> bool:
+    created_at = item.get("created_at")
+    return cutoff is not None and isinstance(created_at, int | float) and created_at < cutoff
+
+
+async def cancel_each(
+    hook: PSOpenAIHook,
+    batch_ids: Sequence[str],
+    rules: CancelRules,
+    *,
+    max_concurrency: int,
+    deadline: Deadline = NO_DEADLINE,
+) -> list[BatchOutcome]:
+    """Cancel every batch (at most ``max_concurrency`` requests at once); return their outcomes in order."""
+    slots = asyncio.Semaphore(max_concurrency)
+
+    async def one(batch_id: str) -> BatchOutcome:
+        async with slots:
+            return await _cancel_one(hook, batch_id, rules, deadline)
+
+    return list(await asyncio.gather(*(one(batch_id) for batch_id in batch_ids)))
+
+
+async def _cancel_one(hook: PSOpenAIHook, batch_id: str, rules: CancelRules, deadline: Deadline) -> BatchOutcome:
+    outcome = BatchOutcome(batch_id)
+    ids = {"batch_id": batch_id}
+    try:
+        if not rules.force or not rules.first_try:
+            current = await hook.aget_object(BATCH, ids, deadline=deadline)
+            outcome.found = outcome.found or status_of(current)
+            outcome.obj = current
+            if not rules.first_try and outcome.found in BATCH.cancel_requested:
+                outcome.action = EARLIER_TRY
+                return outcome
+            if not rules.force and outcome.found not in BATCH.cancellable:
+                return _not_cancellable(outcome, rules, f'cannot cancel a batch with status "{outcome.found}"')
+        try:
+            outcome.obj = await hook.acancel_object(BATCH, ids, deadline=deadline)
+        except PSOpenAICannotCancelError as error:
+            outcome.obj = await hook.aget_object(BATCH, ids, deadline=deadline)
+            return _not_cancellable(outcome, rules, str(error))
+        outcome.action = CANCEL_SENT
+    except PSOpenAIError as error:
+        outcome.action, outcome.error = FAILED, str(error)
+    return outcome
+
+
+def _not_cancellable(outcome: BatchOutcome, rules: CancelRules, reason: str) -> BatchOutcome:
+    if rules.if_not_cancellable == "fail":
+        outcome.action, outcome.error = FAILED, f"{reason} (if_not_cancellable='fail')"
+    else:
+        outcome.action = NOTHING_TO_DO
+    return outcome

@@ -1,0 +1,311 @@
+"""StopBatchesOperator: cancel a whole set of batches in one task, wait for them with one deadline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
+
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
+from airflow_psopenai.operators.stop import IF_NOT_CANCELLABLE_CHOICES, IfNotCancellable
+from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.resources import BATCH
+from airflow_psopenai.validation import ids_from_arguments, require_id
+from airflow_psopenai.waiting import EVENT_SETTLED, Deadline, as_seconds, check_event, wait_limit
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_psopenai.bulk_cancel import BatchOutcome
+
+SELECTORS = ("batch_ids", "batches", "metadata")
+DEFAULT_MAX_CONCURRENCY = 20
+
+
+class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
+    """Cancel a set of OpenAI Batches in one task; optionally wait for all of them, and pass them on.
+
+    Give exactly one selector (each templated):
+
+    :param batch_ids: A list of batch IDs (a list, an XComArg of one, or a template rendering a JSON list).
+    :param batches: A list of batch objects, as returned by the API or another task.
+    :param metadata: A dict: every batch whose metadata holds all these pairs, found by listing the
+        account's batches, newest first, down to ``created_after``.
+    :param created_after: Where the listing of ``metadata`` stops: batches created before it are
+        not looked at. A datetime or epoch seconds; default: the DAG run's ``run_after`` (when a
+        manual run was created, the end of a scheduled run's data interval), which does not move
+        when the run is cleared, so batches of earlier tries and of a cleared run are found.
+    :param max_concurrency: Requests sent at once (default 20).
+
+    ``wait``, ``force``, ``pass_through`` (a list of the final objects, in selection order),
+    ``if_not_cancellable``, ``poll_interval``, ``wait_timeout`` (one deadline for the whole set),
+    ``deferrable`` (one trigger for the set), ``timeout_sec``, ``max_retry_count`` and the connection
+    arguments mean what they mean for :class:`~airflow_psopenai.operators.StopBatchOperator`, for each
+    batch. Every batch is attempted; the task fails at the end, naming each batch that failed and why.
+    An Airflow retry does not cancel a batch twice.
+    """
+
+    resource = BATCH
+    template_fields = (*SELECTORS, "created_after", *CONNECTION_TEMPLATE_FIELDS)
+    ui_color = "#f6c6b7"
+
+    def __init__(
+        self,
+        *,
+        batch_ids: list[str] | str | None = None,
+        batches: list[dict[str, Any]] | str | None = None,
+        metadata: dict[str, str] | str | None = None,
+        created_after: datetime | float | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        wait: bool = False,
+        force: bool = False,
+        pass_through: bool = False,
+        if_not_cancellable: IfNotCancellable = "fail",
+        poll_interval: float = 1.0,
+        wait_timeout: float | timedelta | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        conn_id: str = DEFAULT_CONN_ID,
+        api_base: str | None = None,
+        organization: str | None = None,
+        timeout_sec: float | None = None,
+        max_retry_count: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        given = [
+            name for name, value in zip(SELECTORS, (batch_ids, batches, metadata), strict=True) if value is not None
+        ]
+        if len(given) != 1:
+            raise PSOpenAIConfigurationError(
+                f"StopBatchesOperator needs exactly one of {', '.join(SELECTORS)}; got "
+                + (", ".join(given) if given else "none")
+                + ". (To cancel nothing, pass batch_ids=[].)"
+            )
+        self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
+        self.batch_ids = batch_ids
+        self.batches = batches
+        self.metadata = metadata
+        self.created_after = created_after
+        self.max_concurrency = max_concurrency
+        self.wait = wait
+        self.force = force
+        self.pass_through = pass_through
+        self.if_not_cancellable = if_not_cancellable
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
+        self.deferrable = deferrable
+
+    # -- execute ------------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> list[dict[str, Any]] | None:
+        """Select the batches, cancel each, wait for them if asked, and report."""
+        from airflow_psopenai.bulk_cancel import CancelRules, cancel_each
+        from airflow_psopenai.wait_loop import run_in_worker
+
+        self._check_options()
+        batch_ids = self._selected_ids(context)
+        if not batch_ids:
+            self.log.info("Nothing to cancel: the selection holds no batch.")
+            return [] if self.pass_through else None
+        hook = self.hook
+        rules = CancelRules(self.force, self.if_not_cancellable, first_try=context["ti"].try_number <= 1)
+        outcomes = run_in_worker(
+            hook, lambda: cancel_each(hook, batch_ids, rules, max_concurrency=self.max_concurrency)
+        )
+        for outcome in outcomes:
+            self.log.info("%s", outcome.line())
+        waiting = [o for o in outcomes if o.error is None and o.status not in BATCH.settled and self.wait]
+        if not waiting:
+            return self._finish(outcomes)
+        seconds, limit = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
+        deadline = Deadline.after(seconds)
+        id_sets = [{"batch_id": o.batch_id} for o in waiting]
+        if self.deferrable:
+            from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
+
+            trigger = ResourceSetStatusTrigger(
+                resource=BATCH.name,
+                id_sets=id_sets,
+                conn_id=self.conn_id,
+                hook_kwargs=self.hook_kwargs(),
+                poll_interval=self.poll_interval,
+                deadline=deadline.at,
+                try_number=context["ti"].try_number,
+                keep_objects=self.pass_through,
+                # Resumed in a fresh process: what the cancels found comes back in the event (whole
+                # objects only for pass_through). Not in defer's kwargs: dag.test() does not pass them.
+                carry={
+                    "outcomes": [{**asdict(o), "obj": o.obj if self.pass_through else _slim(o.obj)} for o in outcomes],
+                    "limit": limit,
+                },
+            )
+            self.defer(trigger=trigger, method_name="execute_complete")
+        from airflow_psopenai.wait_loop import wait_for_each
+
+        events = run_in_worker(
+            hook,
+            lambda: wait_for_each(
+                hook, BATCH, id_sets, poll_interval=self.poll_interval, deadline=deadline, log=self.log
+            ),
+        )
+        return self._after_wait(outcomes, events, limit)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
+        """Resume after the deferred wait of the set: check the event, then report as ``execute`` does."""
+        from airflow_psopenai.bulk_cancel import BatchOutcome
+        from airflow_psopenai.wait_loop import SET_EVENT
+
+        if self.event_of_an_earlier_try(event, context):
+            return self.execute(context)
+        if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event.get("events"), list):
+            raise PSOpenAIEventError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
+        restored = [BatchOutcome(**outcome) for outcome in event.get("carry", {}).get("outcomes", [])]
+        limit = event.get("carry", {}).get("limit", "the deadline")
+        return self._after_wait(restored, event["events"], limit)
+
+    # -- steps --------------------------------------------------------------------------------------------
+
+    def _after_wait(self, outcomes: list[BatchOutcome], events: list[Any], limit: str) -> list[dict[str, Any]] | None:
+        waited = [o for o in outcomes if o.error is None and o.status not in BATCH.settled]
+        if len(events) != len(waited):
+            raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
+        for outcome, event in zip(waited, events, strict=True):
+            checked = check_event(event, BATCH, {"batch_id": outcome.batch_id})
+            if checked["status"] == EVENT_SETTLED:
+                outcome.obj = checked["object"]
+            else:
+                outcome.error = checked["message"]
+                if checked.get("object") is not None:
+                    outcome.obj = checked["object"]
+            self.log.info("%s", outcome.line())
+        return self._finish(outcomes, limit=limit)
+
+    def _finish(self, outcomes: list[BatchOutcome], limit: str | None = None) -> list[dict[str, Any]] | None:
+        failed = [o for o in outcomes if o.error is not None]
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome.action] = counts.get(outcome.action, 0) + 1
+        self.log.info(
+            "%d batches: %s; %d failed%s.",
+            len(outcomes),
+            ", ".join(f"{count} {action}" for action, count in counts.items()),
+            len(failed),
+            f" (wait bounded by {limit})" if limit else "",
+        )
+        if failed:
+            raise PSOpenAIError(
+                f"{len(failed)} of {len(outcomes)} batches failed: " + "; ".join(o.line() for o in failed)
+            )
+        if self.if_not_cancellable == "skip" and all(o.action != "cancel requested" for o in outcomes):
+            raise AirflowSkipException("No batch of the selection could be cancelled (if_not_cancellable='skip').")
+        settled_other = [o.batch_id for o in outcomes if o.status in BATCH.settled and o.status != "cancelled"]
+        if settled_other:
+            self.log.warning(
+                "%d batches had ended before the cancel took effect: %s", len(settled_other), settled_other
+            )
+        return [o.obj or {"id": o.batch_id} for o in outcomes] if self.pass_through else None
+
+    def _check_options(self) -> None:
+        if self.if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:
+            raise PSOpenAIConfigurationError(
+                f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, "
+                f"got {self.if_not_cancellable!r}."
+            )
+        if not (isinstance(self.poll_interval, int | float) and self.poll_interval > 0):
+            raise PSOpenAIConfigurationError(
+                f"poll_interval must be a number of seconds above 0, got {self.poll_interval!r}."
+            )
+        if not (isinstance(self.max_concurrency, int) and not isinstance(self.max_concurrency, bool)) or not (
+            1 <= self.max_concurrency <= 200
+        ):
+            raise PSOpenAIConfigurationError(f"max_concurrency must be 1 to 200, got {self.max_concurrency!r}.")
+        as_seconds(self.wait_timeout, "wait_timeout")
+        self.hook_kwargs()
+
+    def _selected_ids(self, context: Context) -> list[str]:
+        """Return the selected batch IDs in selection order, each once; bad input raises before any request."""
+        if self.batch_ids is not None:
+            ids = [
+                require_id(f"batch_ids[{n}]", value) for n, value in enumerate(_as_list("batch_ids", self.batch_ids))
+            ]
+        elif self.batches is not None:
+            ids = [
+                ids_from_arguments(BATCH, {"batch_id": None}, obj)["batch_id"]
+                for obj in _as_list("batches", self.batches)
+            ]
+        else:
+            metadata = _as_metadata(self.metadata)
+            from airflow_psopenai.bulk_cancel import batches_by_metadata
+
+            created_after = self._created_after(context)
+            ids = [str(batch["id"]) for batch in batches_by_metadata(self.hook, metadata, created_after, self.log)]
+        return list(dict.fromkeys(ids))
+
+    def _created_after(self, context: Context) -> float | None:
+        value = self.created_after
+        if value is None:
+            dag_run = context.get("dag_run")
+            value = getattr(dag_run, "run_after", None)
+            if value is None:
+                return None
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value).timestamp()
+            except ValueError:
+                pass
+        raise PSOpenAIConfigurationError(
+            f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
+        )
+
+
+def _slim(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if obj is None else {key: obj[key] for key in ("id", "object", "status") if key in obj}
+
+
+def _as_list(argument: str, value: object) -> list[Any]:
+    """Return a selector's list: a list or tuple, or a JSON list a template rendered as text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("None", ""):
+            raise PSOpenAIConfigurationError(
+                f"{argument} rendered to {value!r}: the template or XCom it comes from returned nothing. "
+                f"Check the upstream task (for nothing to cancel, return an empty list)."
+            )
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise PSOpenAIConfigurationError(
+                f"{argument} must be a list; the text {text[:100]!r} is no JSON list. With a template, use "
+                "render_template_as_native_obj=True or '{{ ... | tojson }}'."
+            ) from None
+    if value is None:
+        raise PSOpenAIConfigurationError(f"{argument} is None: give a list (an empty one cancels nothing).")
+    if not isinstance(value, list | tuple):
+        raise PSOpenAIConfigurationError(f"{argument} must be a list, got {type(value).__name__} {value!r:.100}.")
+    return list(value)
+
+
+def _as_metadata(value: object) -> dict[str, str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise PSOpenAIConfigurationError(f"metadata must be a dict of text pairs, got {value!r:.100}.") from None
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(key, str) and isinstance(item, str) for key, item in value.items())
+    ):
+        raise PSOpenAIConfigurationError(
+            f"metadata must be a non-empty dict of text keys and values, got {value!r:.100}."
+        )
+    return value

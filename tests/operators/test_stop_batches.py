@@ -1,0 +1,225 @@
+"""StopBatchesOperator, run tags and the safety-net callback, in real DAG runs (dag.test) against the emulator."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_psopenai.callbacks import cancel_run_batches, cancel_run_batches_with
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+from airflow_psopenai.operators import StopBatchesOperator
+from airflow_psopenai.run_tags import tagged_metadata
+from airflow_psopenai.testing import Fault
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_psopenai.testing import OpenAIEmulator
+    from tests.conftest import DagRunResult
+
+    RunDag = Callable[..., DagRunResult]
+
+
+def cancels(emulator: OpenAIEmulator) -> list[str]:
+    return [entry.path.split("/")[3] for entry in emulator.requests(method="POST", path="*/cancel")]
+
+
+def running(emulator: OpenAIEmulator, count: int, **kwargs: Any) -> list[str]:
+    return [str(emulator.create_batch(**kwargs)["id"]) for _ in range(count)]
+
+
+def test_cancels_every_batch_of_a_list_once_and_passes_them_on_in_order(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    ids = running(emulator, 5)
+    result = run_dag("stop_batches_ids", batch_ids=[*ids, ids[0]])  # a repeated ID is cancelled once
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(ids)
+    returned = result.xcom("stop")
+    assert [batch["id"] for batch in returned] == ids
+    assert {batch["status"] for batch in returned} == {"cancelling"}
+    logs = captured_logs()
+    assert all(f"batch {batch_id!r}: found in_progress, cancel requested, now cancelling" in logs for batch_id in ids)
+    assert "5 batches: 5 cancel requested; 0 failed." in logs
+
+
+def test_mixed_statuses_and_one_failure_fail_the_task_at_the_end_naming_it(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    ids = running(emulator, 3)
+    done = str(emulator.create_batch(status="completed")["id"])
+    result = run_dag("stop_batches_ids", batch_ids=[ids[0], done, "batch_unknown", *ids[1:]])
+    assert result.state == "failed"
+    assert sorted(cancels(emulator)) == sorted(ids)  # every other batch was still attempted
+    logs = captured_logs()
+    assert "2 of 5 batches failed" in logs
+    assert f'batch {done!r}: found completed, failed: cannot cancel a batch with status "completed"' in logs
+    assert "batch 'batch_unknown'" in logs
+
+
+def test_if_not_cancellable_succeed_lets_settled_batches_pass(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    ids = running(emulator, 2)
+    done = str(emulator.create_batch(status="cancelled")["id"])
+    result = run_dag("stop_batches_ids_succeed", batch_ids=[*ids, done])
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(ids)
+    assert [batch["status"] for batch in result.xcom("stop")] == ["cancelling", "cancelling", "cancelled"]
+
+
+@pytest.mark.parametrize("dag_id", ["stop_batches_wait", "stop_batches_wait_deferrable"])
+def test_wait_covers_the_whole_set(emulator: OpenAIEmulator, run_dag: RunDag, dag_id: str) -> None:
+    emulator.cancel_delay = 0.5
+    ids = running(emulator, 6)
+    result = run_dag(dag_id, batch_ids=ids)
+    assert result.state == "success"
+    assert [batch["status"] for batch in result.xcom("stop")] == ["cancelled"] * 6
+    assert all(batch.get("cancelled_at") for batch in result.xcom("stop"))  # whole objects with pass_through
+    assert len(cancels(emulator)) == 6
+
+
+def test_a_deferred_set_times_out_at_one_deadline(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    emulator.cancel_delay = 60
+    ids = running(emulator, 3)
+    started = time.monotonic()
+    result = run_dag("stop_batches_wait_timeout_deferrable", batch_ids=ids)
+    assert result.state == "failed"
+    assert time.monotonic() - started < 30
+    assert "3 of 3 batches failed" in captured_logs()
+    assert "did not settle before the deadline (last status: cancelling)" in captured_logs()
+
+
+def test_batch_objects_select_by_their_id(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    batches = [emulator.create_batch() for _ in range(2)]
+    result = run_dag("stop_batches_objects", batches=batches)
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(str(batch["id"]) for batch in batches)
+
+
+def test_metadata_selects_only_matching_batches(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    mine = running(emulator, 3, metadata={"airflow_run_id": "run-a", "team": "search"})
+    running(emulator, 2, metadata={"airflow_run_id": "run-b", "team": "search"})
+    running(emulator, 2)
+    result = run_dag("stop_batches_metadata", metadata={"airflow_run_id": "run-a"})
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(mine)
+
+
+def test_empty_selection_is_nothing_to_cancel(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    result = run_dag("stop_batches_ids", batch_ids=[])
+    assert result.state == "success"
+    assert result.xcom("stop") == []
+    assert "Nothing to cancel: the selection holds no batch." in captured_logs()
+    assert emulator.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({}, "batch_ids rendered to 'None'"),
+        ({"batch_ids": None}, "batch_ids rendered to 'None'"),
+        ({"batch_ids": "batch_1"}, "the text 'batch_1' is no JSON list"),
+        ({"batch_ids": {"id": "x"}}, "the text \"{'id': 'x'}\" is no JSON list"),
+    ],
+)
+def test_bad_selection_fails_before_any_request(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], conf: dict[str, Any], message: str
+) -> None:
+    result = run_dag("stop_batches_text", **conf) if conf else run_dag("stop_batches_text")
+    assert result.state == "failed"
+    assert message in captured_logs()
+    assert emulator.requests() == []
+
+
+def test_exactly_one_selector_is_required() -> None:
+    with pytest.raises(PSOpenAIConfigurationError, match="exactly one of batch_ids, batches, metadata; got none"):
+        StopBatchesOperator(task_id="none")
+    with pytest.raises(PSOpenAIConfigurationError, match="got batch_ids, metadata"):
+        StopBatchesOperator(task_id="two", batch_ids=[], metadata={"a": "b"})
+
+
+def test_a_retry_does_not_cancel_a_batch_twice(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    """The first try times out while the batches are cancelling; the retry finds them cancelling: its own cancel."""
+    emulator.cancel_delay = 1.6  # after the first try's 1 s wait, within the retry's
+    ids = running(emulator, 3)
+    result = run_dag("stop_batches_retry", batch_ids=ids)
+    assert result.state == "success"
+    assert result.tries["stop"] == 2
+    assert sorted(cancels(emulator)) == sorted(ids)
+    assert [batch["status"] for batch in result.xcom("stop")] == ["cancelled"] * 3
+
+
+# -- run tags -------------------------------------------------------------------------------------------------
+
+
+def test_batches_created_in_a_task_carry_the_run_tags_and_are_found_by_them(
+    emulator: OpenAIEmulator, run_dag: RunDag
+) -> None:
+    others = running(emulator, 2, metadata={"airflow_dag_id": "stop_batches_of_this_run", "airflow_run_id": "other"})
+    result = run_dag("stop_batches_of_this_run", count=3)
+    assert result.state == "success"
+    created = result.xcom("create_tagged")
+    for batch_id in created:
+        metadata = emulator.get_batch(batch_id)["metadata"]
+        assert metadata == {
+            "airflow_dag_id": "stop_batches_of_this_run",
+            "airflow_run_id": result.dag_run.run_id,
+            "airflow_task_id": "create_tagged",
+            "team": "search",
+        }
+    assert sorted(cancels(emulator)) == sorted(created)
+    assert all(emulator.get_batch(batch_id)["status"] == "in_progress" for batch_id in others)
+
+
+def test_own_metadata_keys_win_and_the_limits_are_checked_before_the_request() -> None:
+    tags = {"airflow_dag_id": "d", "airflow_run_id": "r", "airflow_task_id": "t"}
+    assert tagged_metadata(tags, {"airflow_task_id": "mine"})["airflow_task_id"] == "mine"
+    with pytest.raises(PSOpenAIConfigurationError, match="at most 16 pairs"):
+        tagged_metadata(tags, {f"k{n}": "v" for n in range(14)})
+    with pytest.raises(PSOpenAIConfigurationError, match="the API allows 64"):
+        tagged_metadata(tags, {"k" * 65: "v"})
+    with pytest.raises(PSOpenAIConfigurationError, match="the API allows 512"):
+        tagged_metadata(tags, {"k": "v" * 513})
+
+
+# -- the safety-net callback ----------------------------------------------------------------------------------
+
+
+def failing_run_context(run_id: str, dag_id: str = "pipeline") -> dict[str, Any]:
+    """The part of a failure callback's context the callback reads (a DagRun's identity and run_after)."""
+    from datetime import UTC, datetime, timedelta
+
+    return {"dag_run": SimpleNamespace(dag_id=dag_id, run_id=run_id, run_after=datetime.now(UTC) - timedelta(hours=1))}
+
+
+def test_the_callback_cancels_the_runs_running_batches_only(emulator: OpenAIEmulator) -> None:
+    tags = {"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"}
+    mine = running(emulator, 3, metadata=tags)
+    already = str(emulator.create_batch(status="cancelling", metadata=tags)["id"])
+    other_run = running(emulator, 2, metadata={**tags, "airflow_run_id": "run-2"})
+    untagged = running(emulator, 2)
+    cancel_run_batches(failing_run_context("run-1"))
+    assert sorted(cancels(emulator)) == sorted(mine)
+    assert already not in cancels(emulator)
+    assert all(emulator.get_batch(b)["status"] == "in_progress" for b in [*other_run, *untagged])
+    cancel_run_batches(failing_run_context("run-1"))  # idempotent: nothing running is left
+    assert len(cancels(emulator)) == 3
+
+
+def test_the_callback_never_raises_and_is_bounded_in_time(
+    emulator: OpenAIEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    running(emulator, 2, metadata={"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"})
+    emulator.add_fault(Fault.hang(None), method="GET", path="/v1/batches", times=5)
+    started = time.monotonic()
+    cancel_run_batches_with(timeout_sec=1.0)(failing_run_context("run-1"))
+    assert time.monotonic() - started < 5
+    assert "cancel_run_batches could not cancel the run's batches" in caplog.text
+    cancel_run_batches_with(conn_id="psopenai_missing")(failing_run_context("run-1"))
+    assert "'psopenai_missing' is not defined" in caplog.text
