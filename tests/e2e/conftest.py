@@ -21,7 +21,14 @@ if TYPE_CHECKING:
 
 # The emulator's default: cancels settle after 3 s. Tests that need other delays set their own.
 DEFAULT_CANCEL_DELAY = 3.0
-E2E_DAG_IDS = {"e2e_psopenai_deferred", "e2e_psopenai_restart", "e2e_psopenai_mark_failed"}
+E2E_DAG_IDS = {
+    "e2e_psopenai_deferred",
+    "e2e_psopenai_restart",
+    "e2e_psopenai_mark_failed",
+    "e2e_psopenai_cleanup_last_try",
+    "e2e_psopenai_cleanup_timeout",
+    "e2e_psopenai_cleanup_marked",
+}
 
 _stacks: list[AirflowStack] = []
 

@@ -24,6 +24,8 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
     FLAGSHIP: ("failed", {"process_records": "failed", "fail_run": "failed"}),
     "example_psopenai_mapped": ("success", {}),
     "example_psopenai_response": ("success", {}),
+    # process_results fails on purpose; the teardown cancels the run's batches.
+    "example_psopenai_run_cleanup": ("failed", {"process_results": "failed"}),
     "example_psopenai_teardown": ("success", {}),
     "example_psopenai_thread_run": ("success", {}),
     "example_psopenai_xcom_ids": ("success", {}),

@@ -6,10 +6,13 @@ exactly which requests belong to which task.
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
+from airflow_psopenai.callbacks import cancel_run_batches
 from airflow_psopenai.operators import StopBatchOperator
 from airflow_psopenai.sensors import BatchCancelledSensor
 
@@ -88,3 +91,58 @@ with DAG("e2e_psopenai_mark_failed", schedule=None, start_date=START, catchup=Fa
         wait_timeout=600,
         retries=0,
     )
+
+
+# -- no batch outlives its run: three ways a run fails with tagged batches still running ----------------------
+
+
+@task
+def create_tagged(**context: Any) -> list[str]:
+    """Create three batches with the hook in the task: each carries the run tags."""
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+    hook = PSOpenAIHook()
+    try:
+        return [str(hook.create_batch("file-e2e")["id"]) for _ in range(3)]
+    finally:
+        hook.close()
+
+
+@task(retries=1, retry_delay=timedelta(seconds=1))
+def fail_every_try() -> None:
+    """Fail on every try, the last one included: no task of the run handles the failure."""
+    raise RuntimeError("fails on every try")
+
+
+@task(retries=0)
+def work_for_long() -> None:
+    """Hold the run open until the timeout passes or a user marks the run failed."""
+    time.sleep(600)
+
+
+# (a) A task fails on its last try: the DAG's failure callback (in the DAG processor) cancels.
+with DAG(
+    "e2e_psopenai_cleanup_last_try",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    on_failure_callback=cancel_run_batches,
+    tags=["psopenai-e2e"],
+):
+    create_tagged() >> fail_every_try()
+
+# (b) dagrun_timeout passes while the batches run: the same callback.
+with DAG(
+    "e2e_psopenai_cleanup_timeout",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    dagrun_timeout=timedelta(seconds=20),
+    on_failure_callback=cancel_run_batches,
+    tags=["psopenai-e2e"],
+):
+    create_tagged() >> work_for_long()
+
+# (c) A user marks the run failed through the REST API: no callback runs; the provider's listener cancels.
+with DAG("e2e_psopenai_cleanup_marked", schedule=None, start_date=START, catchup=False, tags=["psopenai-e2e"]):
+    create_tagged() >> work_for_long()
