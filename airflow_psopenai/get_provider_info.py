@@ -41,6 +41,4 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_psopenai.operators.stop.OpenAIBatchLink"],
-        # The listener that cancels the batches of a run marked failed (off unless configured).
-        "plugins": [{"name": "psopenai", "plugin-class": "airflow_psopenai.plugin.PSOpenAIPlugin"}],
     }

@@ -223,3 +223,43 @@ def test_the_callback_never_raises_and_is_bounded_in_time(
     assert "cancel_run_batches could not cancel the run's batches" in caplog.text
     cancel_run_batches_with(conn_id="psopenai_missing")(failing_run_context("run-1"))
     assert "'psopenai_missing' is not defined" in caplog.text
+
+
+# -- the listener for runs marked failed by hand ------------------------------------------------------------
+
+
+def run_failed(listener: Any, run_id: str, msg: str = "", *, with_callback: bool = False) -> None:
+    """Tell the listener a run failed, as Airflow does, and wait for its cleanup thread."""
+    dag_run = failing_run_context(run_id)["dag_run"]
+    dag_run.dag = SimpleNamespace(has_on_failure_callback=with_callback)
+    listener.threads.clear()
+    listener.on_dag_run_failed(dag_run=dag_run, msg=msg)
+    for thread in listener.threads:
+        thread.join(30)
+
+
+def test_the_listener_cancels_a_run_marked_failed_only_when_turned_on(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_psopenai.plugin import PSOpenAIPlugin, failed_run_listener
+
+    assert PSOpenAIPlugin.listeners == [failed_run_listener]
+    mine = running(emulator, 2, metadata={"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"})
+    run_failed(failed_run_listener, "run-1")
+    assert cancels(emulator) == []  # off by default: it would act on every DAG of the deployment
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__CANCEL_BATCHES_OF_FAILED_RUNS", "True")
+    run_failed(failed_run_listener, "run-1", "Dag Run's state was manually set to `failed`.", with_callback=True)
+    assert sorted(cancels(emulator)) == sorted(mine)
+
+
+def test_the_listener_leaves_scheduler_failures_to_the_dags_own_callback(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_psopenai.plugin import failed_run_listener
+
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__CANCEL_BATCHES_OF_FAILED_RUNS", "True")
+    mine = running(emulator, 2, metadata={"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"})
+    run_failed(failed_run_listener, "run-1", "task_failure", with_callback=True)
+    assert cancels(emulator) == []
+    run_failed(failed_run_listener, "run-1", "task_failure", with_callback=False)
+    assert sorted(cancels(emulator)) == sorted(mine)
