@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from airflow_psopenai.operators.stop import StopBatchOperator, StopResponseOperator, StopThreadRunOperator
-from airflow_psopenai.operators.stop_batches import StopBatchesOperator
+
+if TYPE_CHECKING:
+    from airflow_psopenai.operators.stop_batches import StopBatchesOperator
 
 __all__ = ["StopBatchOperator", "StopBatchesOperator", "StopResponseOperator", "StopThreadRunOperator"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: an operator class costs milliseconds at DAG-parse time.
+    if name == "StopBatchesOperator":
+        from airflow_psopenai.operators.stop_batches import StopBatchesOperator
+
+        return StopBatchesOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
