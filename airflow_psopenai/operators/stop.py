@@ -41,6 +41,17 @@ IF_NOT_CANCELLABLE_CHOICES = ("fail", "succeed", "skip")
 CONSOLE_URL_XCOM_KEY = "openai_console_url"
 
 
+def check_cancel_options(if_not_cancellable: object, poll_interval: object, wait_timeout: object) -> None:
+    """Refuse bad options of a cancel and its wait before the cancel is sent, not after."""
+    if if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:
+        raise PSOpenAIConfigurationError(
+            f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, got {if_not_cancellable!r}."
+        )
+    if not (isinstance(poll_interval, int | float) and poll_interval > 0):
+        raise PSOpenAIConfigurationError(f"poll_interval must be a number of seconds above 0, got {poll_interval!r}.")
+    as_seconds(wait_timeout, "wait_timeout")  # type: ignore[arg-type]  # anything a template rendered
+
+
 class OpenAIBatchLink(BaseOperatorLink):
     """Link to the batch's page on platform.openai.com (only when the task used api.openai.com)."""
 
@@ -174,16 +185,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         return self._finish(checked["object"], ids)
 
     def _check_options(self) -> None:
-        if self.if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:
-            raise PSOpenAIConfigurationError(
-                f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, "
-                f"got {self.if_not_cancellable!r}."
-            )
-        if not (isinstance(self.poll_interval, int | float) and self.poll_interval > 0):
-            raise PSOpenAIConfigurationError(
-                f"poll_interval must be a number of seconds above 0, got {self.poll_interval!r}."
-            )
-        as_seconds(self.wait_timeout, "wait_timeout")  # refused before the cancel is sent, not after
+        check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
 
     def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], *, first_try: bool) -> dict[str, Any]:
         """Send the cancel (after a retrieve, unless ``force`` on a first try) and return the resulting object.

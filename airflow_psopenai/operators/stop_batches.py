@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
-from airflow_psopenai.operators.stop import IF_NOT_CANCELLABLE_CHOICES, IfNotCancellable
+from airflow_psopenai.operators.stop import IfNotCancellable, check_cancel_options
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.validation import ids_from_arguments, require_id
-from airflow_psopenai.waiting import EVENT_SETTLED, Deadline, as_seconds, check_event, wait_limit
+from airflow_psopenai.waiting import EVENT_SETTLED, Deadline, check_event, wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -211,20 +211,11 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         return [o.obj or {"id": o.batch_id} for o in outcomes] if self.pass_through else None
 
     def _check_options(self) -> None:
-        if self.if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:
-            raise PSOpenAIConfigurationError(
-                f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, "
-                f"got {self.if_not_cancellable!r}."
-            )
-        if not (isinstance(self.poll_interval, int | float) and self.poll_interval > 0):
-            raise PSOpenAIConfigurationError(
-                f"poll_interval must be a number of seconds above 0, got {self.poll_interval!r}."
-            )
+        check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
         if not (isinstance(self.max_concurrency, int) and not isinstance(self.max_concurrency, bool)) or not (
             1 <= self.max_concurrency <= 200
         ):
             raise PSOpenAIConfigurationError(f"max_concurrency must be 1 to 200, got {self.max_concurrency!r}.")
-        as_seconds(self.wait_timeout, "wait_timeout")
         self.hook_kwargs()
 
     def _selected_ids(self, context: Context) -> list[str]:
