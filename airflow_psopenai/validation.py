@@ -49,7 +49,7 @@ def require_id(argument: str, value: object) -> str:
     stripped = value.strip()
     if stripped[:1] in ("[", "(", "{"):
         # A list or dict that a non-native template turned into its text.
-        parsed = _parse_literal(stripped)
+        parsed = parse_rendered_text(stripped)
         if isinstance(parsed, list | tuple | dict):
             return require_id(argument, list(parsed) if isinstance(parsed, tuple) else parsed)
     if not stripped:
@@ -151,7 +151,7 @@ def _object_as_dict(resource: CancellableResource, obj: object) -> dict[str, Any
     return dict(obj)
 
 
-def _parse_literal(text: str) -> object:
+def parse_rendered_text(text: str) -> object:
     """Return what a non-native Jinja template rendered to text (JSON or a Python repr), or None."""
     for parse in (json.loads, ast.literal_eval):
         try:
@@ -163,7 +163,7 @@ def _parse_literal(text: str) -> object:
 
 def _parse_object_text(resource: CancellableResource, text: str) -> object:
     """Read an object that a non-native Jinja template rendered to text."""
-    parsed = _parse_literal(text)
+    parsed = parse_rendered_text(text)
     if parsed is not None:
         return parsed
     raise PSOpenAIConfigurationError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIErro
 from airflow_psopenai.operators.stop import IfNotCancellable, check_cancel_options
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.validation import ids_from_arguments, require_id
+from airflow_psopenai.validation import ids_from_arguments, parse_rendered_text, require_id
 from airflow_psopenai.waiting import EVENT_SETTLED, Deadline, check_event, wait_limit
 
 if TYPE_CHECKING:
@@ -263,7 +262,7 @@ def _slim(obj: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _as_list(argument: str, value: object) -> list[Any]:
-    """Return a selector's list: a list or tuple, or a JSON list a template rendered as text."""
+    """Return a selector's list: a list or tuple, or the text a template rendered it to (JSON or Python's)."""
     if isinstance(value, str):
         text = value.strip()
         if text in ("None", ""):
@@ -271,13 +270,12 @@ def _as_list(argument: str, value: object) -> list[Any]:
                 f"{argument} rendered to {value!r}: the template or XCom it comes from returned nothing. "
                 f"Check the upstream task (for nothing to cancel, return an empty list)."
             )
-        try:
-            value = json.loads(text)
-        except ValueError:
+        value = parse_rendered_text(text)
+        if value is None:
             raise PSOpenAIConfigurationError(
-                f"{argument} must be a list; the text {text[:100]!r} is no JSON list. With a template, use "
+                f"{argument} must be a list; the text {text[:100]!r} is no list. With a template, use "
                 "render_template_as_native_obj=True or '{{ ... | tojson }}'."
-            ) from None
+            )
     if value is None:
         raise PSOpenAIConfigurationError(f"{argument} is None: give a list (an empty one cancels nothing).")
     if not isinstance(value, list | tuple):
@@ -287,10 +285,7 @@ def _as_list(argument: str, value: object) -> list[Any]:
 
 def _as_metadata(value: object) -> dict[str, str]:
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise PSOpenAIConfigurationError(f"metadata must be a dict of text pairs, got {value!r:.100}.") from None
+        value = parse_rendered_text(value.strip()) or value
     if (
         not isinstance(value, dict)
         or not value

@@ -93,6 +93,13 @@ def test_a_deferred_set_times_out_at_one_deadline(
     assert "did not settle before the deadline (last status: cancelling)" in captured_logs()
 
 
+def test_a_list_rendered_as_text_without_tojson_is_read_back(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    ids = running(emulator, 2)
+    result = run_dag("stop_batches_text", batch_ids=ids)  # "['batch_...', 'batch_...']", Python's text
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(ids)
+
+
 def test_batch_objects_select_by_their_id(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
     batches = [emulator.create_batch() for _ in range(2)]
     result = run_dag("stop_batches_objects", batches=batches)
@@ -124,14 +131,37 @@ def test_empty_selection_is_nothing_to_cancel(
     [
         ({}, "batch_ids rendered to 'None'"),
         ({"batch_ids": None}, "batch_ids rendered to 'None'"),
-        ({"batch_ids": "batch_1"}, "the text 'batch_1' is no JSON list"),
-        ({"batch_ids": {"id": "x"}}, "the text \"{'id': 'x'}\" is no JSON list"),
+        ({"batch_ids": "batch_1"}, "the text 'batch_1' is no list"),
+        ({"batch_ids": {"id": "x"}}, "batch_ids must be a list, got dict"),
     ],
 )
 def test_bad_selection_fails_before_any_request(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], conf: dict[str, Any], message: str
 ) -> None:
     result = run_dag("stop_batches_text", **conf) if conf else run_dag("stop_batches_text")
+    assert result.state == "failed"
+    assert message in captured_logs()
+    assert emulator.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "message"),
+    [
+        ("stop_batches_bad_concurrency", {}, "max_concurrency must be 1 to 200, got 0"),
+        ("stop_batches_bad_metadata", {"metadata": []}, "metadata must be a non-empty dict of text keys and values"),
+        ("stop_batches_bad_metadata", {"metadata": {"n": 1}}, "metadata must be a non-empty dict of text keys"),
+        ("stop_batches_bad_created_after", {}, "created_after must be a datetime, an ISO 8601 text or epoch seconds"),
+    ],
+)
+def test_bad_options_fail_before_any_request(
+    emulator: OpenAIEmulator,
+    run_dag: RunDag,
+    captured_logs: Callable[[], str],
+    dag_id: str,
+    conf: dict[str, Any],
+    message: str,
+) -> None:
+    result = run_dag(dag_id, **conf)
     assert result.state == "failed"
     assert message in captured_logs()
     assert emulator.requests() == []
