@@ -80,13 +80,17 @@ async def wait_for_each(
     poll_interval: float,
     deadline: Deadline,
     log: Any,
+    limit: str = "the deadline",
 ) -> list[dict[str, Any]]:
-    """Wait for every object of a set at once, with one deadline; return each one's event, in order."""
+    """Wait for every object of a set at once, with one deadline; return each one's event, in order.
+
+    :param limit: How timeout messages name the deadline.
+    """
     return list(
         await asyncio.gather(
             *(
                 wait_until_settled(
-                    hook, resource, ids, poll_interval=poll_interval, deadline=deadline, limit="the deadline", log=log
+                    hook, resource, ids, poll_interval=poll_interval, deadline=deadline, limit=limit, log=log
                 )
                 for ids in id_sets
             )

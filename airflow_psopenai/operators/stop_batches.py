@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
+from airflow_psopenai.bulk_cancel import CANCEL_SENT
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.operators.stop import IfNotCancellable, check_cancel_options
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
@@ -149,7 +150,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         events = run_in_worker(
             hook,
             lambda: wait_for_each(
-                hook, BATCH, id_sets, poll_interval=self.poll_interval, deadline=deadline, log=self.log
+                hook, BATCH, id_sets, poll_interval=self.poll_interval, deadline=deadline, limit=limit, log=self.log
             ),
         )
         return self._after_wait(outcomes, events, limit)
@@ -200,7 +201,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             raise PSOpenAIError(
                 f"{len(failed)} of {len(outcomes)} batches failed: " + "; ".join(o.line() for o in failed)
             )
-        if self.if_not_cancellable == "skip" and all(o.action != "cancel requested" for o in outcomes):
+        if self.if_not_cancellable == "skip" and all(o.action != CANCEL_SENT for o in outcomes):
             raise AirflowSkipException("No batch of the selection could be cancelled (if_not_cancellable='skip').")
         settled_other = [o.batch_id for o in outcomes if o.status in BATCH.settled and o.status != "cancelled"]
         if settled_other:
