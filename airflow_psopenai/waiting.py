@@ -178,6 +178,14 @@ class StatusWatch:
         return delay
 
 
+SLIM_KEYS = ("id", "object", "status")
+
+
+def slim_object(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Return only an object's ``id``, ``object`` and ``status``: enough to check an event, small to store."""
+    return None if obj is None else {key: obj[key] for key in SLIM_KEYS if key in obj}
+
+
 def settled_event(resource: CancellableResource, ids: Mapping[str, str], obj: Mapping[str, Any]) -> dict[str, Any]:
     """Return the event that ends a wait on a settled object."""
     return {"status": EVENT_SETTLED, "resource": resource.name, "ids": dict(ids), "object": dict(obj)}

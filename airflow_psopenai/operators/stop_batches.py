@@ -14,7 +14,7 @@ from airflow_psopenai.operators.stop import IfNotCancellable, check_cancel_optio
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.validation import ids_from_arguments, parse_rendered_text, require_id
-from airflow_psopenai.waiting import EVENT_SETTLED, Deadline, check_event, wait_limit
+from airflow_psopenai.waiting import EVENT_SETTLED, Deadline, check_event, slim_object, wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -140,7 +140,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 # Resumed in a fresh process: what the cancels found comes back in the event (whole
                 # objects only for pass_through). Not in defer's kwargs: dag.test() does not pass them.
                 carry={
-                    "outcomes": [{**asdict(o), "obj": o.obj if self.pass_through else _slim(o.obj)} for o in outcomes],
+                    "outcomes": [
+                        {**asdict(o), "obj": o.obj if self.pass_through else slim_object(o.obj)} for o in outcomes
+                    ],
                     "limit": limit,
                 },
             )
@@ -256,10 +258,6 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         raise PSOpenAIConfigurationError(
             f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
         )
-
-
-def _slim(obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if obj is None else {key: obj[key] for key in ("id", "object", "status") if key in obj}
 
 
 def _as_list(argument: str, value: object) -> list[Any]:

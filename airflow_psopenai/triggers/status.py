@@ -10,7 +10,7 @@ from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import RESOURCES
 from airflow_psopenai.wait_loop import SET_EVENT, wait_for_each, wait_until_settled
-from airflow_psopenai.waiting import Deadline
+from airflow_psopenai.waiting import Deadline, slim_object
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -168,6 +168,4 @@ class ResourceSetStatusTrigger(BaseTrigger):
 
 def _slim(event: dict[str, Any]) -> dict[str, Any]:
     obj = event.get("object")
-    if isinstance(obj, dict):
-        return {**event, "object": {key: obj[key] for key in ("id", "status", "object") if key in obj}}
-    return event
+    return {**event, "object": slim_object(obj)} if isinstance(obj, dict) else event
