@@ -3,8 +3,10 @@
 Each wait polls its object once per interval. Batches also have an account-wide list, newest first,
 100 to a page: when several batch polls are due at once, one board reads the pages that hold them
 and hands each wait its batch, about N/100 requests a round instead of N (list items are the same
-objects a retrieve returns). A wait may be answered up to half its delay early by a round that runs
-anyway, so waits started at different times fall into step after one poll.
+objects a retrieve returns). A wait may be answered up to half its delay early by a round that reads
+its page anyway, so waits of one page started at different times fall into step after one poll.
+Different pages keep their own phases (the first walk from the head reads them one after the other):
+a round is not every page at once, whose parsing would hold the last page's answers back.
 
 Where each batch sits in the list does not move: ``after=ID`` returns the batches older than ``ID``,
 and new batches only come in at the head. So a board remembers the cursor of the page each batch
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,11 +60,12 @@ class _Due:
     """One wait's next poll: when it may run, when it must, and where its answer goes."""
 
     object_id: str
+    page: str | None  # the cursor of the page expected to hold it (None: its own GET)
     earliest: float  # on the event loop's clock
     due: float
     deadline: Deadline
     answer: asyncio.Future[JsonObject | None]  # None: poll with your own GET
-    taken: bool = False
+    taken: bool = False  # by a round, or given up by its wait
 
 
 @dataclass
@@ -71,7 +76,6 @@ class _Outcome:
     """
 
     dues: dict[str, list[_Due]]
-    started: float
     found: dict[str, JsonObject] = field(default_factory=dict)
     errors: dict[str, PSOpenAIError] = field(default_factory=dict)
 
@@ -90,12 +94,15 @@ class StatusBoard:
         self._api_base = settings.api_base
         self._resource = resource
         self._id_field = resource.id_fields[0]
-        self._waiting: set[_Due] = set()
+        # The polls no round has taken yet: by due time (a heap, ties by arrival), and by page for early joins.
+        self._queue: list[tuple[float, int, _Due]] = []
+        self._arrivals = itertools.count()
+        self._by_page: dict[str | None, set[_Due]] = {}
         self._watchers: Counter[str] = Counter()
         self._cursors: dict[str, str] = {}  # ID -> the `after` of the page it was last found on
         self._created: dict[str, float] = {}  # ID -> its created_at, from its last answer
-        # ID -> when the round that read it from a page started: its next poll is timed from then, so
-        # that rounds come every poll_interval, not every poll_interval plus the time a round takes.
+        # ID -> when the page it was read from was asked for: its next poll is timed from then, so that
+        # a page is read every poll_interval, not every poll_interval plus the time its answer takes.
         self._read_at: dict[str, float] = {}
         self._far: set[str] = set()  # IDs polled with their own GET
         self._enabled = True
@@ -152,15 +159,17 @@ class StatusBoard:
         now = loop.time()
         since = min(now, self._read_at.pop(object_id, now))
         delay = deadline.sleep_before_poll(delay)
-        due = _Due(object_id, since + delay * EARLY_SHARE, since + delay, deadline, loop.create_future())
-        self._waiting.add(due)
+        page = self._page_of(object_id)
+        due = _Due(object_id, page, since + delay * EARLY_SHARE, since + delay, deadline, loop.create_future())
+        heapq.heappush(self._queue, (due.due, next(self._arrivals), due))
+        self._by_page.setdefault(page, set()).add(due)
         self._schedule(due.due)
         # No timer of its own (one per wait and poll costs a fifth of a round's CPU at N = 10,000): every
         # page of its round is bounded by the earliest deadline of the waits it serves, this one's included.
         try:
             return await due.answer
         finally:
-            self._waiting.discard(due)
+            self._take_out(due)  # a wait cancelled while queued leaves no trace
 
     # -- rounds ---------------------------------------------------------------------------------------
 
@@ -170,33 +179,58 @@ class StatusBoard:
         elif due < self._next_round:
             self._wakeup.set()
 
+    def _take_out(self, due: _Due) -> None:
+        """Mark a poll as taken and drop it from its page's set (its heap entry is skipped when it comes up)."""
+        due.taken = True
+        waiting = self._by_page.get(due.page)
+        if waiting is not None:
+            waiting.discard(due)
+            if not waiting:
+                del self._by_page[due.page]
+
     async def _run(self) -> None:
-        """Start a round whenever a poll is due, taking in every poll that may run early."""
+        """Start a round whenever a poll is due, taking in the polls of the same pages that may run early."""
         loop = asyncio.get_running_loop()
-        while pending := [due for due in self._waiting if not due.taken]:
+        queue = self._queue
+        while True:
+            while queue and queue[0][2].taken:
+                heapq.heappop(queue)
+            if not queue:
+                break
             self._wakeup.clear()
-            self._next_round = min(due.due for due in pending)
+            self._next_round = queue[0][0]
             if (sleep := self._next_round - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(sleep):
                         await self._wakeup.wait()
                 continue
             now = loop.time()
-            taken = [due for due in pending if due.earliest <= now]
-            for due in taken:
-                due.taken = True
+            taken: list[_Due] = []
+            while queue and queue[0][0] <= now:
+                due = heapq.heappop(queue)[2]
+                if not due.taken:
+                    self._take_out(due)
+                    taken.append(due)
+            for page in {due.page for due in taken} - {None}:
+                early = [due for due in self._by_page.get(page, ()) if due.earliest <= now]
+                for due in early:
+                    self._take_out(due)
+                taken += early
             task = asyncio.create_task(self._round(taken))
             self._rounds.add(task)
             task.add_done_callback(self._rounds.discard)
         self._next_round = float("inf")
 
+    def _page_of(self, object_id: str) -> str | None:
+        """Return the cursor of the page a round reads for this batch (None: it polls with its own GET)."""
+        return None if object_id in self._far else self._cursors.get(object_id, _HEAD)
+
     async def _round(self, taken: list[_Due]) -> None:
-        started = asyncio.get_running_loop().time()
         by_id: dict[str, list[_Due]] = {}
         for due in taken:
             by_id.setdefault(due.object_id, []).append(due)
         deadlines = {object_id: _earliest(due.deadline for due in dues) for object_id, dues in by_id.items()}
-        outcome = _Outcome(by_id, started)
+        outcome = _Outcome(by_id)
         listed = [object_id for object_id in deadlines if object_id not in self._far]
         try:
             if self._enabled and len(listed) >= MIN_COALESCED:
@@ -231,10 +265,8 @@ class StatusBoard:
     async def _read_remembered(
         self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome
     ) -> None:
-        page = await self._page(cursor, ids, deadlines, outcome)
-        if page is None:
+        if await self._page(cursor, ids, deadlines, outcome) is None:
             return
-        self._take(page, cursor, deadlines, outcome)
         for object_id in ids:  # not where it was (it cannot move): its own GETs from now on
             if object_id not in outcome.found:
                 self._cursors.pop(object_id, None)
@@ -251,7 +283,6 @@ class StatusBoard:
                 return
             pages += 1
             before = len(missing)
-            self._take(page, cursor, deadlines, outcome)
             missing -= outcome.found.keys()
             found += before - len(missing)
             items = page["data"]
@@ -279,7 +310,9 @@ class StatusBoard:
             and created_at < min(when for when in known if when is not None)
         )
 
-    def _take(self, page: JsonObject, cursor: str, deadlines: Mapping[str, Deadline], outcome: _Outcome) -> None:
+    def _take(
+        self, page: JsonObject, cursor: str, asked_at: float, deadlines: Mapping[str, Deadline], outcome: _Outcome
+    ) -> None:
         """Hand over every polled batch the page holds at once, and remember the page as where each one is."""
         for item in page["data"]:
             object_id = item.get("id") if isinstance(item, dict) else None
@@ -288,7 +321,7 @@ class StatusBoard:
                 outcome.errors.pop(object_id, None)
                 self._cursors[object_id] = cursor
                 self._note_created(object_id, item)
-                self._read_at[object_id] = outcome.started
+                self._read_at[object_id] = asked_at
                 for due in outcome.dues[object_id]:
                     if not due.answer.done():
                         due.answer.set_result(item)
@@ -296,9 +329,13 @@ class StatusBoard:
     async def _page(
         self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome
     ) -> JsonObject | None:
-        """Return one list page, or None after handing its failure to ``ids`` (its error, or their own GETs)."""
+        """Read one list page and hand over what it holds (``_take``); return it.
+
+        None: the page failed, and its failure went to ``ids`` (its error, or their own GETs).
+        """
         # The earliest: a wait ends at its deadline; the others get a transient error and poll again.
         deadline = _earliest(deadlines[object_id] for object_id in ids)
+        asked_at = asyncio.get_running_loop().time()
         try:
             page = await self._hook.alist_page(self._resource, after=cursor or None, limit=PAGE_SIZE, deadline=deadline)
         except PSOpenAIError as error:
@@ -313,7 +350,10 @@ class StatusBoard:
                     error,
                 )
             return None
-        return page if isinstance(page.get("data"), list) else None
+        if not isinstance(page.get("data"), list):
+            return None
+        self._take(page, cursor, asked_at, deadlines, outcome)
+        return page
 
 
 async def _nothing() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,32 @@ async def test_waits_started_at_different_times_fall_into_step(emulator: OpenAIE
     rounds = [page.time - started for page in list_pages(emulator) if page.time >= started + 2.0]
     assert len(rounds) <= 3, rounds
     assert own_gets(emulator) == []
+
+
+async def test_each_page_keeps_its_own_phase_so_a_round_is_no_burst(emulator: OpenAIEmulator) -> None:
+    """The first round walks three pages one after the other (0.3 s latency each); later rounds read each
+    page one poll_interval after its own last read, not all three at once when the first is due.
+
+    Bunched, a triggerer parses every page of a round at the same moment: at N = 10,000 the last of 100
+    pages waits half a second behind the others, which is half a second more detection delay.
+    """
+    emulator.cancel_delay = 4.0
+    emulator.latency = 0.3
+    batch_ids = cancelling_batches(emulator, 250)
+    await wait_all(batch_ids, poll_interval=1.5)
+    reads: dict[str, list[float]] = {}
+    for page in list_pages(emulator):
+        reads.setdefault(page.query.get("after", ""), []).append(page.time)
+    assert len(reads) == 3, reads
+    later_rounds = list(zip(*(times[1:] for times in reads.values()), strict=False))
+    assert later_rounds, reads
+    for pages_of_a_round in later_rounds:  # the pages of a round stay as far apart as the first walk made them
+        first, *others = sorted(pages_of_a_round)
+        assert all(later - first >= 0.2 for later in others), reads
+    for times in reads.values():  # and each page is read once a poll_interval (the first polls come sooner)
+        gaps = [after - before for before, after in itertools.pairwise(times)]
+        assert all(gap <= 1.5 + 0.35 for gap in gaps), reads
+        assert gaps[-1] >= 1.5 - 0.05, reads
 
 
 async def test_old_batches_cost_no_more_than_their_own_gets(emulator: OpenAIEmulator) -> None:
