@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_psopenai.cancel_policy import ALREADY_REQUESTED_TEXT, Step
 from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.waiting import NO_DEADLINE, Deadline, status_of
@@ -18,13 +19,14 @@ from airflow_psopenai.waiting import NO_DEADLINE, Deadline, status_of
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from airflow_psopenai.cancel_policy import CancelPolicy
     from airflow_psopenai.hooks import PSOpenAIHook
 
 PAGE_SIZE = 100
 
 # What was done to one batch.
 CANCEL_SENT = "cancel requested"
-EARLIER_TRY = "already cancelled by an earlier try"
+ALREADY_REQUESTED = f"no second cancel ({ALREADY_REQUESTED_TEXT})"
 NOTHING_TO_DO = "nothing to cancel"
 FAILED = "failed"
 
@@ -49,20 +51,6 @@ class BatchOutcome:
         if self.error is not None:
             return f"batch {self.batch_id!r}: found {self.found or 'unknown'}, {self.action}: {self.error}"
         return f"batch {self.batch_id!r}: found {self.found}, {self.action}, now {self.status}"
-
-
-@dataclass(frozen=True)
-class CancelRules:
-    """How each batch is treated, as :class:`~airflow_psopenai.operators.StopBatchOperator` treats one.
-
-    :param force: Send the cancel whatever the status found.
-    :param if_not_cancellable: ``fail`` (the batch counts as failed), ``succeed`` or ``skip`` (it does not).
-    :param first_try: False on an Airflow retry: a batch found cancelling or cancelled was this task's.
-    """
-
-    force: bool = False
-    if_not_cancellable: str = "fail"
-    first_try: bool = True
 
 
 def batches_by_metadata(
@@ -104,47 +92,52 @@ def _created_before(item: Mapping[str, Any], cutoff: int | None) -> bool:
 async def cancel_each(
     hook: PSOpenAIHook,
     batch_ids: Sequence[str],
-    rules: CancelRules,
+    policy: CancelPolicy,
     *,
     max_concurrency: int,
     deadline: Deadline = NO_DEADLINE,
 ) -> list[BatchOutcome]:
-    """Cancel every batch (at most ``max_concurrency`` requests at once); return their outcomes in order."""
+    """Cancel every batch (at most ``max_concurrency`` requests at once); return their outcomes in order.
+
+    Each batch is treated as :class:`~airflow_psopenai.operators.StopBatchOperator` treats one (``policy``);
+    ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not.
+    """
     slots = asyncio.Semaphore(max_concurrency)
 
     async def one(batch_id: str) -> BatchOutcome:
         async with slots:
-            return await _cancel_one(hook, batch_id, rules, deadline)
+            return await _cancel_one(hook, batch_id, policy, deadline)
 
     return list(await asyncio.gather(*(one(batch_id) for batch_id in batch_ids)))
 
 
-async def _cancel_one(hook: PSOpenAIHook, batch_id: str, rules: CancelRules, deadline: Deadline) -> BatchOutcome:
+async def _cancel_one(hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, deadline: Deadline) -> BatchOutcome:
     outcome = BatchOutcome(batch_id)
     ids = {"batch_id": batch_id}
     try:
-        if not rules.force or not rules.first_try:
+        if policy.looks_first:
             current = await hook.aget_object(BATCH, ids, deadline=deadline)
-            outcome.found = outcome.found or status_of(current)
+            outcome.found = status_of(current)
             outcome.obj = current
-            if not rules.first_try and outcome.found in BATCH.cancel_requested:
-                outcome.action = EARLIER_TRY
+            step = policy.step(BATCH, current)
+            if step is Step.ALREADY_REQUESTED:
+                outcome.action = ALREADY_REQUESTED
                 return outcome
-            if not rules.force and outcome.found not in BATCH.cancellable:
-                return _not_cancellable(outcome, rules, f'cannot cancel a batch with status "{outcome.found}"')
+            if step is Step.NOT_CANCELLABLE:
+                return _not_cancellable(outcome, policy, f'cannot cancel a batch with status "{outcome.found}"')
         try:
             outcome.obj = await hook.acancel_object(BATCH, ids, deadline=deadline)
         except PSOpenAICannotCancelError as error:
             outcome.obj = await hook.aget_object(BATCH, ids, deadline=deadline)
-            return _not_cancellable(outcome, rules, str(error))
+            return _not_cancellable(outcome, policy, str(error))
         outcome.action = CANCEL_SENT
     except PSOpenAIError as error:
         outcome.action, outcome.error = FAILED, str(error)
     return outcome
 
 
-def _not_cancellable(outcome: BatchOutcome, rules: CancelRules, reason: str) -> BatchOutcome:
-    if rules.if_not_cancellable == "fail":
+def _not_cancellable(outcome: BatchOutcome, policy: CancelPolicy, reason: str) -> BatchOutcome:
+    if policy.if_not_cancellable == "fail":
         outcome.action, outcome.error = FAILED, f"{reason} (if_not_cancellable='fail')"
     else:
         outcome.action = NOTHING_TO_DO

@@ -56,8 +56,10 @@ def cancel_run_batches(context: Mapping[str, Any]) -> None:
 def _cancel_run_batches(context: Mapping[str, Any], conn_id: str, timeout_sec: float, max_concurrency: int) -> None:
     import asyncio
 
-    from airflow_psopenai.bulk_cancel import CancelRules, batches_by_metadata, cancel_each
+    from airflow_psopenai.bulk_cancel import batches_by_metadata, cancel_each
+    from airflow_psopenai.cancel_policy import CancelPolicy
     from airflow_psopenai.hooks import PSOpenAIHook
+    from airflow_psopenai.resources import BATCH
     from airflow_psopenai.run_tags import run_selector
     from airflow_psopenai.waiting import Deadline
 
@@ -67,18 +69,18 @@ def _cancel_run_batches(context: Mapping[str, Any], conn_id: str, timeout_sec: f
     run_after = getattr(dag_run, "run_after", None)
     created_after = run_after.timestamp() if run_after is not None else None
     batches = batches_by_metadata(hook, selector, created_after, log)
-    pending = [str(b["id"]) for b in batches if str(b.get("status")) in {"validating", "in_progress", "finalizing"}]
+    pending = [str(b["id"]) for b in batches if BATCH.normalise_status(b.get("status")) in BATCH.cancellable]
     if not pending:
         log.info("cancel_run_batches: no running batch of run %r of %r.", selector["airflow_run_id"], dag_run.dag_id)
         return
     deadline = Deadline.after(timeout_sec)
-    rules = CancelRules(if_not_cancellable="succeed")
+    policy = CancelPolicy(if_not_cancellable="succeed")
 
     async def cancel() -> list[Any]:
         from airflow_psopenai.hooks.pool import aclose_shared_clients
 
         try:
-            return await cancel_each(hook, pending, rules, max_concurrency=max_concurrency, deadline=deadline)
+            return await cancel_each(hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline)
         finally:
             await aclose_shared_clients()
 

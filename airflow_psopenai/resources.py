@@ -44,6 +44,8 @@ class CancellableResource:
     :param cancellable: Statuses in which a cancel is sent without ``force``.
     :param settled: Statuses in which a wait after a cancel ends.
     :param cancel_requested: Statuses that show a cancel went through (``cancelling``, ``cancelled``).
+    :param cancel_requested_at: Fields of the object holding when its cancel was requested or done (epoch
+        seconds), if the API has any.
     :param headers: Extra headers the API requires on every call for this resource.
     :param assistants_api: True for the Assistants API (shut down on api.openai.com on 2026-08-26).
     :param description_template: How messages name one object, from its IDs.
@@ -66,6 +68,7 @@ class CancellableResource:
     settled: frozenset[str]
     cancel_requested: frozenset[str]
     description_template: str
+    cancel_requested_at: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     assistants_api: bool = False
     console_url: str | None = None
@@ -124,6 +127,7 @@ BATCH = CancellableResource(
     cancellable=frozenset({"validating", "in_progress", "finalizing"}),
     settled=frozenset({"cancelled", "completed", "failed", "expired"}),
     cancel_requested=frozenset({"cancelling", "cancelled"}),
+    cancel_requested_at=("cancelling_at", "cancelled_at"),
     description_template="batch {batch_id!r}",
     console_url="https://platform.openai.com/batches/{batch_id}",
     list_path="/batches",
@@ -153,6 +157,7 @@ THREAD_RUN = CancellableResource(
     cancellable=frozenset({"queued", "in_progress", "requires_action"}),
     settled=frozenset({"cancelled", "completed", "failed", "expired", "incomplete"}),
     cancel_requested=frozenset({"cancelling", "cancelled"}),
+    cancel_requested_at=("cancelled_at",),  # a run has no time of its `cancelling`
     description_template="run {run_id!r} of thread {thread_id!r}",
     headers=ASSISTANTS_BETA_HEADERS,
     assistants_api=True,

@@ -7,23 +7,24 @@ table; :class:`StopBatchOperator` and :class:`StopThreadRunOperator` only name t
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, BaseOperatorLink, conf
 
-from airflow_psopenai.exceptions import (
-    PSOpenAICannotCancelError,
-    PSOpenAIConfigurationError,
-    PSOpenAIError,
-    PSOpenAIWaitTimeoutError,
+from airflow_psopenai.cancel_policy import (
+    ALREADY_REQUESTED_TEXT,
+    CancelPolicy,
+    IfNotCancellable,
+    Step,
+    check_cancel_options,
 )
+from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError, PSOpenAIWaitTimeoutError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
 from airflow_psopenai.waiting import (
     EVENT_ERROR,
     EVENT_TIMEOUT,
     Deadline,
-    as_seconds,
     check_event,
     status_of,
     wait_limit,
@@ -36,20 +37,7 @@ if TYPE_CHECKING:
 
     from airflow_psopenai.hooks import PSOpenAIHook
 
-IfNotCancellable = Literal["fail", "succeed", "skip"]
-IF_NOT_CANCELLABLE_CHOICES = ("fail", "succeed", "skip")
 CONSOLE_URL_XCOM_KEY = "openai_console_url"
-
-
-def check_cancel_options(if_not_cancellable: object, poll_interval: object, wait_timeout: object) -> None:
-    """Refuse bad options of a cancel and its wait before the cancel is sent, not after."""
-    if if_not_cancellable not in IF_NOT_CANCELLABLE_CHOICES:
-        raise PSOpenAIConfigurationError(
-            f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, got {if_not_cancellable!r}."
-        )
-    if not (isinstance(poll_interval, int | float) and poll_interval > 0):
-        raise PSOpenAIConfigurationError(f"poll_interval must be a number of seconds above 0, got {poll_interval!r}.")
-    as_seconds(wait_timeout, "wait_timeout")  # type: ignore[arg-type]  # anything a template rendered
 
 
 class OpenAIBatchLink(BaseOperatorLink):
@@ -136,7 +124,8 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         ids = self.resolved_ids()
         hook = self.hook
         self._push_console_url(context, hook, ids)
-        obj = self._cancel(hook, ids, first_try=context["ti"].try_number <= 1)
+        policy = CancelPolicy.for_task(context, force=self.force, if_not_cancellable=self.if_not_cancellable)
+        obj = self._cancel(hook, ids, policy)
         if not self.wait or status_of(obj) in self.resource.settled:
             return self._finish(obj, ids)
         seconds, limit = self._wait_limit(hook)
@@ -187,20 +176,21 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
     def _check_options(self) -> None:
         check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
 
-    def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], *, first_try: bool) -> dict[str, Any]:
+    def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], policy: CancelPolicy) -> dict[str, Any]:
         """Send the cancel (after a retrieve, unless ``force`` on a first try) and return the resulting object.
 
-        On an Airflow retry, an object already cancelling or cancelled is taken as this task's own cancel
-        of an earlier try having gone through: no second cancel is sent, whatever ``if_not_cancellable``.
+        An object whose cancel this task already made (``cancel_policy``: an earlier try, or a cancel
+        since the DAG run started) is returned as it is: no second cancel, whatever ``if_not_cancellable``.
         """
         target = self.resource.describe(ids)
-        if not self.force or not first_try:
+        if policy.looks_first:
             current = hook.get_object(self.resource, ids)
             status = status_of(current)
-            if not first_try and status in self.resource.cancel_requested:
-                self.log.info("%s is already %s: the cancel of an earlier try went through.", target, status)
+            step = policy.step(self.resource, current)
+            if step is Step.ALREADY_REQUESTED:
+                self.log.info("%s is already %s: %s; no second cancel.", target, status, ALREADY_REQUESTED_TEXT)
                 return current
-            if not self.force and status not in self.resource.cancellable:
+            if step is Step.NOT_CANCELLABLE:
                 message = f'Cannot cancel {self.resource.label} with status "{status}": {target}.'
                 return self._not_cancellable(message, current, ids)
         try:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
 from airflow_psopenai.bulk_cancel import CANCEL_SENT
+from airflow_psopenai.cancel_policy import CancelPolicy, IfNotCancellable, check_cancel_options
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
-from airflow_psopenai.operators.stop import IfNotCancellable, check_cancel_options
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.validation import ids_from_arguments, parse_rendered_text, require_id
@@ -104,7 +104,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
         """Select the batches, cancel each, wait for them if asked, and report."""
-        from airflow_psopenai.bulk_cancel import CancelRules, cancel_each
+        from airflow_psopenai.bulk_cancel import cancel_each
         from airflow_psopenai.wait_loop import run_in_worker
 
         self._check_options()
@@ -113,9 +113,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             self.log.info("Nothing to cancel: the selection holds no batch.")
             return [] if self.pass_through else None
         hook = self.hook
-        rules = CancelRules(self.force, self.if_not_cancellable, first_try=context["ti"].try_number <= 1)
+        policy = CancelPolicy.for_task(context, force=self.force, if_not_cancellable=self.if_not_cancellable)
         outcomes = run_in_worker(
-            hook, lambda: cancel_each(hook, batch_ids, rules, max_concurrency=self.max_concurrency)
+            hook, lambda: cancel_each(hook, batch_ids, policy, max_concurrency=self.max_concurrency)
         )
         for outcome in outcomes:
             self.log.info("%s", outcome.line())

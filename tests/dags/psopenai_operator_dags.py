@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
 
-from airflow_psopenai.operators import StopBatchOperator, StopResponseOperator, StopThreadRunOperator
+from airflow_psopenai.operators import (
+    StopBatchesOperator,
+    StopBatchOperator,
+    StopResponseOperator,
+    StopThreadRunOperator,
+)
 
 START = datetime(2026, 1, 1)
 BATCH_ID = "{{ dag_run.conf['batch_id'] }}"
@@ -102,6 +108,37 @@ BATCH_SCENARIOS: dict[str, dict[str, Any]] = {
 for dag_id, arguments in BATCH_SCENARIOS.items():
     with DAG(dag_id, schedule=None, start_date=START, catchup=False, tags=["psopenai-test"]):
         StopBatchOperator(task_id="stop", batch_id=BATCH_ID, **arguments)
+
+
+class StopBatchTwiceInOneTry(StopBatchOperator):
+    """Runs twice under one try number, as Airflow 3.3 can run a retried deferred task (apache/airflow#67287)."""
+
+    def execute(self, context: Any) -> Any:
+        super().execute(context)
+        return super().execute(context)
+
+
+class StopBatchesTwiceInOneTry(StopBatchesOperator):
+    """The same, for a set."""
+
+    def execute(self, context: Any) -> Any:
+        super().execute(context)
+        return super().execute(context)
+
+
+@task
+def past_the_runs_first_second() -> None:
+    """The API's cancel times are whole seconds: a cancel within the run's first second is not told apart."""
+    time.sleep(1.1)
+
+
+with DAG("stop_batch_same_try_twice", schedule=None, start_date=START, catchup=False):
+    past_the_runs_first_second() >> StopBatchTwiceInOneTry(task_id="stop", batch_id=BATCH_ID, pass_through=True)
+
+with DAG("stop_batches_same_try_twice", schedule=None, start_date=START, catchup=False):
+    past_the_runs_first_second() >> StopBatchesTwiceInOneTry(
+        task_id="stop", batch_ids="{{ dag_run.conf['batch_ids'] | tojson }}", pass_through=True
+    )
 
 with DAG("stop_run_wait", schedule=None, start_date=START, catchup=False):
     StopThreadRunOperator(

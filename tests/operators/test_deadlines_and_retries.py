@@ -115,6 +115,23 @@ def test_an_airflow_retry_takes_its_earlier_cancel_as_done(
     assert cancels(emulator) == [200]
 
 
+def test_a_try_run_again_under_its_number_takes_its_own_cancel_as_done(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """Airflow 3.3 can run a try again with the same try number (apache/airflow#67287): the batch it finds
+    cancelling was cancelled after the DAG run started, so it is this run's cancel, not a reason to fail."""
+    emulator.cancel_delay = 60
+    batch = emulator.create_batch()
+    result = run_dag("stop_batch_same_try_twice", batch_id=batch["id"])
+    assert result.task_states["stop"] == "success"
+    assert result.tries["stop"] == 1
+    assert result.xcom("stop")["status"] == "cancelling"
+    assert cancels(emulator) == [200]
+    assert "is already cancelling: its cancel was requested by an earlier try or since this DAG run started" in (
+        captured_logs()
+    )
+
+
 def test_the_first_try_keeps_the_seed_rule_for_a_cancelling_batch(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:

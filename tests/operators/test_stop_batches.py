@@ -185,6 +185,20 @@ def test_a_retry_does_not_cancel_a_batch_twice(emulator: OpenAIEmulator, run_dag
     assert [batch["status"] for batch in result.xcom("stop")] == ["cancelled"] * 3
 
 
+def test_a_try_run_again_under_its_number_does_not_cancel_a_batch_twice(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """Airflow 3.3 can run a try again with the same try number (apache/airflow#67287): the batches it finds
+    cancelling were cancelled after the DAG run started, by this run."""
+    emulator.cancel_delay = 60
+    ids = running(emulator, 3)
+    result = run_dag("stop_batches_same_try_twice", batch_ids=ids)
+    assert result.state == "success"
+    assert result.tries["stop"] == 1
+    assert sorted(cancels(emulator)) == sorted(ids)
+    assert captured_logs().count("found cancelling, no second cancel (its cancel was requested by an earlier try") == 3
+
+
 # -- run tags -------------------------------------------------------------------------------------------------
 
 
