@@ -501,8 +501,13 @@ class AirflowStack:
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         """Return a run's task instances by key (``task_id`` or ``task_id[map_index]``)."""
-        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=1000)
-        return {ti_key(ti): ti for ti in answer["task_instances"]}
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        found: dict[str, dict[str, Any]] = {}
+        while True:  # pages of at most [api] maximum_page_limit (100) entries
+            answer = self.get(path, limit=100, offset=len(found))
+            found.update((ti_key(ti), ti) for ti in answer["task_instances"])
+            if not answer["task_instances"] or len(found) >= answer["total_entries"]:
+                return found
 
     def wait_runs(
         self, runs: list[tuple[str, str]], timeout: float = 240, interval: float = 0.5
