@@ -1,7 +1,7 @@
 """Run every benchmark, print one markdown report, and write it with the raw numbers and the plot.
 
-Writes ``benchmarks/results/latest.md``, ``benchmarks/results/latest.json`` and
-``benchmarks/results/trigger_concurrency.png`` and ``coalesced_polling.png`` there. ``make bench`` runs
+Writes ``benchmarks/results/latest.md``, ``benchmarks/results/latest.json`` and the plots
+``trigger_concurrency.png``, ``coalesced_polling.png`` and ``bulk_cancel.png`` there. ``make bench`` runs
 this in ``.venv-bench``.
 
 Run: ``python -m benchmarks.run_all [--quick]`` (``--quick``: N up to 100, fewer samples and batches, for a
@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import cancel_throughput, coalesced_polling, import_cost, trigger_concurrency
+from benchmarks import bulk_cancel, cancel_throughput, coalesced_polling, import_cost, trigger_concurrency
 from benchmarks.common import OFFICIAL, OURS, RESULTS, exit_on_signals, load_average, wait_for_quiet_machine
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": run["exactly_once"],
                 }
             )
+    if "bulk_cancel" in results:
+        verdicts += bulk_cancel.targets(results["bulk_cancel"])
     return verdicts
 
 
@@ -336,6 +338,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| peak RSS MiB (growth) | {_rss(a)} | {_rss(b)} |",
             "",
         ]
+    if "bulk_cancel" in results:
+        lines += bulk_cancel.markdown(results["bulk_cancel"])
     verdicts = results.get("targets", [])
     if verdicts:
         lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -500,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("coalesced_polling", lambda: coalesced_polling.measure((100,) if args.quick else (100, 1000, 10000))),
         ("import_cost", lambda: import_cost.measure(3 if args.quick else 12)),
         ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
+        ("bulk_cancel", lambda: bulk_cancel.measure(*((100, 20) if args.quick else (1000, 100)))),
     ]
     for name, step in steps:
         try:
@@ -519,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot(results["trigger_concurrency"], RESULTS / f"trigger_concurrency{suffix}.png")
     if "coalesced_polling" in results:
         plot_board(results["coalesced_polling"], RESULTS / f"coalesced_polling{suffix}.png")
+    if "bulk_cancel" in results:
+        bulk_cancel.plot(results["bulk_cancel"], RESULTS / f"bulk_cancel{suffix}.png")
     print(report)
     return 1 if results["errors"] else 0
 
