@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from benchmarks.common import create_batches, exit_on_signals, load_average
+from benchmarks.common import create_batches, exit_on_signals, load_average, pyplot
 from tests.e2e.stack import FINAL_RUN_STATES, AirflowStack, wait_until
 
 if TYPE_CHECKING:
@@ -324,11 +324,7 @@ def markdown(results: dict[str, Any]) -> list[str]:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Bar charts of the comparison at the same N: run wall time and CPU above idle, mapped against bulk."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = results["settings"]["compare_n"]
     runs = _runs(results)
     compared = [

@@ -325,6 +325,16 @@ def exit_on_signals() -> None:
         signal.signal(signum, leave)
 
 
+def pyplot() -> Any:
+    """Return matplotlib's pyplot on the Agg backend (plots to files, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def load_average() -> tuple[float, float, float]:
     """Return the 1, 5 and 15 minute load averages."""
     return os.getloadavg()

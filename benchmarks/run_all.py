@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import bulk_cancel, cancel_throughput, coalesced_polling, import_cost, trigger_concurrency
-from benchmarks.common import OFFICIAL, OURS, RESULTS, exit_on_signals, load_average, wait_for_quiet_machine
+from benchmarks.common import OFFICIAL, OURS, RESULTS, exit_on_signals, load_average, pyplot, wait_for_quiet_machine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -395,11 +395,7 @@ def _board_markdown(polling: dict[str, Any] | None) -> list[str]:
 
 def plot_board(polling: dict[str, Any], path: Path) -> None:
     """Plot requests per round against N, log-log, for each mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     styles = {
         coalesced_polling.COALESCED: ("coalesced (status board)", "tab:blue", "o"),
@@ -436,11 +432,7 @@ def _rss(run: dict[str, Any]) -> str:
 
 def plot(trigger: dict[str, Any], path: Path) -> None:
     """Plot the time until every event fired against N, log-log, both providers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     styles = {
         OURS: ("airflow-psopenai ResourceStatusTrigger", "tab:blue", "o"),
