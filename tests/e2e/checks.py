@@ -74,3 +74,30 @@ def assert_cleaned_up(stack: AirflowStack, dag_id: str, run_id: str, untouched: 
         assert stack.batch_cancels(batch_id) == [], batch_id
         assert stack.batch(batch_id)["status"] == "in_progress", batch_id
     return took
+
+
+def check_cleanup_after_a_last_try_failed(stack: AirflowStack) -> None:
+    """Run ``e2e_psopenai_cleanup_last_try`` (its DAG failure callback cancels) and check the cleanup."""
+    dag_id = "e2e_psopenai_cleanup_last_try"
+    untouched = bystanders(stack, dag_id)
+    run_id = stack.trigger(dag_id)
+    result = stack.wait_run(dag_id, run_id, timeout=240)
+    assert result.state == "failed"
+    assert result.states == {"create_tagged": "success", "fail_every_try": "failed"}
+    assert assert_cleaned_up(stack, dag_id, run_id, untouched, time.time()) < CLEANUP_BOUND_SEC
+
+
+def check_cleanup_after_the_run_is_marked_failed(stack: AirflowStack) -> None:
+    """Run ``e2e_psopenai_cleanup_marked``, mark it failed through the REST API (the listener cancels), check."""
+    dag_id = "e2e_psopenai_cleanup_marked"
+    untouched = bystanders(stack, dag_id)
+    run_id = stack.trigger(dag_id)
+
+    def working() -> dict[str, Any] | None:
+        tis = stack.task_instances(dag_id, run_id)
+        return tis if tis.get("work_for_long", {}).get("state") == "running" else None
+
+    wait_until(working, 180, "work_for_long to run")
+    marked = time.time()
+    stack.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
+    assert assert_cleaned_up(stack, dag_id, run_id, untouched, marked) < CLEANUP_BOUND_SEC

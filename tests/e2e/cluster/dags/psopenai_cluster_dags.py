@@ -55,7 +55,7 @@ with DAG("cluster_psopenai_failover", schedule=None, start_date=START, catchup=F
         wait=True,
         deferrable=True,
         poll_interval=1.0,
-        wait_timeout=60,
+        wait_timeout=75,
         retries=0,
     )
 
