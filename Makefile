@@ -11,7 +11,7 @@ OLDEST_E2E := tests/e2e/test_deferred_waits.py
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-newest older-venvs lint typecheck unit demo bench e2e clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
+.PHONY: venv test test-newest older-venvs lint typecheck unit demo bench e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
 
 venv: $(STAMP)
 
@@ -31,7 +31,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 unit: venv
-	$(VENV)/bin/pytest -m "not e2e"
+	$(VENV)/bin/pytest -m "not e2e and not cluster"
 
 # The older lines' venvs are built while the newest line's suite runs (pip waits on I/O and unpacking
 # more than on CPU), to keep make test within its 30 minutes on two cores.
@@ -79,6 +79,25 @@ $(BENCH_STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) -m benchmarks.run_all
 
+# The production topology (tests/e2e/cluster/): PostgreSQL, Redis, CeleryExecutor, two triggerers, and the
+# UI in Chromium driven by Playwright. Debian's packages are installed when missing; the Python ones come
+# from requirements/lock-cluster.txt (lock.txt's pins plus Celery, psycopg2 and Playwright) in their own venv.
+CLUSTER_VENV := .venv-cluster
+CLUSTER_STAMP := $(CLUSTER_VENV)/.installed
+CLUSTER_DEBIAN_PACKAGES := postgresql redis-server chromium
+
+$(CLUSTER_STAMP): requirements/lock-cluster.txt pyproject.toml
+	$(PYTHON) -m venv $(CLUSTER_VENV)
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/lock-cluster.txt
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(CLUSTER_STAMP)
+
+cluster-packages:
+	@scripts/debian_packages.sh $(CLUSTER_DEBIAN_PACKAGES)
+
+e2e-cluster: cluster-packages $(CLUSTER_STAMP)
+	$(CLUSTER_VENV)/bin/pytest -m cluster tests/e2e/cluster --durations=10
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
+	rm -rf $(VENV) $(BENCH_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
 		.pytest_cache .hypothesis

@@ -5,7 +5,8 @@ scheduler (LocalExecutor on SQLite), the DAG processor and the triggerer, in a t
 AIRFLOW_HOME. It is started once, and scoped to this package rather than to the whole session: with
 ``make e2e`` that is the same thing, and under ``make test`` Airflow is stopped as soon as the last
 end-to-end test is done instead of loading the two cores during the rest of the unit tests. The
-teardown stops every process, removes every file, and checks that nothing is left.
+teardown stops every process, removes every file, and checks that nothing is left. The hooks below
+serve tests/e2e/cluster/ too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.stack import E2E_DAGS, AirflowStack
+from tests.e2e.stack import RUNNING_STACKS, AirflowStack, running
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
@@ -30,32 +31,18 @@ E2E_DAG_IDS = {
     "e2e_psopenai_cleanup_marked",
 }
 
-_stacks: list[AirflowStack] = []
-
 
 @pytest.fixture(scope="package")
 def airflow_stack() -> Iterator[AirflowStack]:
     """Yield a running Airflow whose ``psopenai_default`` connection points at a running emulator."""
-    stack = AirflowStack()
-    _stacks.append(stack)
-    try:
-        stack.start(emulator_cancel_delay=DEFAULT_CANCEL_DELAY)
-        stack.wait_for_dags(E2E_DAG_IDS, {path.name for path in E2E_DAGS.glob("*.py")})
+    with running(AirflowStack(), DEFAULT_CANCEL_DELAY, E2E_DAG_IDS) as stack:
         yield stack
-    finally:
-        leftovers = stack.stop()
-        stack.remove_files()
-        _stacks.remove(stack)
-        # The final check: nothing the suite started outlives it, and no file stays behind.
-        assert not leftovers, f"processes of the e2e suite still running after the teardown: {leftovers}"
-        assert not stack.root.exists(), f"{stack.root} was not removed"
-        assert not stack.listening(), f"something still listens on the API server's port {stack.api_port}"
 
 
 @pytest.fixture(autouse=True)
 def _reset_triggered() -> None:
     """Forget the runs of earlier tests, so a failure report shows only this test's task logs."""
-    for stack in _stacks:
+    for stack in RUNNING_STACKS:
         stack.triggered.clear()
 
 
@@ -64,6 +51,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Attach the process logs and this test's task logs to the report of a failed e2e test."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _stacks:
-        stack = _stacks[0]
-        report.sections.append(("airflow logs", stack.logs_report(list(stack.triggered))))
+    if report.failed:
+        for stack in RUNNING_STACKS:
+            stack.failed_tests += 1
+            report.sections.append(("airflow logs", stack.logs_report(list(stack.triggered))))

@@ -13,6 +13,7 @@ Nothing here imports Airflow: the pytest process has its own Airflow configurati
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,7 +36,7 @@ import httpx
 import psutil
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -48,6 +50,9 @@ FINAL_RUN_STATES = frozenset({"success", "failed"})
 URL_LINE_RE = re.compile(r"^http://\S+/v1$")
 
 T = TypeVar("T")
+S = TypeVar("S", bound="AirflowStack")
+# The stacks up now, for the logs a failed test reports (tests/e2e/conftest.py).
+RUNNING_STACKS: list[AirflowStack] = []
 
 
 def wait_until(check: Callable[[], T], timeout: float, what: str | Callable[[], str], interval: float = 0.5) -> T:
@@ -70,6 +75,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _alive(proc: psutil.Process) -> bool:
+    """Return whether a process still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def tail(path: Path, lines: int = 150) -> str:
     """Return the last lines of a text file (empty when it does not exist)."""
     try:
@@ -82,13 +95,16 @@ def tail(path: Path, lines: int = 150) -> str:
 class Process:
     """One long-running subprocess in its own session, output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
-        """Prepare; nothing runs before :meth:`start`."""
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path, user: str | None = None
+    ) -> None:
+        """Prepare; nothing runs before :meth:`start`; ``user`` names the account it runs as (else ours)."""
         self.name = name
         self.argv = argv
         self.env = env
         self.log_path = log_path
         self.cwd = cwd
+        self.user = user
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
@@ -102,6 +118,7 @@ class Process:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                user=self.user,
             )
         return self
 
@@ -148,6 +165,33 @@ class Process:
                 break
         if self.running():
             self.popen.wait(5)
+
+    def signal_all(self, sig: signal.Signals) -> list[psutil.Process]:
+        """Send ``sig`` to the process, its group and every descendant at once; return them.
+
+        Descendants are found first: Airflow moves task processes to process groups of their own.
+        """
+        assert self.popen is not None
+        targets = [*self.group_members(), *psutil.Process(self.pid).children(recursive=True)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+        for target in targets:
+            with contextlib.suppress(psutil.Error):
+                target.send_signal(sig)
+        return targets
+
+    def kill(self, timeout: float = 30) -> float:
+        """SIGKILL the process and everything it started, as a machine dying would; return when."""
+        assert self.popen is not None
+        victims = self.signal_all(signal.SIGKILL)
+        killed = time.time()
+        self.popen.wait(timeout)
+
+        def alive() -> list[psutil.Process]:
+            return [victim for victim in victims if _alive(victim)]
+
+        wait_until(lambda: not alive(), timeout, lambda: f"{self.name}'s processes to die: {alive()}")
+        return killed
 
     def log_tail(self, lines: int = 150) -> str:
         """Return the end of the process's output."""
@@ -214,6 +258,10 @@ print("TRIGGERS_JSON:" + json.dumps(rows, default=repr))
 class AirflowStack:
     """The emulator and Airflow's four services, with the REST calls the tests need."""
 
+    # The names of the triggerer processes, and what each is started with besides ``airflow triggerer``.
+    TRIGGERERS: tuple[str, ...] = ("triggerer",)
+    TRIGGERER_ARGS: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         """Prepare a private AIRFLOW_HOME; nothing runs before :meth:`start`."""
         self.session_id = uuid.uuid4().hex
@@ -234,15 +282,24 @@ class AirflowStack:
         self.env: dict[str, str] = {}
         self._api: httpx.Client | None = None
         self._emulator: httpx.Client | None = None
+        # Counted by tests/e2e/conftest.py; running() keeps the logs of a stack with failed tests.
+        self.failed_tests = 0
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
-    def copy_dags(self) -> list[str]:
-        """Copy the e2e DAGs and the example DAGs into the dags folder; return the file names."""
-        sources = [*sorted(E2E_DAGS.glob("*.py")), *sorted(EXAMPLE_DAGS.glob("example_psopenai_*.py"))]
-        for source in sources:
+    def dag_sources(self) -> list[Path]:
+        """Return the DAG files under test: the e2e DAGs and the example DAGs."""
+        return [*sorted(E2E_DAGS.glob("*.py")), *sorted(EXAMPLE_DAGS.glob("example_psopenai_*.py"))]
+
+    @property
+    def dag_files(self) -> list[str]:
+        """Return the names of the DAG files in the dags folder."""
+        return [source.name for source in self.dag_sources()]
+
+    def copy_dags(self) -> None:
+        """Copy the DAG files under test into the dags folder."""
+        for source in self.dag_sources():
             shutil.copy(source, self.dags / source.name)
-        return [source.name for source in sources]
 
     def base_env(self) -> dict[str, str]:
         """Return the pytest process's environment without any Airflow or OpenAI setting."""
@@ -299,19 +356,31 @@ class AirflowStack:
         )
         return env
 
-    def process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
-        """Start a long-running process and register it."""
+    def process(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, user: str | None = None
+    ) -> Process:
+        """Start a long-running process and register it (``name-N.log`` for the N-th of one name)."""
         log_path = self.process_logs / f"{name}.log"
         if name in self.processes:
             self.retired.append(self.processes[name])
             log_path = self.process_logs / f"{name}-{len(self.retired) + 1}.log"
-        proc = Process(name, argv, env or self.env, log_path, self.home).start()
+        proc = Process(name, argv, env or self.env, log_path, self.home, user).start()
         self.processes[name] = proc
         return proc
 
     def start(self, emulator_cancel_delay: float) -> None:
-        """Start the emulator and Airflow, and wait until every service is healthy and every DAG parsed."""
+        """Start the emulator and Airflow, and wait until every service is healthy."""
         self.copy_dags()
+        self.start_emulator(emulator_cancel_delay)
+        self.env = self.build_env()
+        self.migrate()
+        self.start_services()
+        wait_until(self._healthy, 300, lambda: f"a healthy Airflow: {self._health_text()}\n{self.logs_report()}")
+        self._api = httpx.Client(base_url=self.api_url, timeout=30)
+        self._api.headers["Authorization"] = f"Bearer {self.access_token()}"
+
+    def start_emulator(self, emulator_cancel_delay: float) -> None:
+        """Start the OpenAI emulator on a free port and learn its URL."""
         emulator_env = {**self.base_env(), MARKER_ENV: self.session_id, "PYTHONUNBUFFERED": "1"}
         emulator = self.process(
             "emulator",
@@ -334,7 +403,8 @@ class AirflowStack:
         self.emulator_base = self.emulator_api_base.removesuffix("/v1")
         self._emulator = httpx.Client(base_url=self.emulator_base, timeout=30)
 
-        self.env = self.build_env()
+    def migrate(self) -> None:
+        """Create the metadata database (``airflow db migrate``)."""
         migrate_log = self.process_logs / "db-migrate.log"
         with migrate_log.open("wb") as log:
             completed = subprocess.run(
@@ -348,15 +418,19 @@ class AirflowStack:
             )
         assert completed.returncode == 0, f"airflow db migrate failed:\n{tail(migrate_log)}"
 
+    def start_services(self) -> None:
+        """Start Airflow's long-running services."""
         self.process("api-server", [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)])
         self.process("scheduler", [AIRFLOW, "scheduler"])
         self.process("dag-processor", [AIRFLOW, "dag-processor"])
-        self.process("triggerer", [AIRFLOW, "triggerer"])
-        wait_until(self._healthy, 300, lambda: f"a healthy Airflow: {self._health_text()}\n{self.logs_report()}")
-        self._api = httpx.Client(base_url=self.api_url, timeout=30)
-        token = self._api.get("/auth/token")
+        for name in self.TRIGGERERS:
+            self.start_triggerer(name)
+
+    def access_token(self) -> str:
+        """Return a REST API token (the simple auth manager makes everyone an admin here)."""
+        token = httpx.get(f"{self.api_url}/auth/token", timeout=30)
         assert token.status_code in (200, 201), token.text
-        self._api.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        return str(token.json()["access_token"])
 
     def _emulator_url(self) -> str | None:
         emulator = self.processes["emulator"]
@@ -411,7 +485,8 @@ class AirflowStack:
         for client in (self._api, self._emulator):
             if client is not None:
                 client.close()
-        for proc in [*self.processes.values(), *self.retired]:
+        # The last started first: the services before what they use (the emulator, a database).
+        for proc in reversed([*self.retired, *self.processes.values()]):
             proc.stop()
         for proc in self.marked_processes():
             try:
@@ -452,17 +527,17 @@ class AirflowStack:
 
     # -- triggerer restart ----------------------------------------------------------------------------------
 
-    def stop_triggerer(self, timeout: float = 60) -> tuple[int, float]:
-        """Stop the triggerer with SIGTERM to its main process; return its exit code and when it was gone."""
-        triggerer = self.processes["triggerer"]
+    def stop_triggerer(self, timeout: float = 60, name: str = "triggerer") -> tuple[int, float]:
+        """Stop a triggerer with SIGTERM to its main process; return its exit code and when it was gone."""
+        triggerer = self.processes[name]
         code = triggerer.terminate_main(timeout)
         # Its log server child must go too; anything left in the group is stopped.
         wait_until(lambda: not triggerer.group_members(), 30, "the triggerer's children to exit")
         return code, time.time()
 
-    def start_triggerer(self) -> Process:
-        """Start a new triggerer (its output goes to ``triggerer-N.log``)."""
-        return self.process("triggerer", [AIRFLOW, "triggerer"])
+    def start_triggerer(self, name: str = "triggerer") -> Process:
+        """Start a new triggerer (its output goes to ``triggerer-N.log`` when one of that name ran before)."""
+        return self.process(name, [AIRFLOW, "triggerer", *self.TRIGGERER_ARGS])
 
     # -- REST API --------------------------------------------------------------------------------------------
 
@@ -501,10 +576,11 @@ class AirflowStack:
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         """Return a run's task instances by key (``task_id`` or ``task_id[map_index]``)."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         found: dict[str, dict[str, Any]] = {}
-        while True:  # pages of at most [api] maximum_page_limit (100) entries
-            answer = self.get(path, limit=100, offset=len(found))
+        # Page by page: the API serves at most [api] maximum_page_limit (100) a page.
+        while True:
+            path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+            answer = self.get(path, limit=100, offset=len(found), order_by="id")
             found.update((ti_key(ti), ti) for ti in answer["task_instances"])
             if not answer["task_instances"] or len(found) >= answer["total_entries"]:
                 return found
@@ -646,3 +722,28 @@ class AirflowStack:
         assert response.status_code == 200, response.text
         history = response.json()
         return {"id": batch_id, "status": history[-1][1], "history": history}
+
+
+@contextmanager
+def running(stack: S, emulator_cancel_delay: float, dag_ids: set[str], failed_logs: Path | None = None) -> Iterator[S]:
+    """Start ``stack``, wait for ``dag_ids`` (unpaused), yield it; then stop it and check nothing is left.
+
+    With ``failed_logs``, the process and task logs of a stack whose tests failed are copied there first.
+    """
+    RUNNING_STACKS.append(stack)
+    try:
+        stack.start(emulator_cancel_delay=emulator_cancel_delay)
+        stack.wait_for_dags(dag_ids, set(stack.dag_files))
+        yield stack
+    finally:
+        leftovers = stack.stop()
+        if failed_logs is not None and stack.failed_tests:
+            shutil.rmtree(failed_logs, ignore_errors=True)
+            shutil.copytree(stack.process_logs, failed_logs / "processes")
+            shutil.copytree(stack.logs, failed_logs / "tasks")
+        stack.remove_files()
+        RUNNING_STACKS.remove(stack)
+        # The final check: nothing the suite started outlives it, and no file stays behind.
+        assert not leftovers, f"processes of the e2e suite still running after the teardown: {leftovers}"
+        assert not stack.root.exists(), f"{stack.root} was not removed"
+        assert not stack.listening(), f"something still listens on the API server's port {stack.api_port}"

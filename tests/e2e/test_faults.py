@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.e2e.stack import EMULATOR_KEY, wait_until
+from tests.e2e.checks import ON_KILL_MESSAGE, assert_no_secret, event_time, log_events
+from tests.e2e.stack import wait_until
 
 if TYPE_CHECKING:
     from tests.e2e.stack import AirflowStack
@@ -18,29 +17,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 RESTART_DAG = "e2e_psopenai_restart"
-TRIGGER_CLASSPATH = "airflow_psopenai.triggers.status.ResourceStatusTrigger"
-TRIGGER_KWARGS = {"resource", "ids", "conn_id", "hook_kwargs", "poll_interval", "deadline", "try_number"}
-ON_KILL_MESSAGE = "stopped by a user; the cancel was already requested, nothing more to do."
-
-
-def log_events(text: str) -> list[dict[str, Any]]:
-    """Return the JSON lines of a task or trigger log."""
-    events = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
-
-
-def event_time(events: list[dict[str, Any]], contains: str) -> float:
-    """Return when the first log event whose message contains ``contains`` was written (epoch seconds)."""
-    for event in events:
-        if contains in str(event.get("event", "")):
-            return datetime.fromisoformat(event["timestamp"]).timestamp()
-    raise AssertionError(f"no log event containing {contains!r} in {[e.get('event') for e in events]}")
 
 
 def waits_deferred(stack: AirflowStack, dag_id: str, run_id: str, tasks: list[str]) -> dict[str, Any] | None:
@@ -51,15 +27,6 @@ def waits_deferred(stack: AirflowStack, dag_id: str, run_id: str, tasks: list[st
         for task in tasks
     )
     return tis if ready else None
-
-
-def assert_no_secret(rows: list[dict[str, Any]]) -> None:
-    """The trigger rows hold only plain, secret-free kwargs."""
-    for row in rows:
-        assert row["classpath"] == TRIGGER_CLASSPATH
-        assert set(row["kwargs"]) == TRIGGER_KWARGS, row["kwargs"]
-        assert row["kwargs"]["conn_id"] == "psopenai_default"
-        assert EMULATOR_KEY not in json.dumps(row), row
 
 
 @dataclass
