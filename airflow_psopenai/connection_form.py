@@ -19,6 +19,8 @@ class ExtraField:
     :param choices: The values allowed, when there is a fixed list.
     :param minimum: Smallest number allowed.
     :param maximum: Largest number allowed.
+    :param default: What the form shows before anything is entered: the hook's own default where the
+        form would otherwise show it the other way (a boolean field left empty shows as off).
     """
 
     name: str
@@ -28,6 +30,7 @@ class ExtraField:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    default: bool | None = None
 
     def json_schema(self) -> dict[str, Any]:
         """Return the field's JSON schema, as ``conn-fields`` wants it (empty allowed)."""
@@ -38,6 +41,8 @@ class ExtraField:
             schema["minimum"] = self.minimum
         if self.maximum is not None:
             schema["maximum"] = self.maximum
+        if self.default is not None:
+            schema["default"] = self.default
         return schema
 
 
@@ -72,6 +77,7 @@ EXTRA_FIELDS = (
         "Coalesce batch polls",
         "Waits read their batches from shared list pages (default true); false for a gateway without GET /batches.",
         kind="boolean",
+        default=True,
     ),
 )
 HIDDEN_FIELDS = ("schema", "port", "login")
@@ -118,5 +124,7 @@ def form_widgets() -> dict[str, Any]:
     for field in EXTRA_FIELDS:
         field_class = classes.get(field.kind, StringField)
         validators = [Optional(), *([any_of(list(field.choices))] if field.choices else [])]
-        widgets[field.name] = field_class(field.label, validators=validators, description=field.description)
+        widgets[field.name] = field_class(
+            field.label, validators=validators, description=field.description, default=field.default
+        )
     return widgets

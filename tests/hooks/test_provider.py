@@ -234,3 +234,5 @@ def test_the_connection_form_has_every_field_on_this_airflow_line() -> None:
         assert schema["title"] == field.label
         if field.choices:
             assert set(field.choices) <= set(schema["enum"])
+    # A boolean left empty shows as off: the form starts with the hook's default, on.
+    assert extra["coalesce_polling"]["value"] is True
