@@ -83,13 +83,18 @@ class ResourceStatusTrigger(BaseTrigger):
         yield TriggerEvent({**event, "try_number": self.try_number})
 
     async def on_kill(self) -> None:
-        """Do nothing more when a user marks the waiting task failed or clears it (Airflow 3.3+).
+        """Do nothing more when Airflow 3.3+ stops the wait: the task marked failed or cleared, or the trigger
+        moved to another triggerer (apache/airflow#73454).
 
         The cancel was sent before the task deferred; the wait only watches the object, so there is
         nothing left to stop on the OpenAI side.
         """
         target = RESOURCES[self.resource].describe(self.ids)
-        self.log.info("Wait for %s stopped by a user; the cancel was already requested, nothing more to do.", target)
+        self.log.info(
+            "Wait for %s stopped here (task marked failed or cleared, or the wait moved to another triggerer); "
+            "the cancel was already requested, nothing more to do.",
+            target,
+        )
 
 
 class ResourceSetStatusTrigger(BaseTrigger):

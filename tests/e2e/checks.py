@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 TRIGGER_CLASSPATH = "airflow_psopenai.triggers.status.ResourceStatusTrigger"
 TRIGGER_KWARGS = {"resource", "ids", "conn_id", "hook_kwargs", "poll_interval", "deadline", "try_number"}
-ON_KILL_MESSAGE = "stopped by a user; the cancel was already requested, nothing more to do."
+ON_KILL_MESSAGE = (
+    "stopped here (task marked failed or cleared, or the wait moved to another triggerer); "
+    "the cancel was already requested, nothing more to do."
+)
 
 
 def log_events(text: str) -> list[dict[str, Any]]:
