@@ -318,7 +318,12 @@ def markdown(results: dict[str, Any]) -> list[str]:
             f"({run['rate_limited']}) | {run['exactly_one_ok_cancel']} of {run['n']} "
             f"| {'-' if after is None else f'{after:.1f} s'} |"
         )
-    lines += ["", "Plot: `benchmarks/results/bulk_cancel.png`.", ""]
+    lines += [
+        "",
+        "![Cancel and wait for 100 batches on a real Airflow: mapped StopBatchOperator against one "
+        "StopBatchesOperator](benchmarks/results/bulk_cancel.png)",
+        "",
+    ]
     return lines
 
 

@@ -286,7 +286,12 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{poll_cost[OURS]['cpu_ms_per_poll']:.2f} / {poll_cost[OFFICIAL]['cpu_ms_per_poll']:.2f}"
                 " ms of CPU per poll (ours / official).",
             ]
-        lines += ["", "Plot: `benchmarks/results/trigger_concurrency.png`.", ""]
+        lines += [
+            "",
+            "![Time until every wait has fired, by number of concurrent waits]"
+            "(benchmarks/results/trigger_concurrency.png)",
+            "",
+        ]
     lines += _board_markdown(results.get("coalesced_polling"))
     imports = results.get("import_cost")
     if imports:
@@ -389,7 +394,11 @@ def _board_markdown(polling: dict[str, Any] | None) -> list[str]:
             f"| {run['n']} | {mode} | {run['requests_per_round']:.1f} ({run['list_pages_per_round']:.1f}) | {cpu} "
             f"| {run['peak_rss_mb']:.0f} | {detection} | {events} |"
         )
-    lines += ["", "Plot: `benchmarks/results/coalesced_polling.png`.", ""]
+    lines += [
+        "",
+        "![Requests per poll round against the number of batch waits](benchmarks/results/coalesced_polling.png)",
+        "",
+    ]
     return lines
 
 
