@@ -128,7 +128,12 @@ async def _cancel_one(hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, d
         try:
             outcome.obj = await hook.acancel_object(BATCH, ids, deadline=deadline)
         except PSOpenAICannotCancelError as error:
+            # Refused as already cancelled (a forced cancel has not looked): maybe this task's own earlier cancel.
             outcome.obj = await hook.aget_object(BATCH, ids, deadline=deadline)
+            outcome.found = outcome.found or status_of(outcome.obj)
+            if error.status in BATCH.cancel_requested and policy.step(BATCH, outcome.obj) is Step.ALREADY_REQUESTED:
+                outcome.action = ALREADY_REQUESTED
+                return outcome
             return _not_cancellable(outcome, policy, str(error))
         outcome.action = CANCEL_SENT
     except PSOpenAIError as error:

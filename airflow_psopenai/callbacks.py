@@ -61,7 +61,7 @@ def _cancel_run_batches(context: Mapping[str, Any], conn_id: str, timeout_sec: f
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.resources import BATCH
     from airflow_psopenai.run_tags import run_selector
-    from airflow_psopenai.waiting import Deadline
+    from airflow_psopenai.waiting import Deadline, status_of
 
     dag_run = context["dag_run"]
     selector = run_selector(str(dag_run.dag_id), str(dag_run.run_id))
@@ -69,7 +69,7 @@ def _cancel_run_batches(context: Mapping[str, Any], conn_id: str, timeout_sec: f
     run_after = getattr(dag_run, "run_after", None)
     created_after = run_after.timestamp() if run_after is not None else None
     batches = batches_by_metadata(hook, selector, created_after, log)
-    pending = [str(b["id"]) for b in batches if BATCH.normalise_status(b.get("status")) in BATCH.cancellable]
+    pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable]
     if not pending:
         log.info("cancel_run_batches: no running batch of run %r of %r.", selector["airflow_run_id"], dag_run.dag_id)
         return

@@ -9,7 +9,8 @@ cancellable status. On top of it, a cancel is idempotent: an object found ``canc
   Airflow can run a try again under the same try number (apache/airflow#67287: a resumed deferred
   task failed by the scheduler and retried with the number of the try before), so the try number
   alone does not tell. The API's times are whole seconds: a cancel within the run's first second
-  is not told apart from one just before it, and keeps the first-try rule.
+  is not told apart from one just before it, and keeps the first-try rule; and a thread run has no
+  time of its ``cancelling``, only of its ``cancelled``.
 
 Everything else found already cancelled (another run's, a user's before this run) follows
 ``if_not_cancellable``. This module imports nothing of Airflow: operators import it at DAG-parse time.
@@ -58,7 +59,9 @@ class Step(enum.Enum):
 class CancelPolicy:
     """How one task treats each object it cancels.
 
-    :param force: Send the cancel whatever the status (PSOpenAI's ``-Force``); no look first on a first try.
+    :param force: Send the cancel whatever the status (PSOpenAI's ``-Force``); no look first on a first try,
+        so a forced try run again sends its cancel again (a no-op for a batch; a run's refusal is
+        then looked into).
     :param if_not_cancellable: What an object in a status that cannot be cancelled means.
     :param first_try: False on an Airflow retry.
     :param run_started_at: When the DAG run started, in epoch seconds (None: unknown).

@@ -10,8 +10,8 @@ a round is not every page at once, whose parsing would hold the last page's answ
 
 Where each batch sits in the list does not move: ``after=ID`` returns the batches older than ``ID``,
 and new batches only come in at the head. So a board remembers the cursor of the page each batch
-was found on, and the next round asks for those pages all at once instead of walking the list
-from the head. A batch the list does not reach at a fair price (more pages than batches found)
+was found on, and later rounds read those pages directly instead of walking the list from the
+head. A batch the list does not reach at a fair price (more pages than batches found)
 is polled with its own GET for the rest of its wait.
 
 A failed page means for each of its waits what a failed GET would have meant: a transient error

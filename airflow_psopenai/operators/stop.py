@@ -185,22 +185,29 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         target = self.resource.describe(ids)
         if policy.looks_first:
             current = hook.get_object(self.resource, ids)
-            status = status_of(current)
             step = policy.step(self.resource, current)
             if step is Step.ALREADY_REQUESTED:
-                self.log.info("%s is already %s: %s; no second cancel.", target, status, ALREADY_REQUESTED_TEXT)
-                return current
+                return self._already_requested(target, current)
             if step is Step.NOT_CANCELLABLE:
-                message = f'Cannot cancel {self.resource.label} with status "{status}": {target}.'
+                message = f'Cannot cancel {self.resource.label} with status "{status_of(current)}": {target}.'
                 return self._not_cancellable(message, current, ids)
         try:
             obj = hook.cancel_object(self.resource, ids)
         except PSOpenAICannotCancelError as error:
+            # Refused as already cancelled (a forced cancel has not looked): maybe this task's own earlier cancel.
+            if error.status in self.resource.cancel_requested:
+                current = hook.get_object(self.resource, ids)
+                if policy.step(self.resource, current) is Step.ALREADY_REQUESTED:
+                    return self._already_requested(target, current)
             if self.if_not_cancellable == "fail":
                 raise
             return self._not_cancellable(str(error), hook.get_object(self.resource, ids), ids)
         self.log.info("Cancel requested for %s: status is now %s.", target, status_of(obj))
         return obj
+
+    def _already_requested(self, target: str, current: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("%s is already %s: %s; no second cancel.", target, status_of(current), ALREADY_REQUESTED_TEXT)
+        return current
 
     def _not_cancellable(
         self,

@@ -118,6 +118,14 @@ class StopBatchTwiceInOneTry(StopBatchOperator):
         return super().execute(context)
 
 
+class StopThreadRunTwiceInOneTry(StopThreadRunOperator):
+    """The same, for a run."""
+
+    def execute(self, context: Any) -> Any:
+        super().execute(context)
+        return super().execute(context)
+
+
 class StopBatchesTwiceInOneTry(StopBatchesOperator):
     """The same, for a set."""
 
@@ -134,6 +142,17 @@ def past_the_runs_first_second() -> None:
 
 with DAG("stop_batch_same_try_twice", schedule=None, start_date=START, catchup=False):
     past_the_runs_first_second() >> StopBatchTwiceInOneTry(task_id="stop", batch_id=BATCH_ID, pass_through=True)
+
+with DAG("stop_run_forced_same_try_twice", schedule=None, start_date=START, catchup=False):
+    past_the_runs_first_second() >> StopThreadRunTwiceInOneTry(
+        task_id="stop",
+        thread_id="{{ dag_run.conf['thread_id'] }}",
+        run_id="{{ dag_run.conf['run_id'] }}",
+        force=True,
+        wait=True,
+        poll_interval=0.2,
+        pass_through=True,
+    )
 
 with DAG("stop_batches_same_try_twice", schedule=None, start_date=START, catchup=False):
     past_the_runs_first_second() >> StopBatchesTwiceInOneTry(

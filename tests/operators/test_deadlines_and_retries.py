@@ -132,6 +132,22 @@ def test_a_try_run_again_under_its_number_takes_its_own_cancel_as_done(
     )
 
 
+def test_a_forced_try_run_again_takes_the_apis_refusal_of_its_own_cancel_as_done(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """force sends without looking; run again under its number, the API refuses ("Cannot cancel run with status
+    'cancelled'"): the run was cancelled after the DAG run started, so the refusal is of this task's own cancel."""
+    emulator.cancel_delay = 0.3
+    run = emulator.create_thread_run()
+    result = run_dag("stop_run_forced_same_try_twice", thread_id=run["thread_id"], run_id=run["id"])
+    assert result.task_states["stop"] == "success"
+    assert result.xcom("stop")["status"] == "cancelled"
+    assert cancels(emulator) == [200, 400]
+    assert "is already cancelled: its cancel was requested by an earlier try or since this DAG run started" in (
+        captured_logs()
+    )
+
+
 def test_the_first_try_keeps_the_seed_rule_for_a_cancelling_batch(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:
