@@ -47,6 +47,7 @@ AIRFLOW = str(VENV_BIN / "airflow")
 MARKER_ENV = "PSOPENAI_E2E_SESSION"
 EMULATOR_KEY = "sk-e2e-emulator-key-0123456789"
 FINAL_RUN_STATES = frozenset({"success", "failed"})
+SQLITE_LOCKED_RETRIES = 3  # tries of a REST write that met SQLite's lock (see AirflowStack.patch)
 URL_LINE_RE = re.compile(r"^http://\S+/v1$")
 
 T = TypeVar("T")
@@ -554,8 +555,18 @@ class AirflowStack:
         return response.json()
 
     def patch(self, path: str, body: dict[str, Any]) -> Any:
-        """PATCH a REST API path and return the JSON answer."""
-        response = self.api.patch(path, json=body)
+        """PATCH a REST API path and return the JSON answer.
+
+        SQLite has one writer at a time: on a loaded machine a task's start-up writes can hold the lock
+        past the API server's busy timeout (5 s), and the PATCH then fails with a 500 "Database error"
+        having changed nothing (its transaction rolled back). It is sent again, at most twice: the
+        request is the same change either way, so the test stays deterministic about that race.
+        """
+        for _ in range(SQLITE_LOCKED_RETRIES):
+            response = self.api.patch(path, json=body)
+            if response.status_code != 500 or "Database error" not in response.text:
+                break
+            time.sleep(1)
         assert response.status_code == 200, f"PATCH {path}: {response.status_code} {response.text}"
         return response.json()
 
