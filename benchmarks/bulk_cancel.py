@@ -18,7 +18,8 @@ Each DAG's run takes the IDs from its conf, cancels, and waits deferred until ev
 
 CPU is read from ``/proc`` for every Airflow process of the stack and its descendants (user + system,
 and the reaped children's: a task process is counted when its supervisor waits for it), before and
-after the run; the stack's idle rate, measured just before over ``IDLE_SEC``, is taken off for the run's length.
+after the run; the stack's idle rate, measured just before over ``IDLE_SEC``, is taken off for the same window.
+Each case waits (up to a minute) for a load average below 1.5 first, and reports the load it found.
 Every case checks, from the emulator's journal, that each batch got exactly one successful cancel.
 
 Run alone: ``python -m benchmarks.bulk_cancel``.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from collections import Counter
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from benchmarks.common import create_batches, exit_on_signals, load_average, pyplot
-from tests.e2e.stack import FINAL_RUN_STATES, AirflowStack, wait_until
+from benchmarks.common import create_batches, exit_on_signals, pyplot, wait_for_quiet_machine
+from tests.e2e.stack import FINAL_RUN_STATES, AirflowStack, running, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,12 +64,9 @@ TARGET_FACTOR = 20.0
 class BenchStack(AirflowStack):
     """The end-to-end suite's Airflow with the benchmark's DAGs in its dags folder, and nothing else."""
 
-    def copy_dags(self) -> list[str]:
-        """Copy the benchmark DAGs into the dags folder; return the file names."""
-        sources = sorted(BENCH_DAGS.glob("*.py"))
-        for source in sources:
-            shutil.copy(source, self.dags / source.name)
-        return [source.name for source in sources]
+    def dag_sources(self) -> list[Path]:
+        """Return the benchmark's DAG files."""
+        return sorted(BENCH_DAGS.glob("*.py"))
 
 
 def _airflow_cpu_seconds(stack: AirflowStack) -> float:
@@ -151,10 +148,10 @@ def _case(stack: AirflowStack, dag_id: str, n: int, settle_sec: float) -> dict[s
     stack.emulator.post("/_emulator/faults", json=body).raise_for_status()
     stack.emulator_settings(latency=LATENCY_SEC)
 
-    load = load_average()[0]
+    load = wait_for_quiet_machine()
     idle_start = _airflow_cpu_seconds(stack)
     time.sleep(IDLE_SEC)
-    cpu_start = _airflow_cpu_seconds(stack)
+    cpu_start, measured_from = _airflow_cpu_seconds(stack), time.monotonic()
     idle_rate = (cpu_start - idle_start) / IDLE_SEC
 
     run_id = stack.trigger(dag_id, conf={"batch_ids": batch_ids})
@@ -165,7 +162,7 @@ def _case(stack: AirflowStack, dag_id: str, n: int, settle_sec: float) -> dict[s
         return run if run["state"] in FINAL_RUN_STATES else None
 
     run = wait_until(ended, RUN_TIMEOUT_SEC, f"{dag_id} {run_id} to end", interval=RUN_POLL_SEC)
-    cpu = _airflow_cpu_seconds(stack) - cpu_start
+    cpu, measured_for = _airflow_cpu_seconds(stack) - cpu_start, time.monotonic() - measured_from
     wall = _seconds(run["end_date"]) - _seconds(run["start_date"])
     tis = stack.task_instances(dag_id, run_id)
     cancel_tis = [ti for key, ti in tis.items() if key.startswith(("stop_all", "stop_each"))]
@@ -184,7 +181,7 @@ def _case(stack: AirflowStack, dag_id: str, n: int, settle_sec: float) -> dict[s
         "wall_sec": wall,
         "cpu_sec": cpu,
         "idle_cpu_per_sec": idle_rate,
-        "cpu_above_idle_sec": cpu - idle_rate * wall,
+        "cpu_above_idle_sec": cpu - idle_rate * measured_for,
         "settled": len(settled),
         "ended_after_last_settled_sec": last_task_end - max(settled) if len(settled) == n else None,
         "load_before": load,
@@ -211,27 +208,20 @@ def _summary(run: dict[str, Any]) -> str:
 
 def measure(big_n: int = BIG_N, compare_n: int = COMPARE_N) -> dict[str, Any]:
     """Start one Airflow, run the three cases on it, stop it; return the figures and the settings."""
-    stack = BenchStack()
     runs: list[dict[str, Any]] = []
-    try:
-        stack.start(emulator_cancel_delay=BIG_SETTLE_SEC)
-        stack.wait_for_dags({BULK_DAG, MAPPED_DAG}, {path.name for path in BENCH_DAGS.glob("*.py")})
-        for dag_id, n, settle_sec in (
-            (BULK_DAG, big_n, BIG_SETTLE_SEC),
-            (MAPPED_DAG, compare_n, COMPARE_SETTLE_SEC),
-            (BULK_DAG, compare_n, COMPARE_SETTLE_SEC),
-        ):
-            result = _case(stack, dag_id, n, settle_sec)
-            runs.append(result)
-            print(_summary(result), file=sys.stderr, flush=True)
-    except Exception:
-        print(stack.logs_report(stack.triggered), file=sys.stderr)
-        raise
-    finally:
-        leftovers = stack.stop()
-        stack.remove_files()
-    if leftovers:
-        raise RuntimeError(f"processes of the benchmark's Airflow still running: {leftovers}")
+    with running(BenchStack(), BIG_SETTLE_SEC, {BULK_DAG, MAPPED_DAG}) as stack:
+        try:
+            for dag_id, n, settle_sec in (
+                (BULK_DAG, big_n, BIG_SETTLE_SEC),
+                (MAPPED_DAG, compare_n, COMPARE_SETTLE_SEC),
+                (BULK_DAG, compare_n, COMPARE_SETTLE_SEC),
+            ):
+                result = _case(stack, dag_id, n, settle_sec)
+                runs.append(result)
+                print(_summary(result), file=sys.stderr, flush=True)
+        except Exception:
+            print(stack.logs_report(stack.triggered), file=sys.stderr)
+            raise
     return {
         "settings": {
             "latency_sec": LATENCY_SEC,
@@ -303,11 +293,11 @@ def markdown(results: dict[str, Any]) -> list[str]:
         f"{settings['big_n']} batches settle {settings['big_settle_sec']:g} s after their cancel; the "
         f"{settings['compare_n']} of the comparison {settings['compare_settle_sec']:g} s after it. CPU: every "
         "Airflow process (task processes through their supervisors), emulator excluded; *above idle* takes off "
-        f"the stack's idle rate (measured over {settings['idle_sec']:g} s before each run) for the run's length.",
+        f"the stack's idle rate (measured over {settings['idle_sec']:g} s before each run) for the same window.",
         "",
         "| N | how | task instances | run wall time s | CPU s above idle (in all) | cancel requests (429s) "
-        "| batches with one 200 cancel | task ended after the last batch settled |",
-        "|---:|---|---:|---:|---|---|---|---|",
+        "| batches with one 200 cancel | task ended after the last batch settled | load before |",
+        "|---:|---|---:|---:|---|---|---|---|---:|",
     ]
     for run in results["runs"]:
         how = "one `StopBatchesOperator`" if run["mode"] == "bulk" else "mapped `StopBatchOperator`"
@@ -316,7 +306,7 @@ def markdown(results: dict[str, Any]) -> list[str]:
             f"| {run['n']} | {how} | {run['task_instances']} | {run['wall_sec']:.1f} "
             f"| {run['cpu_above_idle_sec']:.1f} ({run['cpu_sec']:.1f}) | {run['cancel_requests']} "
             f"({run['rate_limited']}) | {run['exactly_one_ok_cancel']} of {run['n']} "
-            f"| {'-' if after is None else f'{after:.1f} s'} |"
+            f"| {'-' if after is None else f'{after:.1f} s'} | {run['load_before']:.2f} |"
         )
     lines += [
         "",
