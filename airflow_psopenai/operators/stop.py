@@ -195,13 +195,14 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
             obj = hook.cancel_object(self.resource, ids)
         except PSOpenAICannotCancelError as error:
             # Refused as already cancelled (a forced cancel has not looked): maybe this task's own earlier cancel.
+            looked: dict[str, Any] | None = None
             if error.status in self.resource.cancel_requested:
-                current = hook.get_object(self.resource, ids)
-                if policy.step(self.resource, current) is Step.ALREADY_REQUESTED:
-                    return self._already_requested(target, current)
+                looked = hook.get_object(self.resource, ids)
+                if policy.step(self.resource, looked) is Step.ALREADY_REQUESTED:
+                    return self._already_requested(target, looked)
             if self.if_not_cancellable == "fail":
                 raise
-            return self._not_cancellable(str(error), hook.get_object(self.resource, ids), ids)
+            return self._not_cancellable(str(error), looked or hook.get_object(self.resource, ids), ids)
         self.log.info("Cancel requested for %s: status is now %s.", target, status_of(obj))
         return obj
 
