@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
-from airflow_psopenai.bulk_cancel import CANCEL_SENT
 from airflow_psopenai.cancel_policy import CancelPolicy, IfNotCancellable, check_cancel_options
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
@@ -188,6 +187,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         return self._finish(outcomes, limit=limit)
 
     def _finish(self, outcomes: list[BatchOutcome], limit: str | None = None) -> list[dict[str, Any]] | None:
+        from airflow_psopenai.bulk_cancel import CANCEL_SENT
+
         failed = [o for o in outcomes if o.error is not None]
         counts: dict[str, int] = {}
         for outcome in outcomes:

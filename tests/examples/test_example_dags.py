@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -356,3 +358,25 @@ def test_a_response_not_created_in_the_background_fails_with_the_reason(
 
     assert result.task_states["cancel_response"] == "failed"
     assert "only responses created with background=true can be cancelled" in captured_logs()
+
+
+def test_parsing_the_examples_loads_no_hook_trigger_or_worker_code() -> None:
+    """A DAG processor parses every DAG file often: what our operators, sensors and callbacks need at run time
+    (the hook and its HTTP stack, the triggers, the cancel and wait loops) is imported only when a task runs."""
+    script = (
+        "import json, runpy, sys\n"
+        f"for path in {[str(path) for path in EXAMPLE_FILES]!r}:\n"
+        "    runpy.run_path(path)\n"
+        "print(json.dumps(sorted(name for name in sys.modules if name.startswith('airflow_psopenai'))))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    loaded = json.loads(completed.stdout.splitlines()[-1])
+    assert "airflow_psopenai.operators.stop_batches" in loaded  # the examples did load our operators
+    run_time = (
+        "airflow_psopenai.hooks",
+        "airflow_psopenai.triggers",
+        "airflow_psopenai.bulk_cancel",
+        "airflow_psopenai.wait_loop",
+    )
+    assert [name for name in loaded if name.startswith(run_time)] == []
