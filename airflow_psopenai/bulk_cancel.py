@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.cancel_policy import ALREADY_REQUESTED_TEXT, Step
 from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
+from airflow_psopenai.hooks.retry import is_retryable
+from airflow_psopenai.hooks.status_board import status_poller
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.waiting import NO_DEADLINE, Deadline, status_of
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
     from airflow_psopenai.cancel_policy import CancelPolicy
     from airflow_psopenai.hooks import PSOpenAIHook
+    from airflow_psopenai.hooks.psopenai import JsonObject
 
 PAGE_SIZE = 100
 
@@ -103,20 +106,17 @@ async def cancel_each(
     ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not.
     """
     slots = asyncio.Semaphore(max_concurrency)
-
-    async def one(batch_id: str) -> BatchOutcome:
-        async with slots:
-            return await _cancel_one(hook, batch_id, policy, deadline)
-
-    return list(await asyncio.gather(*(one(batch_id) for batch_id in batch_ids)))
+    return list(await asyncio.gather(*(_cancel_one(hook, batch_id, policy, deadline, slots) for batch_id in batch_ids)))
 
 
-async def _cancel_one(hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, deadline: Deadline) -> BatchOutcome:
+async def _cancel_one(
+    hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, deadline: Deadline, slots: asyncio.Semaphore
+) -> BatchOutcome:
     outcome = BatchOutcome(batch_id)
     ids = {"batch_id": batch_id}
     try:
         if policy.looks_first:
-            current = await hook.aget_object(BATCH, ids, deadline=deadline)
+            current = await _look(hook, ids, deadline, slots)
             outcome.found = status_of(current)
             outcome.obj = current
             step = policy.step(BATCH, current)
@@ -126,10 +126,12 @@ async def _cancel_one(hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, d
             if step is Step.NOT_CANCELLABLE:
                 return _not_cancellable(outcome, policy, f'cannot cancel a batch with status "{outcome.found}"')
         try:
-            outcome.obj = await hook.acancel_object(BATCH, ids, deadline=deadline)
+            async with slots:
+                outcome.obj = await hook.acancel_object(BATCH, ids, deadline=deadline)
         except PSOpenAICannotCancelError as error:
             # Refused as already cancelled (a forced cancel has not looked): maybe this task's own earlier cancel.
-            outcome.obj = await hook.aget_object(BATCH, ids, deadline=deadline)
+            async with slots:
+                outcome.obj = await hook.aget_object(BATCH, ids, deadline=deadline)
             outcome.found = outcome.found or status_of(outcome.obj)
             if error.status in BATCH.cancel_requested and policy.step(BATCH, outcome.obj) is Step.ALREADY_REQUESTED:
                 outcome.action = ALREADY_REQUESTED
@@ -139,6 +141,23 @@ async def _cancel_one(hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, d
     except PSOpenAIError as error:
         outcome.action, outcome.error = FAILED, str(error)
     return outcome
+
+
+async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, slots: asyncio.Semaphore) -> JsonObject:
+    """Return a batch as it is now, read with the set's other looks from the list's pages where they hold it.
+
+    The looks of a set go through the status board the waits use, so fresh batches cost about one list
+    page per 100 instead of a GET each. A page that failed on a transient error leaves each look to
+    its own GET rather than failing the whole set for one answer.
+    """
+    async with status_poller(hook, BATCH, ids, own_get_slots=slots) as poll:
+        try:
+            return await poll(0.0, deadline)
+        except PSOpenAIError as error:
+            if not is_retryable(error):
+                raise
+    async with slots:
+        return await hook.aget_object(BATCH, ids, deadline=deadline)
 
 
 def _not_cancellable(outcome: BatchOutcome, policy: CancelPolicy, reason: str) -> BatchOutcome:

@@ -383,13 +383,20 @@ def status_board(hook: PSOpenAIHook, resource: CancellableResource, settings: Ap
 
 @contextlib.asynccontextmanager
 async def status_poller(
-    hook: PSOpenAIHook, resource: CancellableResource, ids: Mapping[str, str]
+    hook: PSOpenAIHook,
+    resource: CancellableResource,
+    ids: Mapping[str, str],
+    own_get_slots: asyncio.Semaphore | None = None,
 ) -> AsyncIterator[Poll]:
-    """Yield ``poll(delay, deadline)`` for one wait: through the board for batches, else a GET after the delay."""
+    """Yield ``poll(delay, deadline)`` for one wait: through the board for batches, else a GET after the delay.
+
+    :param own_get_slots: Bounds the GETs of the object itself (not the board's page reads) that run at once.
+    """
     settings = await hook.asettings()
 
     async def get(deadline: Deadline) -> JsonObject:
-        return await hook.aget_object(resource, ids, deadline=deadline)
+        async with own_get_slots or contextlib.nullcontext():
+            return await hook.aget_object(resource, ids, deadline=deadline)
 
     if resource.list_path is not None and settings.coalesce_polling:
         async with status_board(hook, resource, settings).watch(ids[resource.id_fields[0]], get) as poll:

@@ -93,6 +93,44 @@ def test_a_deferred_set_times_out_at_one_deadline(
     assert "did not settle before the deadline (last status: cancelling)" in captured_logs()
 
 
+def test_the_looks_before_the_cancels_read_the_list_not_each_batch(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    """Each batch is looked at before its cancel (PSOpenAI's rule without force): fresh batches all sit on the
+    list's first page, so one page read stands for a GET each, and a set costs about N + N/100 requests."""
+    ids = running(emulator, 30)
+    result = run_dag("stop_batches_ids", batch_ids=ids)
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(ids)
+    assert [batch["status"] for batch in result.xcom("stop")] == ["cancelling"] * 30
+    assert len(emulator.requests(method="GET", path="/v1/batches")) == 1
+    assert emulator.requests(method="GET", path="/v1/batches/*") == []
+
+
+def test_batches_deep_in_the_list_are_looked_at_one_by_one(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    """Batches no first page holds are not searched for page after page: each gets its own GET."""
+    old = running(emulator, 3)
+    running(emulator, 100)  # newer: the first page holds none of the old three
+    result = run_dag("stop_batches_ids", batch_ids=old)
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(old)
+    assert len(emulator.requests(method="GET", path="/v1/batches")) == 1
+    assert sorted(
+        entry.path.rsplit("/", 1)[1] for entry in emulator.requests(method="GET", path="/v1/batches/*")
+    ) == sorted(old)
+
+
+def test_a_list_page_lost_to_a_server_error_leaves_each_look_to_its_own_get(
+    emulator: OpenAIEmulator, run_dag: RunDag
+) -> None:
+    """One failed page (no retry configured: PSOpenAI's default) must not fail the whole set's looks."""
+    ids = running(emulator, 5)
+    emulator.add_fault(Fault.server_error(503), method="GET", path="/v1/batches")
+    result = run_dag("stop_batches_ids", batch_ids=ids)
+    assert result.state == "success"
+    assert sorted(cancels(emulator)) == sorted(ids)
+    assert [entry.status for entry in emulator.requests(method="GET", path="/v1/batches")] == [503]
+    assert len(emulator.requests(method="GET", path="/v1/batches/*")) == 5
+
+
 def test_a_list_rendered_as_text_without_tojson_is_read_back(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
     ids = running(emulator, 2)
     result = run_dag("stop_batches_text", batch_ids=ids)  # "['batch_...', 'batch_...']", Python's text
