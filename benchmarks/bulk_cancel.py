@@ -14,7 +14,11 @@ Each DAG's run takes the IDs from its conf, cancels, and waits deferred until ev
   what is compared is what the two ways cost, not the API's settling) through the bulk operator and
   through ``StopBatchOperator.partial(...).expand(batch_id=...)``. Reported: the run's wall time and
   the CPU the run added to every process of Airflow (targets: the bulk run at least 20x faster, with
-  at most 1/20 of the CPU).
+  at most 1/20 of the CPU), and where the run's time went: until its first cancel request, from the
+  first to the last successful cancel, the batches' settling, and from the last batch settled to the
+  cancel task's end (the trigger's event, the scheduler, a new task process) and to the run's end.
+* ``bulk 300`` and ``mapped 300``: the same comparison at three times the size, to show how each way
+  grows with N.
 
 CPU is read from ``/proc`` for every Airflow process of the stack and its descendants (user + system,
 and the reaped children's: a task process is counted when its supervisor waits for it), before and
@@ -52,7 +56,7 @@ FAULT_SEED = 20_261_201
 RETRY_AFTER_MS = (20, 30, 40, 50)
 CANCEL_PATH = "/v1/batches/*/cancel"
 BIG_N, BIG_SETTLE_SEC = 1000, 15.0
-COMPARE_N, COMPARE_SETTLE_SEC = 100, 2.0
+COMPARE_NS, COMPARE_SETTLE_SEC = (100, 300), 2.0  # the first is the target's N
 IDLE_SEC = 15.0
 RUN_TIMEOUT_SEC = 900.0
 RUN_POLL_SEC = 2.0  # sparse, so that watching a run adds little to the API server's CPU
@@ -112,6 +116,27 @@ def _cancels(stack: AirflowStack, batch_ids: Sequence[str]) -> dict[str, Any]:
         "rate_limited": statuses.get(429, 0),
         "exactly_one_ok_cancel": sum(1 for batch_id in batch_ids if ok.get(batch_id) == 1),
         "polls": len(stack.journal(method="GET", path="/v1/batches*")),
+    }
+
+
+def _timeline(
+    stack: AirflowStack, run: dict[str, Any], batch_ids: Sequence[str], settled: Sequence[float], last_task_end: float
+) -> dict[str, float] | None:
+    """Return where a run's time went, in seconds: phases one after the other, from the emulator's journal
+    and history and the run's dates (None when a batch never settled or got no successful cancel)."""
+    ids = set(batch_ids)
+    entries = [entry for entry in stack.journal(method="POST", path=CANCEL_PATH) if entry["path"].split("/")[3] in ids]
+    sent = [entry["time"] for entry in entries]
+    ok = [entry["time"] for entry in entries if entry["status"] == 200]
+    if not sent or not ok or len(settled) != len(batch_ids):
+        return None
+    start, end = _seconds(run["start_date"]), _seconds(run["end_date"])
+    return {
+        "to_first_cancel": min(sent) - start,
+        "cancels": max(ok) - min(sent),
+        "settling": max(settled) - max(ok),
+        "to_task_end": last_task_end - max(settled),
+        "to_run_end": end - last_task_end,
     }
 
 
@@ -184,6 +209,7 @@ def _case(stack: AirflowStack, dag_id: str, n: int, settle_sec: float) -> dict[s
         "cpu_above_idle_sec": cpu - idle_rate * measured_for,
         "settled": len(settled),
         "ended_after_last_settled_sec": last_task_end - max(settled) if len(settled) == n else None,
+        "timeline": _timeline(stack, run, batch_ids, settled, last_task_end),
         "load_before": load,
         "errors": _errors(stack, dag_id, run_id, tis),
         **_cancels(stack, batch_ids),
@@ -206,16 +232,14 @@ def _summary(run: dict[str, Any]) -> str:
     )
 
 
-def measure(big_n: int = BIG_N, compare_n: int = COMPARE_N) -> dict[str, Any]:
-    """Start one Airflow, run the three cases on it, stop it; return the figures and the settings."""
+def measure(big_n: int = BIG_N, compare_ns: Sequence[int] = COMPARE_NS) -> dict[str, Any]:
+    """Start one Airflow, run the cases on it, stop it; return the figures and the settings."""
     runs: list[dict[str, Any]] = []
+    cases = [(BULK_DAG, big_n, BIG_SETTLE_SEC)]
+    cases += [(dag_id, n, COMPARE_SETTLE_SEC) for n in compare_ns for dag_id in (MAPPED_DAG, BULK_DAG)]
     with running(BenchStack(), BIG_SETTLE_SEC, {BULK_DAG, MAPPED_DAG}) as stack:
         try:
-            for dag_id, n, settle_sec in (
-                (BULK_DAG, big_n, BIG_SETTLE_SEC),
-                (MAPPED_DAG, compare_n, COMPARE_SETTLE_SEC),
-                (BULK_DAG, compare_n, COMPARE_SETTLE_SEC),
-            ):
+            for dag_id, n, settle_sec in cases:
                 result = _case(stack, dag_id, n, settle_sec)
                 runs.append(result)
                 print(_summary(result), file=sys.stderr, flush=True)
@@ -229,7 +253,8 @@ def measure(big_n: int = BIG_N, compare_n: int = COMPARE_N) -> dict[str, Any]:
             "retry_after_ms": list(RETRY_AFTER_MS),
             "big_n": big_n,
             "big_settle_sec": BIG_SETTLE_SEC,
-            "compare_n": compare_n,
+            "compare_n": compare_ns[0],
+            "compare_ns": list(compare_ns),
             "compare_settle_sec": COMPARE_SETTLE_SEC,
             "idle_sec": IDLE_SEC,
         },
@@ -291,7 +316,8 @@ def markdown(results: dict[str, Any]) -> list[str]:
         f"{'/'.join(str(ms) for ms in settings['retry_after_ms'])} (seeded). Each run cancels the IDs of its conf "
         "and waits deferred until all are `cancelled` (`max_retry_count=5`, defaults otherwise). The "
         f"{settings['big_n']} batches settle {settings['big_settle_sec']:g} s after their cancel; the "
-        f"{settings['compare_n']} of the comparison {settings['compare_settle_sec']:g} s after it. CPU: every "
+        f"{' and '.join(str(n) for n in _compared_ns(settings))} of the comparison "
+        f"{settings['compare_settle_sec']:g} s after it. CPU: every "
         "Airflow process (task processes through their supervisors), emulator excluded; *above idle* takes off "
         f"the stack's idle rate (measured over {settings['idle_sec']:g} s before each run) for the same window.",
         "",
@@ -308,32 +334,85 @@ def markdown(results: dict[str, Any]) -> list[str]:
             f"({run['rate_limited']}) | {run['exactly_one_ok_cancel']} of {run['n']} "
             f"| {'-' if after is None else f'{after:.1f} s'} | {run['load_before']:.2f} |"
         )
+    lines += ["", *_timeline_table(results), "", *_ratios(results)]
     lines += [
         "",
-        "![Cancel and wait for 100 batches on a real Airflow: mapped StopBatchOperator against one "
-        "StopBatchesOperator](benchmarks/results/bulk_cancel.png)",
+        "![Cancel and wait for a set of batches on a real Airflow: mapped StopBatchOperator against one "
+        "StopBatchesOperator, at each N](benchmarks/results/bulk_cancel.png)",
         "",
     ]
     return lines
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    """Bar charts of the comparison at the same N: run wall time and CPU above idle, mapped against bulk."""
-    plt = pyplot()
-    n = results["settings"]["compare_n"]
-    runs = _runs(results)
-    compared = [
-        (label, runs[mode, n])
-        for mode, label in (("mapped", "mapped\nStopBatchOperator"), ("bulk", "one\nStopBatchesOperator"))
-        if (mode, n) in runs
+def _compared_ns(settings: dict[str, Any]) -> list[int]:
+    return list(settings.get("compare_ns") or [settings["compare_n"]])
+
+
+def _timeline_table(results: dict[str, Any]) -> list[str]:
+    """Where each run's time went: one phase after the other, from the emulator's journal and the run's dates."""
+    lines = [
+        "Where the time went (seconds; the phases follow one another and add up to the run's wall time):",
+        "",
+        "| N | how | run start to first cancel | first to last cancel | settling (API) "
+        "| last settled to the cancel task's end | to the run's end |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    figure, (wall, cpu) = plt.subplots(1, 2, figsize=(8, 4), dpi=120)
-    labels = [label for label, _ in compared]
-    colors = ["tab:orange", "tab:blue"][: len(compared)]
-    wall.bar(labels, [run["wall_sec"] for _, run in compared], color=colors)
+    for run in results["runs"]:
+        phases = run.get("timeline")
+        if not phases:
+            continue
+        how = "bulk" if run["mode"] == "bulk" else "mapped"
+        lines.append(
+            f"| {run['n']} | {how} | {phases['to_first_cancel']:.1f} | {phases['cancels']:.1f} "
+            f"| {phases['settling']:.1f} | {phases['to_task_end']:.1f} | {phases['to_run_end']:.1f} |"
+        )
+    return lines
+
+
+def _ratios(results: dict[str, Any]) -> list[str]:
+    """One line per compared N: how much faster and lighter the bulk run was, and its floor at the first N."""
+    settings, runs = results["settings"], _runs(results)
+    lines: list[str] = []
+    for n in _compared_ns(settings):
+        mapped, bulk = runs.get(("mapped", n)), runs.get(("bulk", n))
+        if not (mapped and bulk):
+            continue
+        cpu_factor = mapped["cpu_above_idle_sec"] / max(bulk["cpu_above_idle_sec"], 1e-9)
+        lines.append(
+            f"- N = {n}: the bulk run {mapped['wall_sec'] / bulk['wall_sec']:.1f}x faster "
+            f"({bulk['wall_sec']:.1f} s vs {mapped['wall_sec']:.1f} s), 1/{cpu_factor:.0f} of the CPU."
+        )
+    n = settings["compare_n"]
+    mapped, bulk = runs.get(("mapped", n)), runs.get(("bulk", n))
+    if mapped and bulk and bulk.get("timeline"):
+        phases = bulk["timeline"]
+        floor = phases["settling"] + phases["to_task_end"]
+        lines.append(
+            f"- At N = {n}, the bulk run's settling and its end after the last batch settled (the trigger's "
+            f"event, the scheduler, a new task process: Airflow's, not the operator's) alone took {floor:.1f} s; "
+            f"1/{TARGET_FACTOR:g} of the mapped run is {mapped['wall_sec'] / TARGET_FACTOR:.1f} s."
+        )
+    return lines
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Bar charts of the comparison at each N: run wall time and CPU above idle, mapped beside bulk."""
+    plt = pyplot()
+    runs = _runs(results)
+    ns = [n for n in _compared_ns(results["settings"]) if ("mapped", n) in runs and ("bulk", n) in runs]
+    figure, (wall, cpu) = plt.subplots(1, 2, figsize=(9, 4), dpi=120)
+    width = 0.38
+    for offset, (mode, label, color) in enumerate(
+        (("mapped", "mapped StopBatchOperator", "tab:orange"), ("bulk", "one StopBatchesOperator", "tab:blue"))
+    ):
+        places = [index + (offset - 0.5) * width for index in range(len(ns))]
+        wall.bar(places, [runs[mode, n]["wall_sec"] for n in ns], width, color=color, label=label)
+        cpu.bar(places, [runs[mode, n]["cpu_above_idle_sec"] for n in ns], width, color=color, label=label)
+    for axes in (wall, cpu):
+        axes.set_xticks(range(len(ns)), [f"N = {n}" for n in ns])
     wall.set_ylabel("run wall time, s")
-    cpu.bar(labels, [run["cpu_above_idle_sec"] for _, run in compared], color=colors)
     cpu.set_ylabel("CPU s above idle, all Airflow processes")
+    wall.legend(fontsize=8)
     for axes in (wall, cpu):
         for patch in axes.patches:
             axes.annotate(
@@ -344,7 +423,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 fontsize=9,
             )
         axes.grid(True, axis="y", alpha=0.3)
-    figure.suptitle(f"Cancel and wait for {n} batches on a real Airflow (LocalExecutor)")
+    figure.suptitle("Cancel and wait for a set of batches on a real Airflow (LocalExecutor)")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -354,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Measure and print the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--big-n", type=int, default=BIG_N)
-    parser.add_argument("--compare-n", type=int, default=COMPARE_N)
+    parser.add_argument("--compare-n", type=int, nargs="+", default=list(COMPARE_NS))
     args = parser.parse_args(argv)
     exit_on_signals()
     print(json.dumps(measure(args.big_n, args.compare_n), indent=2))

@@ -505,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("coalesced_polling", lambda: coalesced_polling.measure((100,) if args.quick else (100, 1000, 10000))),
         ("import_cost", lambda: import_cost.measure(3 if args.quick else 12)),
         ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
-        ("bulk_cancel", lambda: bulk_cancel.measure(*((100, 20) if args.quick else (1000, 100)))),
+        ("bulk_cancel", lambda: bulk_cancel.measure(*((100, (20,)) if args.quick else (1000, (100, 300))))),
     ]
     for name, step in steps:
         try:
