@@ -95,8 +95,11 @@ $(CLUSTER_STAMP): requirements/lock-cluster.txt pyproject.toml
 cluster-packages:
 	@scripts/debian_packages.sh $(CLUSTER_DEBIAN_PACKAGES)
 
+# Where the browser test's screenshots go; SCREENSHOTS_DIR=docs/images replaces the README's pictures.
+SCREENSHOTS_DIR ?= .e2e-cluster-screenshots
+
 e2e-cluster: cluster-packages $(CLUSTER_STAMP)
-	$(CLUSTER_VENV)/bin/pytest -m cluster tests/e2e/cluster --durations=10
+	PSOPENAI_SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(CLUSTER_VENV)/bin/pytest -m cluster tests/e2e/cluster --durations=10
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
