@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.cancel_policy import ALREADY_REQUESTED_TEXT, Step
 from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
-from airflow_psopenai.hooks.retry import is_retryable
 from airflow_psopenai.hooks.status_board import status_poller
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.waiting import NO_DEADLINE, Deadline, status_of
@@ -100,7 +99,8 @@ async def cancel_each(
     max_concurrency: int,
     deadline: Deadline = NO_DEADLINE,
 ) -> list[BatchOutcome]:
-    """Cancel every batch (at most ``max_concurrency`` requests at once); return their outcomes in order.
+    """Cancel every batch (at most ``max_concurrency`` GETs and cancels at once, besides the looks' list
+    pages); return their outcomes in order.
 
     Each batch is treated as :class:`~airflow_psopenai.operators.StopBatchOperator` treats one (``policy``);
     ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not.
@@ -147,17 +147,11 @@ async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, 
     """Return a batch as it is now, read with the set's other looks from the list's pages where they hold it.
 
     The looks of a set go through the status board the waits use, so fresh batches cost about one list
-    page per 100 instead of a GET each. A page that failed on a transient error leaves each look to
-    its own GET rather than failing the whole set for one answer.
+    page per 100 instead of a GET each. A page lost to a transient error leaves each of its looks to its
+    own GET rather than failing the whole set for one answer; a look's own GET is not sent again.
     """
-    async with status_poller(hook, BATCH, ids, own_get_slots=slots) as poll:
-        try:
-            return await poll(0.0, deadline)
-        except PSOpenAIError as error:
-            if not is_retryable(error):
-                raise
-    async with slots:
-        return await hook.aget_object(BATCH, ids, deadline=deadline)
+    async with status_poller(hook, BATCH, ids, own_get_slots=slots, own_get_on_page_error=True) as poll:
+        return await poll(0.0, deadline)
 
 
 def _not_cancellable(outcome: BatchOutcome, policy: CancelPolicy, reason: str) -> BatchOutcome:

@@ -117,18 +117,31 @@ class StatusBoard:
         return self._enabled
 
     @contextlib.asynccontextmanager
-    async def watch(self, object_id: str, get: Callable[[Deadline], Awaitable[JsonObject]]) -> AsyncIterator[Poll]:
+    async def watch(
+        self,
+        object_id: str,
+        get: Callable[[Deadline], Awaitable[JsonObject]],
+        *,
+        own_get_on_page_error: bool = False,
+    ) -> AsyncIterator[Poll]:
         """Follow one object for a whole wait; yield its ``poll(delay, deadline)``.
 
         :param get: The wait's own GET of the object, for polls no page answers (made in the wait's
             task, so that its retries are logged where the wait logs).
+        :param own_get_on_page_error: A page lost to a transient error sends the poll to its own GET at
+            once instead of raising that error (for a single look, which has no next poll to retry on).
 
         What the board learnt about the object (its page) is forgotten when no wait follows it any more.
         """
         self._watchers[object_id] += 1
 
         async def poll(delay: float, deadline: Deadline) -> JsonObject:
-            answer = await self._poll(object_id, delay, deadline)
+            try:
+                answer = await self._poll(object_id, delay, deadline)
+            except PSOpenAIError:
+                if not own_get_on_page_error:
+                    raise
+                answer = None
             if answer is None:
                 answer = await get(deadline)
                 self._note_created(object_id, answer)
@@ -386,20 +399,24 @@ async def status_poller(
     hook: PSOpenAIHook,
     resource: CancellableResource,
     ids: Mapping[str, str],
+    *,
     own_get_slots: asyncio.Semaphore | None = None,
+    own_get_on_page_error: bool = False,
 ) -> AsyncIterator[Poll]:
-    """Yield ``poll(delay, deadline)`` for one wait: through the board for batches, else a GET after the delay.
+    """Yield ``poll(delay, deadline)`` for one wait or look: through the board for batches, else a GET after the delay.
 
     :param own_get_slots: Bounds the GETs of the object itself (not the board's page reads) that run at once.
+    :param own_get_on_page_error: See :meth:`StatusBoard.watch`.
     """
     settings = await hook.asettings()
 
     async def get(deadline: Deadline) -> JsonObject:
-        async with own_get_slots or contextlib.nullcontext():
+        async with own_get_slots if own_get_slots is not None else contextlib.nullcontext():
             return await hook.aget_object(resource, ids, deadline=deadline)
 
     if resource.list_path is not None and settings.coalesce_polling:
-        async with status_board(hook, resource, settings).watch(ids[resource.id_fields[0]], get) as poll:
+        board = status_board(hook, resource, settings)
+        async with board.watch(ids[resource.id_fields[0]], get, own_get_on_page_error=own_get_on_page_error) as poll:
             yield poll
         return
 

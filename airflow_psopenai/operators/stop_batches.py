@@ -39,7 +39,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         not looked at. A datetime or epoch seconds; default: the DAG run's ``run_after`` (when a
         manual run was created, the end of a scheduled run's data interval), which does not move
         when the run is cleared, so batches of earlier tries and of a cleared run are found.
-    :param max_concurrency: Requests sent at once (default 20).
+    :param max_concurrency: GETs and cancels sent at once (default 20; the looks' list pages besides).
 
     ``wait``, ``force``, ``pass_through`` (a list of the final objects, in selection order),
     ``if_not_cancellable``, ``poll_interval``, ``wait_timeout`` (one deadline for the whole set),

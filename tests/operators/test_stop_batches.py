@@ -131,6 +131,19 @@ def test_a_list_page_lost_to_a_server_error_leaves_each_look_to_its_own_get(
     assert len(emulator.requests(method="GET", path="/v1/batches/*")) == 5
 
 
+def test_a_look_whose_own_get_failed_is_not_sent_again(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """Only a lost list page falls back to a GET: a batch's own GET that failed (no retry configured) fails it."""
+    ids = running(emulator, 1)  # one batch: its own GET, no page
+    emulator.add_fault(Fault.server_error(503), method="GET", path="/v1/batches/*")
+    result = run_dag("stop_batches_ids", batch_ids=ids)
+    assert result.state == "failed"
+    assert [entry.status for entry in emulator.requests(method="GET", path="/v1/batches/*")] == [503]
+    assert cancels(emulator) == []
+    assert "1 of 1 batches failed" in captured_logs()
+
+
 def test_a_list_rendered_as_text_without_tojson_is_read_back(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
     ids = running(emulator, 2)
     result = run_dag("stop_batches_text", batch_ids=ids)  # "['batch_...', 'batch_...']", Python's text
