@@ -41,6 +41,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "wait_timeout": 1,
         "deferrable": True,
     },
+    "stop_batches_ids_timeout": {"batch_ids": "{{ dag_run.conf['batch_ids'] | tojson }}", "timeout_sec": 1},
     "stop_batches_objects": {"batches": "{{ dag_run.conf['batches'] | tojson }}", "pass_through": True},
     "stop_batches_metadata": {"metadata": "{{ dag_run.conf['metadata'] | tojson }}", "created_after": 0},
     "stop_batches_text": {"batch_ids": "{{ dag_run.conf.get('batch_ids') }}"},

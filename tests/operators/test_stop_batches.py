@@ -131,6 +131,21 @@ def test_a_list_page_lost_to_a_server_error_leaves_each_look_to_its_own_get(
     assert len(emulator.requests(method="GET", path="/v1/batches/*")) == 5
 
 
+def test_a_hanging_list_page_holds_the_looks_only_until_the_request_timeout(
+    emulator: OpenAIEmulator, run_dag: RunDag
+) -> None:
+    """The looks wait on one page: a page that hangs ends at ``timeout_sec`` and the looks take their own GETs."""
+    ids = running(emulator, 4)
+    emulator.add_fault(Fault.hang(None), method="GET", path="/v1/batches")
+    started = time.monotonic()
+    result = run_dag("stop_batches_ids_timeout", batch_ids=ids)
+    assert result.state == "success"
+    assert time.monotonic() - started < 15
+    assert sorted(cancels(emulator)) == sorted(ids)
+    assert [entry.status for entry in emulator.requests(method="GET", path="/v1/batches")] == [None]
+    assert len(emulator.requests(method="GET", path="/v1/batches/*")) == 4
+
+
 def test_a_look_whose_own_get_failed_is_not_sent_again(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:
