@@ -6,6 +6,7 @@ import asyncio
 import random
 import threading
 import time
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -134,13 +135,17 @@ async def test_hooks_of_one_loop_share_one_connection_lookup(
 async def test_shared_settings_expire_so_a_changed_connection_is_picked_up(
     emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(settings_cache, "SETTINGS_TTL_SEC", 0.2)
+    # The cache's own clock, moved by hand: with a real short TTL a slow machine let it expire before
+    # the "within the TTL" look (CI saw the new key there). The event loop keeps the real clock.
+    now = [1000.0]
+    monkeypatch.setattr(settings_cache, "time", SimpleNamespace(monotonic=lambda: now[0]))
     lookups = count_lookups(monkeypatch)
     batch = emulator.create_batch()
     await PSOpenAIHook().aget_batch(batch["id"])
     use_emulator(monkeypatch, emulator, password="sk-rotated")
+    now[0] += settings_cache.SETTINGS_TTL_SEC - 0.001
     assert (await PSOpenAIHook().asettings()).api_key == emulator.api_key  # within the TTL: the old key
-    await asyncio.sleep(0.25)
+    now[0] += 0.001
     assert (await PSOpenAIHook().asettings()).api_key == "sk-rotated"
     assert lookups == ["psopenai_default", "psopenai_default"]
 
