@@ -63,11 +63,10 @@ def test_every_example_dag_ends_as_documented(airflow_stack: AirflowStack) -> No
     # The flagship: the batch it submitted was cancelled once, in a wait deferred to the triggerer,
     # confirmed by the sensor, and its partial results reported.
     run_id = dict(runs)[FLAGSHIP]
-    flagship = results[FLAGSHIP, run_id]
     batch_id = stack.xcom(FLAGSHIP, run_id, "submit_batch")["id"]
     assert len(stack.batch_cancels(batch_id)) == 1
     assert stack.batch(batch_id)["status"] == "cancelled"
-    assert "deferred" in flagship.seen("cancel_batch"), flagship.samples["cancel_batch"]
+    # The triggerer's log of the task shows the deferred wait (sampled states could miss the deferral).
     assert f"batch '{batch_id}' is cancelled" in stack.task_log(FLAGSHIP, run_id, "cancel_batch", trigger=True)
     assert stack.xcom(FLAGSHIP, run_id, "confirm_cancelled")["status"] == "cancelled"
     report = stack.xcom(FLAGSHIP, run_id, "report_partial_results")
@@ -79,7 +78,9 @@ def test_every_example_dag_ends_as_documented(airflow_stack: AirflowStack) -> No
     mapped = results["example_psopenai_mapped", mapped_run]
     cancel_keys = [key for key in mapped.states if key.startswith("cancel_batches[")]
     assert len(cancel_keys) == 3, mapped.states
-    assert all("deferred" in mapped.seen(key) for key in cancel_keys), mapped.samples
+    trigger_logs = stack.task_log_files("example_psopenai_mapped", mapped_run, "cancel_batches")
+    deferred = {p.parent.name for p in trigger_logs if ".trigger." in p.name and "is cancelled" in p.read_text()}
+    assert deferred == {f"map_index={index}" for index in range(3)}, trigger_logs
     summary = stack.xcom("example_psopenai_mapped", mapped_run, "summarize")
     assert summary["statuses"] == ["cancelled"] * 3
 

@@ -137,8 +137,11 @@ def assert_short_wait_timed_out_at_its_deadline(case: RestartCase, new_triggerer
     assert fired >= deadline - 0.5, (fired, deadline)
     assert fired - max(started, deadline) < 5, (started, fired, deadline)
     assert fired < case.restarted + 30 - 5
-    # Nobody polled the batch after the deadline, and it really was still cancelling then.
-    assert max(stack.batch_polls(case.batches["wait_short"])) < deadline + 1
+    # Nobody polled the batch after the deadline, and it really was still cancelling then. The new
+    # triggerer is started 8 s before the deadline; if it is slower than that to start the trigger, the
+    # trigger starts past its deadline and looks once (by design, to report a batch settled meanwhile).
+    late_polls = [t for t in stack.batch_polls(case.batches["wait_short"]) if t >= deadline + 1]
+    assert len(late_polls) <= (1 if started > deadline else 0), (started, deadline, late_polls)
     history = stack.batch(case.batches["wait_short"])["history"]
     assert history[-1][1] == "cancelled"
     assert history[-1][0] > deadline
@@ -184,7 +187,11 @@ def test_marking_a_deferred_wait_failed_stops_its_trigger_without_a_second_cance
     tis = wait_until(lambda: waits_deferred(stack, dag_id, run_id, ["stop_and_wait"]), 180, "the wait to defer")
     trigger_id = tis["stop_and_wait"]["trigger"]["id"]
     seen_deferred = time.time()
-    wait_until(lambda: any(t > seen_deferred + 1 for t in stack.batch_polls(batch_id)), 30, "the trigger's polls")
+
+    def polled_twice() -> bool:
+        return len([t for t in stack.batch_polls(batch_id) if t > seen_deferred]) >= 2
+
+    wait_until(polled_twice, 30, "two of the trigger's polls")
 
     # A user marks the waiting task failed (the UI's "Mark as failed": the REST API's PATCH new_state).
     marked = time.time()
