@@ -253,7 +253,7 @@ async def test_async_timeout_is_honoured(emulator: OpenAIEmulator) -> None:
     started = time.monotonic()
     with pytest.raises(PSOpenAITransportError, match=r"timed out .*timeout_sec=0\.5"):
         await PSOpenAIHook(timeout_sec=0.5).aget_batch("batch_1")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # not the 5 s hang
 
 
 # -- the pool under cancellation and failure ------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_timeout_sec_is_honoured(emulator: OpenAIEmulator) -> None:
     with pytest.raises(PSOpenAITransportError) as raised:
         PSOpenAIHook(timeout_sec=0.5).get_batch("batch_1")
     elapsed = time.monotonic() - started
-    assert 0.45 <= elapsed < 1.5
+    assert 0.45 <= elapsed < 3  # not the 5 s hang
     assert "timed out" in str(raised.value)
     assert "timeout_sec=0.5" in str(raised.value)
     assert "batch 'batch_1'" in str(raised.value)
@@ -77,7 +77,7 @@ def test_timeout_sec_is_honoured(emulator: OpenAIEmulator) -> None:
 def test_timeout_is_retried_like_a_transport_error(emulator: OpenAIEmulator, fast_backoff: None) -> None:
     batch = emulator.create_batch()
     emulator.add_fault(Fault.hang(5))
-    assert PSOpenAIHook(timeout_sec=0.3, max_retry_count=1).get_batch(batch["id"])["id"] == batch["id"]
+    assert PSOpenAIHook(timeout_sec=1, max_retry_count=1).get_batch(batch["id"])["id"] == batch["id"]
     assert [entry.status for entry in emulator.journal] == [None, 200]
 
 

@@ -18,13 +18,13 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("shared_pool")]
 
-LOST_ANSWERS = [Fault.drop(applied=True), Fault.server_error(502, html=True, applied=True), Fault.hang(2, applied=True)]
+LOST_ANSWERS = [Fault.drop(applied=True), Fault.server_error(502, html=True, applied=True), Fault.hang(3, applied=True)]
 LOST_IDS = ["dropped", "gateway 502", "read timeout"]
 
 
 @pytest.fixture
 def run(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    use_emulator(monkeypatch, emulator, timeout_sec=0.5)
+    use_emulator(monkeypatch, emulator, timeout_sec=1)  # time enough for the look-ups on a busy machine
     emulator.cancel_delay = 60
     created = emulator.create_thread_run()
     return {"thread_id": str(created["thread_id"]), "run_id": str(created["id"])}

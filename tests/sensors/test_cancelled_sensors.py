@@ -209,4 +209,4 @@ def test_a_hanging_poke_ends_at_the_sensor_timeout(
     result = run_dag(f"sensor_batch_{mode}_timeout", batch_id=batch["id"])
     assert result.task_states["cancelled"] == "failed"
     assert "Sensor has timed out" in captured_logs()
-    assert result.ended_at["cancelled"] - emulator.journal[0].time < 1 + 1.5
+    assert result.ended_at["cancelled"] - emulator.journal[0].time < 1 + 3  # not the hang's minute

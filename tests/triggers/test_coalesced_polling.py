@@ -120,13 +120,15 @@ async def test_each_page_keeps_its_own_phase_so_a_round_is_no_burst(emulator: Op
     assert len(reads) == 3, reads
     later_rounds = list(zip(*(times[1:] for times in reads.values()), strict=False))
     assert later_rounds, reads
+    # The times are when the emulator read each request: the bounds leave room for a busy machine's
+    # delays on either side of a read (about half the 0.3 s spacing, and 0.3 s on a 1.5 s interval).
     for pages_of_a_round in later_rounds:  # the pages of a round stay as far apart as the first walk made them
         first, *others = sorted(pages_of_a_round)
-        assert all(later - first >= 0.2 for later in others), reads
+        assert all(later - first >= 0.15 for later in others), reads
     for times in reads.values():  # and each page is read once a poll_interval (the first polls come sooner)
         gaps = [after - before for before, after in itertools.pairwise(times)]
-        assert all(gap <= 1.5 + 0.35 for gap in gaps), reads
-        assert gaps[-1] >= 1.5 - 0.05, reads
+        assert all(gap <= 1.5 + 0.6 for gap in gaps), reads
+        assert gaps[-1] >= 1.5 - 0.3, reads
 
 
 async def test_old_batches_cost_no_more_than_their_own_gets(emulator: OpenAIEmulator) -> None:

@@ -6,10 +6,12 @@ import asyncio
 import importlib
 import json
 import time
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_psopenai import waiting
 from airflow_psopenai.exceptions import PSOpenAIWaitTimeoutError
 from airflow_psopenai.hooks.pool import aclose_shared_clients, shared_pool_count
 from airflow_psopenai.operators import StopBatchOperator
@@ -32,6 +34,13 @@ def import_string(path: str) -> Any:
 async def events_of(trigger: ResourceStatusTrigger) -> list[dict[str, Any]]:
     """Run a trigger to its end and return its events' payloads."""
     return [event.payload async for event in trigger.run()]
+
+
+async def wait_for_gets(emulator: OpenAIEmulator, count: int) -> None:
+    """Wait (up to 10 s) until the emulator has answered ``count`` GETs: a trigger is polling."""
+    async with asyncio.timeout(10):
+        while len(emulator.requests(method="GET")) < count:
+            await asyncio.sleep(0.02)
 
 
 def batch_trigger(batch_id: str, **kwargs: Any) -> ResourceStatusTrigger:
@@ -79,7 +88,7 @@ def test_unknown_resource_is_refused() -> None:
 
 
 async def test_waits_through_cancelling_and_yields_one_settled_event(emulator: OpenAIEmulator) -> None:
-    emulator.cancel_delay = 0.6
+    emulator.cancel_delay = 1.5  # long enough for two looks even when the first one is slow to start
     batch = emulator.create_batch(status="cancelling")
     events = await events_of(batch_trigger(batch["id"]))
     assert len(events) == 1
@@ -143,6 +152,7 @@ async def test_unknown_id_and_wrong_key_end_the_wait(emulator: OpenAIEmulator, m
 
 
 async def test_trigger_started_past_its_deadline_polls_once_then_times_out(emulator: OpenAIEmulator) -> None:
+    emulator.cancel_delay = 60  # the default 0.2 s could pass before the one look on a slow machine
     batch = emulator.create_batch(status="cancelling")
     (event,) = await events_of(batch_trigger(batch["id"], deadline=time.time() - 1))
     assert event["status"] == "timeout"
@@ -159,20 +169,27 @@ async def test_trigger_started_past_its_deadline_reports_an_object_settled_meanw
     assert event["object"]["status"] == "cancelled"
 
 
-async def test_deadline_is_absolute_across_a_restart(emulator: OpenAIEmulator) -> None:
+async def test_deadline_is_absolute_across_a_restart(emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The triggerer is down for 9 s: the deadlines' clock is moved on by hand, not slept, so a slow
+    # machine cannot eat the margin; the event loop's sleeps keep the real clock.
+    downtime = [0.0]
+    monkeypatch.setattr(
+        waiting, "time", SimpleNamespace(time=lambda: time.time() + downtime[0], monotonic=time.monotonic)
+    )
     emulator.cancel_delay = 60
     batch = emulator.create_batch(status="cancelling")
-    first = batch_trigger(batch["id"], deadline=time.time() + 1.5)
+    first = batch_trigger(batch["id"], deadline=time.time() + 10)
     task = asyncio.create_task(events_of(first))
-    await asyncio.sleep(0.8)
+    await wait_for_gets(emulator, 1)
     task.cancel()  # the triggerer stops; another one rebuilds the trigger from its kwargs
     path, kwargs = first.serialize()
+    downtime[0] = 9.0
     restarted_at = time.monotonic()
     (event,) = await events_of(import_string(path)(**kwargs))
     waited = time.monotonic() - restarted_at
     assert event["status"] == "timeout"
     assert event["object"]["status"] == "cancelling"
-    assert waited < 1.2  # the rest of the original 1.5 s, not a fresh 1.5 s
+    assert waited < 5  # the last second of the original 10 s, not a fresh 10 s
 
 
 async def test_deadline_bounds_a_hanging_call_without_timeout(emulator: OpenAIEmulator) -> None:
@@ -209,14 +226,15 @@ async def test_on_kill_stops_the_wait_and_sends_nothing(
     emulator.cancel_delay = 60
     batch = emulator.create_batch(status="cancelling")
     trigger = batch_trigger(batch["id"], poll_interval=0.1)
-    waiting = asyncio.create_task(events_of(trigger))
-    await asyncio.sleep(0.6)
-    assert len(emulator.requests(method="GET")) >= 3  # it was polling
-    waiting.cancel()
+    polling = asyncio.create_task(events_of(trigger))
+    await wait_for_gets(emulator, 3)
+    polling.cancel()
     await trigger.on_kill()
     killed_at = time.time()
     await asyncio.sleep(0.5)
-    assert [entry for entry in emulator.journal if entry.time > killed_at] == []
+    # A GET sent just before the kill may be stamped after it by a busy emulator; polling on every
+    # 0.1 s would add four or five.
+    assert len([entry for entry in emulator.journal if entry.time > killed_at]) <= 1
     assert emulator.requests(method="POST") == []  # the cancel had been sent before the task deferred
     assert "the cancel was already requested, nothing more to do" in capfd.readouterr().out
 
