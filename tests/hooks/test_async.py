@@ -103,14 +103,20 @@ async def test_connection_is_looked_up_once_and_never_on_the_event_loop(
     assert (await hook.asettings()).api_base == emulator.api_base
 
 
-def count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Return the list to which every async connection lookup of the hook appends its conn_id."""
+def count_lookups(monkeypatch: pytest.MonkeyPatch, held_until: asyncio.Event | None = None) -> list[str]:
+    """Return the list to which every async connection lookup of the hook appends its conn_id.
+
+    Each lookup takes 0.05 s, or lasts until ``held_until`` is set.
+    """
     lookups: list[str] = []
     original = psopenai_module.get_async_connection
 
     async def counting(conn_id: str, hook: object = None) -> Connection:
         lookups.append(conn_id)
-        await asyncio.sleep(0.05)  # a lookup through the supervisor takes a while: let others overlap it
+        if held_until is None:
+            await asyncio.sleep(0.05)  # a lookup through the supervisor takes a while: let others overlap it
+        else:
+            await held_until.wait()
         return await original(conn_id, hook=hook)  # type: ignore[arg-type]
 
     monkeypatch.setattr(psopenai_module, "get_async_connection", counting)
@@ -166,14 +172,18 @@ async def test_a_failed_lookup_is_not_shared_or_kept(emulator: OpenAIEmulator, m
 async def test_a_cancelled_waiter_does_not_cancel_the_shared_lookup(
     emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lookups = count_lookups(monkeypatch)
+    lookup_may_end = asyncio.Event()
+    lookups = count_lookups(monkeypatch, held_until=lookup_may_end)
     batch = emulator.create_batch()
     first = asyncio.ensure_future(PSOpenAIHook().aget_batch(batch["id"]))
     second = asyncio.ensure_future(PSOpenAIHook().aget_batch(batch["id"]))
-    await asyncio.sleep(0.01)  # both wait for the one lookup
+    await asyncio.sleep(0.01)  # both wait for the one lookup, which lasts until it is let go
+    assert lookups == ["psopenai_default"]
     first.cancel()
+    await asyncio.wait([first], timeout=5)
+    assert first.cancelled()  # cancelled while the lookup it shared was still under way
+    lookup_may_end.set()
     assert (await second)["id"] == batch["id"]
-    assert first.cancelled()
     assert lookups == ["psopenai_default"]
 
 
