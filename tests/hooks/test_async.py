@@ -149,9 +149,9 @@ async def test_shared_settings_expire_so_a_changed_connection_is_picked_up(
     batch = emulator.create_batch()
     await PSOpenAIHook().aget_batch(batch["id"])
     use_emulator(monkeypatch, emulator, password="sk-rotated")
-    now[0] += settings_cache.SETTINGS_TTL_SEC - 0.001
+    now[0] = 1000.0 + settings_cache.SETTINGS_TTL_SEC - 0.001
     assert (await PSOpenAIHook().asettings()).api_key == emulator.api_key  # within the TTL: the old key
-    now[0] += 0.001
+    now[0] = 1000.0 + settings_cache.SETTINGS_TTL_SEC  # the entry's last moment has passed
     assert (await PSOpenAIHook().asettings()).api_key == "sk-rotated"
     assert lookups == ["psopenai_default", "psopenai_default"]
 

@@ -242,8 +242,9 @@ def test_exactly_one_selector_is_required() -> None:
 
 def test_a_retry_does_not_cancel_a_batch_twice(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
     """The first try times out while the batches are cancelling; the retry finds them cancelling: its own cancel."""
-    # Try 1's deadline is 1 s after its cancel, try 2's 1 s after try 1 ended: try 2's last look comes
-    # 2 s or more after the cancel, always after the batches settle; try 1 keeps almost a second of margin.
+    # Try 1's deadline is 1 s after its cancels, try 2's 1 s after its looks (try 1 over): try 2's last
+    # list page is asked for 2 s or more after the cancels, less one page's latency (milliseconds here),
+    # after the batches settle; try 1 keeps almost a second of margin.
     emulator.cancel_delay = 1.95
     ids = running(emulator, 3)
     result = run_dag("stop_batches_retry", batch_ids=ids)

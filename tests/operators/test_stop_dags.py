@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -145,8 +146,10 @@ def test_skip_choice_skips_on_a_settled_batch(emulator: OpenAIEmulator, run_dag:
 
 
 def test_cleanup_choice_waits_for_a_batch_already_cancelling(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
-    emulator.cancel_delay = 2  # still cancelling when the task looks, however slow its start
     batch = emulator.create_batch(status="cancelling")
+    # The task's look sees it cancelling however slow its start; its polls then see the batch as it is,
+    # settled 0.2 s after it was made.
+    emulator.add_fault(Fault.answer(200, json.dumps(batch)), method="GET")
     result = run_dag("stop_batch_succeed_wait", batch_id=batch["id"])
     assert result.task_states["stop"] == "success"
     assert result.xcom("stop")["status"] == "cancelled"
