@@ -26,6 +26,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: venv
 	$(VENV)/bin/mypy

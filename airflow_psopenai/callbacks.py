@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow_psopenai.resource_task import DEFAULT_CONN_ID
+from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -56,12 +56,12 @@ def cancel_run_batches(context: Mapping[str, Any]) -> None:
 def _cancel_run_batches(context: Mapping[str, Any], conn_id: str, timeout_sec: float, max_concurrency: int) -> None:
     import asyncio
 
-    from airflow_psopenai.bulk_cancel import batches_by_metadata, cancel_each
-    from airflow_psopenai.cancel_policy import CancelPolicy
+    from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
-    from airflow_psopenai.resources import BATCH
+    from airflow_psopenai.resources import BATCH, status_of
     from airflow_psopenai.run_tags import run_selector
-    from airflow_psopenai.waiting import Deadline, status_of
+    from airflow_psopenai.tasks.bulk import batches_by_metadata, cancel_each
+    from airflow_psopenai.tasks.cancel import CancelPolicy
 
     dag_run = context["dag_run"]
     selector = run_selector(str(dag_run.dag_id), str(dag_run.run_id))
@@ -77,7 +77,7 @@ def _cancel_run_batches(context: Mapping[str, Any], conn_id: str, timeout_sec: f
     policy = CancelPolicy(if_not_cancellable="succeed")
 
     async def cancel() -> list[Any]:
-        from airflow_psopenai.hooks.pool import aclose_shared_clients
+        from airflow_psopenai.client.pool import aclose_shared_clients
 
         try:
             return await cancel_each(hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_psopenai import __version__
-from airflow_psopenai.connection_form import provider_info_fields
+from airflow_psopenai.hooks.connection_form import provider_info_fields
 
 
 def get_provider_info() -> dict[str, Any]:

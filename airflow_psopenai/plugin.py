@@ -25,7 +25,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
 
-from airflow_psopenai.resource_task import DEFAULT_CONN_ID
+from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ This module imports nothing but the standard library: operators import it at DAG
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class CancellableResource:
     :param label: Word used in messages, as the PSOpenAI cmdlets say it ("batch", "run").
     :param object_type: Value of the ``object`` field of the API's answers.
     :param id_fields: Argument names of the IDs, in path order (``thread_id``, ``run_id``).
-    :param object_keys: For each ID field, the key of the object that holds it (the seed's InputObject).
+    :param object_keys: For each ID field, the key of the object that holds it (PSOpenAI's InputObject).
     :param object_arg: Argument name under which operators accept a whole object.
     :param path_template: Path relative to the API base; ``{field}`` placeholders are percent-encoded.
     :param statuses: Every status the API documents.
@@ -183,3 +183,8 @@ RESPONSE = CancellableResource(
 RESOURCES: Mapping[str, CancellableResource] = {r.name: r for r in (BATCH, THREAD_RUN, RESPONSE)}
 
 CANCELLED = "cancelled"
+
+
+def status_of(obj: Mapping[str, Any]) -> str:
+    """Return an object's status, normalised (lower case)."""
+    return CancellableResource.normalise_status(obj.get("status"))

@@ -64,8 +64,8 @@ TIME_LIMIT_SEC = 120.0
 
 
 async def _cancel_ours(batch_ids: Sequence[str]) -> list[str]:
+    from airflow_psopenai.client.pool import aclose_shared_clients
     from airflow_psopenai.hooks import PSOpenAIHook
-    from airflow_psopenai.hooks.pool import aclose_shared_clients
 
     hook = PSOpenAIHook(OURS_CONN_ID, max_retry_count=MAX_RETRIES)
     gate = asyncio.Semaphore(CONCURRENCY)

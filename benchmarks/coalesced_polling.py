@@ -130,7 +130,7 @@ async def _measure(mode: str, batch_ids: list[str], time_limit: float) -> dict[s
     sampler.cancel()
     samples.append((time.time(), time.process_time()))
     if mode != OFFICIAL:
-        from airflow_psopenai.hooks.pool import aclose_shared_clients
+        from airflow_psopenai.client.pool import aclose_shared_clients
 
         await aclose_shared_clients()
     failures = [repr(task.exception()) for task in tasks if not task.cancelled() and task.exception() is not None]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 async def _run(admin_base: str, n: int, profiler: cProfile.Profile | None) -> dict[str, float]:
-    from airflow_psopenai.hooks.pool import aclose_shared_clients
+    from airflow_psopenai.client.pool import aclose_shared_clients
     from airflow_psopenai.triggers import ResourceStatusTrigger
 
     ids = [batch_id for batch_id, _ in create_batches(admin_base, n, "cancelling")]

@@ -113,7 +113,7 @@ async def _measure(side: str, n: int, admin_base: str, time_limit: float) -> dic
     await asyncio.gather(*pending, return_exceptions=True)
     failures = [repr(task.exception()) for task in tasks if not task.cancelled() and task.exception() is not None]
     if side == OURS:
-        from airflow_psopenai.hooks.pool import aclose_shared_clients
+        from airflow_psopenai.client.pool import aclose_shared_clients
 
         await aclose_shared_clients()
     # An event is premature when it fired before its batch could have turned cancelled (the batch was
@@ -150,10 +150,10 @@ async def _poll_cost(side: str, admin_base: str, polls: int) -> dict[str, Any]:
     """
     batch_id = create_batches(admin_base, 1, "cancelling")[0][0]
     if side == OURS:
+        from airflow_psopenai.client.pool import aclose_shared_clients
         from airflow_psopenai.hooks import PSOpenAIHook
-        from airflow_psopenai.hooks.pool import aclose_shared_clients
         from airflow_psopenai.resources import BATCH
-        from airflow_psopenai.waiting import StatusWatch
+        from airflow_psopenai.tasks.polling import StatusWatch
 
         hook = PSOpenAIHook(OURS_CONN_ID)
         watch = StatusWatch(BATCH, {"batch_id": batch_id}, hook.log)

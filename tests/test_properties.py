@@ -25,14 +25,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_psopenai.client import retry as retry_module
+from airflow_psopenai.client.deadline import LAST_POLL_SEC, Deadline
+from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.exceptions import PSOpenAIError
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks import retry as retry_module
-from airflow_psopenai.hooks.pool import aclose_shared_clients
 from airflow_psopenai.resources import BATCH, THREAD_RUN
+from airflow_psopenai.tasks.events import check_event
+from airflow_psopenai.tasks.waits import wait_until_settled
 from airflow_psopenai.testing import Fault, OpenAIEmulator
-from airflow_psopenai.wait_loop import wait_until_settled
-from airflow_psopenai.waiting import LAST_POLL_SEC, Deadline, check_event
 from tests.hooks.conftest import unique_key
 
 if TYPE_CHECKING:

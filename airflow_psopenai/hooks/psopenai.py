@@ -11,7 +11,13 @@ import httpx
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
-from airflow_psopenai import connection_form
+from airflow_psopenai.client.deadline import NO_DEADLINE
+from airflow_psopenai.client.errors import error_from_response, invalid_success_body, tls_context_error, transport_error
+from airflow_psopenai.client.pool import TLSContextError, shared_pool
+from airflow_psopenai.client.retry import RetryPolicy
+from airflow_psopenai.client.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
+from airflow_psopenai.client.settings_cache import shared_settings
+from airflow_psopenai.client.validation import require_id
 from airflow_psopenai.compat import amask_secret
 from airflow_psopenai.exceptions import (
     PSOpenAIAPIError,
@@ -22,23 +28,17 @@ from airflow_psopenai.exceptions import (
     PSOpenAIServerError,
     PSOpenAITransportError,
 )
-from airflow_psopenai.hooks.errors import error_from_response, invalid_success_body, tls_context_error, transport_error
-from airflow_psopenai.hooks.pool import TLSContextError, shared_pool
-from airflow_psopenai.hooks.retry import RetryPolicy
-from airflow_psopenai.hooks.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
-from airflow_psopenai.hooks.settings_cache import shared_settings
-from airflow_psopenai.resources import BATCH, RESPONSE, THREAD_RUN, CancellableResource
+from airflow_psopenai.hooks import connection_form
+from airflow_psopenai.resources import BATCH, RESPONSE, THREAD_RUN, CancellableResource, status_of
 from airflow_psopenai.run_tags import run_tags, tagged_metadata
-from airflow_psopenai.validation import require_id
-from airflow_psopenai.waiting import NO_DEADLINE, status_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from airflow.providers.common.compat.sdk import Connection
 
-    from airflow_psopenai.hooks.settings import ApiSettings
-    from airflow_psopenai.waiting import Deadline
+    from airflow_psopenai.client.deadline import Deadline
+    from airflow_psopenai.client.settings import ApiSettings
 
 JsonObject = dict[str, Any]
 # The statuses of the API's "cannot cancel" refusals: 409 for batches, 400 for runs.
@@ -75,7 +75,7 @@ class _Call:
 
 
 class PSOpenAIHook(BaseHook):
-    """Retrieve, cancel and create OpenAI objects with the seed's retry and timeout policy.
+    """Retrieve, cancel and create OpenAI objects with PSOpenAI's retry and timeout policy.
 
     :param conn_id: Airflow connection of type ``psopenai`` (or the official ``openai`` type).
     :param api_base: Overrides the connection's API base.
@@ -163,7 +163,7 @@ class PSOpenAIHook(BaseHook):
         return settings
 
     def _allow_missing_connection(self) -> None:
-        """Allow a missing default connection when the environment has a key (as the seed does)."""
+        """Allow a missing default connection when the environment has a key (as PSOpenAI does)."""
         if self.conn_id == self.default_conn_name and os.environ.get(ENV_API_KEY):
             return
         raise PSOpenAIConfigurationError(

@@ -11,24 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, BaseOperatorLink, conf
 
-from airflow_psopenai.cancel_policy import (
+from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.client.deadline import Deadline
+from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError, PSOpenAIWaitTimeoutError
+from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
+from airflow_psopenai.tasks.cancel import (
     ALREADY_REQUESTED_TEXT,
     CancelPolicy,
     IfNotCancellable,
     Step,
     check_cancel_options,
 )
-from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError, PSOpenAIWaitTimeoutError
-from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
-from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
-from airflow_psopenai.waiting import (
-    EVENT_ERROR,
-    EVENT_TIMEOUT,
-    Deadline,
-    check_event,
-    status_of,
-    wait_limit,
-)
+from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event
+from airflow_psopenai.tasks.polling import wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -70,7 +65,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
     :param pass_through: Return the final object (the cancel's answer, or the settled object after
         ``wait``) so it goes to XCom; otherwise return nothing.
     :param if_not_cancellable: What to do when the object cannot be cancelled (already settled, or
-        already cancelling): ``"fail"`` (the seed's behaviour, default), ``"succeed"`` (for cleanup
+        already cancelling): ``"fail"`` (PSOpenAI's behaviour, default), ``"succeed"`` (for cleanup
         and teardown tasks: nothing left to cancel; a ``wait`` still waits for a cancelling object) or
         ``"skip"``.
     :param poll_interval: Seconds between status polls while waiting (the first polls come sooner).
@@ -133,7 +128,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         if self.deferrable:
             trigger = self.status_trigger(ids, self.poll_interval, deadline, context["ti"].try_number)
             self.defer(trigger=trigger, method_name="execute_complete")
-        from airflow_psopenai.wait_loop import run_in_worker, wait_until_settled
+        from airflow_psopenai.tasks.waits import run_in_worker, wait_until_settled
 
         event = run_in_worker(
             hook,
@@ -239,7 +234,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
 
     def _push_console_url(self, context: Context, hook: PSOpenAIHook, ids: dict[str, str]) -> None:
         """Push the object's page for the extra link; empty when there is none (another API base)."""
-        from airflow_psopenai.hooks.settings import DEFAULT_API_BASE
+        from airflow_psopenai.client.settings import DEFAULT_API_BASE
 
         page = self.resource.console_page(ids) if hook.settings.api_base == DEFAULT_API_BASE else None
         if page:

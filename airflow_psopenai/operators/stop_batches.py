@@ -8,19 +8,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
-from airflow_psopenai.cancel_policy import CancelPolicy, IfNotCancellable, check_cancel_options
+from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.client.deadline import Deadline
+from airflow_psopenai.client.validation import parse_rendered_text, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
-from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.validation import ids_from_arguments, parse_rendered_text, require_id
-from airflow_psopenai.waiting import EVENT_SETTLED, Deadline, check_event, slim_object, wait_limit
+from airflow_psopenai.tasks.arguments import ids_from_arguments
+from airflow_psopenai.tasks.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
+from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event, slim_object
+from airflow_psopenai.tasks.polling import wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_psopenai.bulk_cancel import BatchOutcome
+    from airflow_psopenai.tasks.bulk import BatchOutcome
 
 SELECTORS = ("batch_ids", "batches", "metadata")
 DEFAULT_MAX_CONCURRENCY = 20
@@ -103,8 +106,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
         """Select the batches, cancel each, wait for them if asked, and report."""
-        from airflow_psopenai.bulk_cancel import cancel_each
-        from airflow_psopenai.wait_loop import run_in_worker
+        from airflow_psopenai.tasks.bulk import cancel_each
+        from airflow_psopenai.tasks.waits import run_in_worker
 
         self._check_options()
         batch_ids = self._selected_ids(context)
@@ -146,7 +149,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 },
             )
             self.defer(trigger=trigger, method_name="execute_complete")
-        from airflow_psopenai.wait_loop import wait_for_each
+        from airflow_psopenai.tasks.waits import wait_for_each
 
         events = run_in_worker(
             hook,
@@ -158,8 +161,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """Resume after the deferred wait of the set: check the event, then report as ``execute`` does."""
-        from airflow_psopenai.bulk_cancel import BatchOutcome
-        from airflow_psopenai.wait_loop import SET_EVENT
+        from airflow_psopenai.tasks.bulk import BatchOutcome
+        from airflow_psopenai.tasks.waits import SET_EVENT
 
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)
@@ -187,7 +190,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         return self._finish(outcomes, limit=limit)
 
     def _finish(self, outcomes: list[BatchOutcome], limit: str | None = None) -> list[dict[str, Any]] | None:
-        from airflow_psopenai.bulk_cancel import CANCEL_SENT
+        from airflow_psopenai.tasks.bulk import CANCEL_SENT
 
         failed = [o for o in outcomes if o.error is not None]
         counts: dict[str, int] = {}
@@ -234,7 +237,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             ]
         else:
             metadata = _as_metadata(self.metadata)
-            from airflow_psopenai.bulk_cancel import batches_by_metadata
+            from airflow_psopenai.tasks.bulk import batches_by_metadata
 
             created_after = self._created_after(context)
             ids = [str(batch["id"]) for batch in batches_by_metadata(self.hook, metadata, created_after, self.log)]

@@ -21,11 +21,12 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.compat import TaskDeferralError, TaskDeferralTimeout
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
-from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
-from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN
-from airflow_psopenai.waiting import EVENT_ERROR, EVENT_TIMEOUT, NO_DEADLINE, Deadline, check_event, status_of
+from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
+from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -73,7 +74,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         The call, and its retries, end by the sensor's timeout: a poke that meets it without a
         ``cancelled`` object ends the sensor with ``AirflowSensorTimeout`` there and then.
         """
-        from airflow_psopenai.hooks.retry import is_retryable
+        from airflow_psopenai.client.retry import is_retryable
 
         ids = self.resolved_ids()
         target = self.resource.describe(ids)

@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import RESOURCES
-from airflow_psopenai.wait_loop import SET_EVENT, wait_for_each, wait_until_settled
-from airflow_psopenai.waiting import Deadline, slim_object
+from airflow_psopenai.tasks.events import slim_object
+from airflow_psopenai.tasks.waits import SET_EVENT, wait_for_each, wait_until_settled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence

@@ -341,7 +341,7 @@ def test_background_response_named_by_params_is_retrieved_and_cancelled(
 
 
 def test_a_completed_response_is_refused_without_a_retry(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
-    """The seed's rule (if_not_cancellable="fail"): nothing was cancelled, and a retry could not change that."""
+    """PSOpenAI's rule (if_not_cancellable="fail"): nothing was cancelled, and a retry could not change that."""
     response = emulator.create_response(status="completed")
     result = run_dag("example_psopenai_response", response_id=response["id"])
 
@@ -376,7 +376,7 @@ def test_parsing_the_examples_loads_no_hook_trigger_or_worker_code() -> None:
     run_time = (
         "airflow_psopenai.hooks",
         "airflow_psopenai.triggers",
-        "airflow_psopenai.bulk_cancel",
-        "airflow_psopenai.wait_loop",
+        "airflow_psopenai.tasks.bulk",
+        "airflow_psopenai.tasks.waits",
     )
     assert [name for name in loaded if name.startswith(run_time)] == []

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from airflow_psopenai.client import retry as retry_module
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks import retry as retry_module
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -112,7 +112,7 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def shared_pool() -> AsyncIterator[None]:
     """Close the event loop's shared async clients after an async test."""
-    from airflow_psopenai.hooks.pool import aclose_shared_clients
+    from airflow_psopenai.client.pool import aclose_shared_clients
 
     yield
     await aclose_shared_clients()

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_psopenai.client import settings_cache
+from airflow_psopenai.client.pool import CONNECTIONS, shared_pool, shared_pool_count
 from airflow_psopenai.exceptions import (
     PSOpenAICannotCancelError,
     PSOpenAIConfigurationError,
@@ -19,9 +21,8 @@ from airflow_psopenai.exceptions import (
     PSOpenAIServerError,
     PSOpenAITransportError,
 )
-from airflow_psopenai.hooks import PSOpenAIHook, settings_cache
+from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.hooks import psopenai as psopenai_module
-from airflow_psopenai.hooks.pool import CONNECTIONS, shared_pool, shared_pool_count
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import retry_waits, use_emulator
 

@@ -338,7 +338,7 @@ def test_retry_after_date_in_minus_0000_form_is_utc() -> None:
     from datetime import UTC, datetime
     from email.utils import format_datetime
 
-    from airflow_psopenai.hooks.errors import retry_after_seconds
+    from airflow_psopenai.client.errors import retry_after_seconds
 
     now = 1_800_000_000.0
     moment = datetime.fromtimestamp(now + 30, tz=UTC).replace(tzinfo=None)
@@ -348,8 +348,8 @@ def test_retry_after_date_in_minus_0000_form_is_utc() -> None:
 
 
 def test_quota_stays_a_quota_error_when_the_server_says_retry() -> None:
-    from airflow_psopenai.hooks.errors import error_from_response
-    from airflow_psopenai.hooks.settings import ApiSettings
+    from airflow_psopenai.client.errors import error_from_response
+    from airflow_psopenai.client.settings import ApiSettings
 
     response = httpx.Response(
         429,
@@ -409,8 +409,8 @@ def test_a_proxys_page_echoing_the_headers_never_shows_the_key(
 
 
 def test_a_local_protocol_error_is_permanent_and_redacted() -> None:
-    from airflow_psopenai.hooks.errors import transport_error
-    from airflow_psopenai.hooks.settings import ApiSettings
+    from airflow_psopenai.client.errors import transport_error
+    from airflow_psopenai.client.settings import ApiSettings
 
     key = unique_key()
     settings = ApiSettings(conn_id="psopenai_default", api_base="https://api.openai.com/v1", api_key=key)

@@ -77,7 +77,7 @@ async def test_a_refusal_after_a_lost_answer_is_checked_and_is_success(
 async def test_a_refusal_without_a_lost_answer_stays_a_refusal(
     emulator: OpenAIEmulator, run: dict[str, str], mode: str
 ) -> None:
-    """Someone else cancelled it: the seed's rule, not this provider's idempotency, decides."""
+    """Someone else cancelled it: PSOpenAI's rule, not this provider's idempotency, decides."""
     hook = PSOpenAIHook()
     hook.cancel_object(THREAD_RUN, run)
     with pytest.raises(PSOpenAICannotCancelError) as refused:

@@ -215,7 +215,7 @@ def test_the_connection_form_has_every_field_on_this_airflow_line() -> None:
 
     from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 
-    from airflow_psopenai.connection_form import EXTRA_FIELDS
+    from airflow_psopenai.hooks.connection_form import EXTRA_FIELDS
 
     HookMetaService.hook_meta_data.cache_clear()
     with warnings.catch_warnings(record=True) as caught:

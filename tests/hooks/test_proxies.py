@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_psopenai.client.proxies import environment_proxy
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks.proxies import environment_proxy
 from airflow_psopenai.testing import OpenAIEmulator
 from tests.hooks.conftest import use_emulator
 

@@ -1,4 +1,4 @@
-"""The seed's retry policy: what is retried, how often, and how long the hook waits in between."""
+"""PSOpenAI's retry policy: what is retried, how often, and how long the hook waits in between."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import httpx
 import pytest
 from tenacity import RetryCallState, Retrying
 
+from airflow_psopenai.client import errors as errors_module
+from airflow_psopenai.client.errors import retry_after_seconds
+from airflow_psopenai.client.retry import RetryPolicy, backoff_delay, is_retryable
 from airflow_psopenai.exceptions import (
     PSOpenAIAPIError,
     PSOpenAIAuthenticationError,
@@ -26,9 +29,6 @@ from airflow_psopenai.exceptions import (
     PSOpenAITransportError,
 )
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks import errors as errors_module
-from airflow_psopenai.hooks.errors import retry_after_seconds
-from airflow_psopenai.hooks.retry import RetryPolicy, backoff_delay, is_retryable
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import MockedApi, json_error, retry_waits, use_emulator
 
@@ -518,7 +518,7 @@ def test_retry_table(monkeypatch: pytest.MonkeyPatch, fast_backoff: None, case: 
 def test_a_wait_uses_the_server_delay_by_the_hooks_rule(retry_after: float | None, expected: float) -> None:
     """A poll's server delay counts as the hook's does: above 0 up to 60 s, else the wait's own delay applies."""
     from airflow_psopenai.resources import BATCH
-    from airflow_psopenai.waiting import StatusWatch
+    from airflow_psopenai.tasks.polling import StatusWatch
 
     watch = StatusWatch(BATCH, {"batch_id": "batch_1"}, logging.getLogger("test"))
     assert watch.transient(rate_limit_error(retry_after), next_delay=0.5) == expected

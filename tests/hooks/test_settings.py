@@ -12,9 +12,9 @@ import httpx
 import pytest
 from airflow.sdk import Connection
 
+from airflow_psopenai.client.settings import HookOverrides, resolve_settings
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIServerError, PSOpenAITransportError
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks.settings import HookOverrides, resolve_settings
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import conn_json, set_connection, use_emulator
 

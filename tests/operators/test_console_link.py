@@ -38,7 +38,7 @@ def pushed_console_url(
 
 
 def test_console_url_pushed_for_api_openai_com(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-link")  # default connection missing: the seed's fallback
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-link")  # default connection missing: PSOpenAI's fallback
     operator = StopBatchOperator(task_id="stop", batch_id="batch_abc")
     url = pushed_console_url(operator, PSOpenAIHook(), {"batch_id": "batch_abc"})
     assert url == "https://platform.openai.com/batches/batch_abc"

@@ -152,7 +152,7 @@ def test_a_forced_try_run_again_takes_the_apis_refusal_of_its_own_cancel_as_done
     )
 
 
-def test_the_first_try_keeps_the_seed_rule_for_a_cancelling_batch(
+def test_the_first_try_keeps_psopenai_rule_for_a_cancelling_batch(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:
     emulator.cancel_delay = 60

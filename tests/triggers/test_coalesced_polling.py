@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.hooks.pool import aclose_shared_clients
 from airflow_psopenai.testing import Fault
 from airflow_psopenai.triggers import ResourceStatusTrigger
 from tests.conftest import connection_json

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_psopenai import waiting
+from airflow_psopenai.client import deadline as deadline_module
+from airflow_psopenai.client.deadline import Deadline
+from airflow_psopenai.client.pool import SharedPool, aclose_shared_clients, shared_pool_count
 from airflow_psopenai.exceptions import PSOpenAIWaitTimeoutError
-from airflow_psopenai.hooks.pool import SharedPool, aclose_shared_clients, shared_pool_count
 from airflow_psopenai.operators import StopBatchOperator
 from airflow_psopenai.sensors import ThreadRunCancelledSensor
 from airflow_psopenai.testing import Fault
 from airflow_psopenai.triggers import ResourceStatusTrigger
-from airflow_psopenai.waiting import Deadline
 from tests.conftest import connection_json
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ async def test_deadline_is_absolute_across_a_restart(emulator: OpenAIEmulator, m
     # machine cannot eat the margin; the event loop's sleeps keep the real clock.
     downtime = [0.0]
     monkeypatch.setattr(
-        waiting, "time", SimpleNamespace(time=lambda: time.time() + downtime[0], monotonic=time.monotonic)
+        deadline_module, "time", SimpleNamespace(time=lambda: time.time() + downtime[0], monotonic=time.monotonic)
     )
     emulator.cancel_delay = 60
     batch = emulator.create_batch(status="cancelling")

@@ -1,6 +1,6 @@
-"""The retry policy of the seed (PSOpenAI), built once from plain numbers on tenacity.
+"""PSOpenAI's retry policy, built once from plain numbers on tenacity.
 
-What is retried is decided where the error is built (:func:`airflow_psopenai.hooks.errors.error_from_response`
+What is retried is decided where the error is built (:func:`airflow_psopenai.client.errors.error_from_response`
 sets ``retryable`` and ``retry_after``); this module decides how often and how long to wait.
 """
 
@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 
+from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline, usable_server_delay
+from airflow_psopenai.client.validation import require_retry_count
 from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAITransportError
-from airflow_psopenai.validation import require_retry_count
-from airflow_psopenai.waiting import NO_DEADLINE, Deadline, usable_server_delay
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -11,25 +11,19 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from airflow_psopenai.client.pool import aclose_shared_clients
+from airflow_psopenai.client.retry import is_retryable
 from airflow_psopenai.exceptions import PSOpenAIError
-from airflow_psopenai.hooks.pool import aclose_shared_clients
-from airflow_psopenai.hooks.retry import is_retryable
-from airflow_psopenai.hooks.status_board import status_poller
-from airflow_psopenai.waiting import (
-    EVENT_ERROR,
-    EVENT_TIMEOUT,
-    StatusWatch,
-    failure_event,
-    poll_delays,
-    settled_event,
-)
+from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, failure_event, settled_event
+from airflow_psopenai.tasks.polling import StatusWatch, poll_delays
+from airflow_psopenai.tasks.status_board import status_poller
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+    from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.resources import CancellableResource
-    from airflow_psopenai.waiting import Deadline
 
 _T = TypeVar("_T")
 # The event of a set's wait: {"status": SET_EVENT, "events": [one event per object]}.
@@ -50,7 +44,7 @@ async def wait_until_settled(
 
     :param limit: How timeout messages name the deadline ("its wait_timeout of 60 s").
     :param log: A logger with ``info`` and ``warning``.
-    :returns: A settled, timeout or error event (see :mod:`airflow_psopenai.waiting`).
+    :returns: A settled, timeout or error event (see :mod:`airflow_psopenai.tasks.events`).
     """
     watch = StatusWatch(resource, ids, log)
     delays = poll_delays(poll_interval)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from airflow_psopenai.hooks.settings import USER_AGENT
+from airflow_psopenai.client.settings import USER_AGENT
 
 if TYPE_CHECKING:
     import ssl

@@ -22,8 +22,9 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_psopenai.client.validation import as_seconds
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
-from airflow_psopenai.waiting import as_seconds, status_of
+from airflow_psopenai.resources import status_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -11,18 +11,18 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_psopenai.cancel_policy import ALREADY_REQUESTED_TEXT, Step
+from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
-from airflow_psopenai.hooks.status_board import status_poller
-from airflow_psopenai.resources import BATCH
-from airflow_psopenai.waiting import NO_DEADLINE, Deadline, status_of
+from airflow_psopenai.resources import BATCH, status_of
+from airflow_psopenai.tasks.cancel import ALREADY_REQUESTED_TEXT, Step
+from airflow_psopenai.tasks.status_board import status_poller
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from airflow_psopenai.cancel_policy import CancelPolicy
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.hooks.psopenai import JsonObject
+    from airflow_psopenai.tasks.cancel import CancelPolicy
 
 PAGE_SIZE = 100
 

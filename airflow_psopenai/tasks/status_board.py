@@ -32,15 +32,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
+from airflow_psopenai.client.retry import is_retryable
 from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAIError
-from airflow_psopenai.hooks.retry import is_retryable
-from airflow_psopenai.waiting import NO_DEADLINE, Deadline
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
+    from airflow_psopenai.client.settings import ApiSettings
     from airflow_psopenai.hooks.psopenai import JsonObject, PSOpenAIHook
-    from airflow_psopenai.hooks.settings import ApiSettings
     from airflow_psopenai.resources import CancellableResource
 
     Poll = Callable[[float, Deadline], Awaitable[JsonObject]]

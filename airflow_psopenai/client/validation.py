@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import timedelta
+from typing import TypeVar
 
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
-
-if TYPE_CHECKING:
-    from airflow_psopenai.resources import CancellableResource
 
 MAX_RETRY_COUNT_LIMIT = 100
 
@@ -33,18 +30,18 @@ def require_id(argument: str, value: object) -> str:
         )
     if isinstance(value, list | tuple | set):
         raise PSOpenAIConfigurationError(
-            f"{argument} rendered to a {type(value).__name__} ({_preview(value)}) where one ID is needed: "
+            f"{argument} rendered to a {type(value).__name__} ({preview(value)}) where one ID is needed: "
             f"map over the IDs with .partial(...).expand({argument}=...), cancel them in one task with "
             f"StopBatchesOperator(batch_ids=...), or pick one."
         )
     if isinstance(value, dict):
         raise PSOpenAIConfigurationError(
-            f"{argument} rendered to a dict ({_preview(value)}): pass the object with the object "
+            f"{argument} rendered to a dict ({preview(value)}): pass the object with the object "
             "argument (batch= or run=) instead, or select its 'id'."
         )
     if not isinstance(value, str):
         raise PSOpenAIConfigurationError(
-            f"{argument} must be a string ID, got {type(value).__name__} {_preview(value)}."
+            f"{argument} must be a string ID, got {type(value).__name__} {preview(value)}."
         )
     stripped = value.strip()
     if stripped[:1] in ("[", "(", "{"):
@@ -62,37 +59,8 @@ def require_id(argument: str, value: object) -> str:
     return stripped
 
 
-def ids_from_arguments(resource: CancellableResource, given: Mapping[str, object], obj: object) -> dict[str, str]:
-    """Return validated IDs from the ID arguments or from an object such as the API returns.
-
-    :param resource: The resource the IDs belong to.
-    :param given: The ID arguments as rendered (``{"batch_id": ...}``); None where not given.
-    :param obj: The object argument as rendered (a dict, or its JSON or Python-literal text), or None.
-    """
-    any_id_given = any(value is not None for value in given.values())
-    if obj is None:
-        if not any_id_given:
-            names = " and ".join(resource.id_fields)
-            raise PSOpenAIConfigurationError(
-                f"{names} is None and {resource.object_arg} is not given: give the ID, check that the "
-                "template or XCom it comes from returns one, or pass "
-                f"{resource.object_arg}= with an object returned by the API."
-            )
-        return {name: require_id(name, given.get(name)) for name in resource.id_fields}
-    if any_id_given:
-        raise PSOpenAIConfigurationError(
-            f"Give either {resource.object_arg}= or {' and '.join(resource.id_fields)}, not both."
-        )
-    parsed = _object_as_dict(resource, obj)
-    found = resource.ids_from_object(parsed)
-    return {
-        name: require_id(f"{resource.object_arg}[{resource.object_keys[name]!r}]", found[name])
-        for name in resource.id_fields
-    }
-
-
 def require_retry_count(value: object, argument: str = "max_retry_count") -> int:
-    """Return a retry count between 0 and 100 (the seed's range), or raise ``ValueError``."""
+    """Return a retry count between 0 and 100 (PSOpenAI's range), or raise ``ValueError``."""
     count = _number(value, int, argument, "a whole number from 0 to 100")
     if not 0 <= count <= MAX_RETRY_COUNT_LIMIT:
         raise PSOpenAIConfigurationError(f"{argument} must be from 0 to {MAX_RETRY_COUNT_LIMIT}, got {count}.")
@@ -134,23 +102,6 @@ def _number(value: object, kind: type[_Number], argument: str, expected: str) ->
     raise PSOpenAIConfigurationError(f"{argument} must be {expected}, got {value!r}.")
 
 
-def _object_as_dict(resource: CancellableResource, obj: object) -> dict[str, Any]:
-    if isinstance(obj, str):
-        obj = _parse_object_text(resource, obj)
-    if not isinstance(obj, Mapping):
-        raise PSOpenAIConfigurationError(
-            f"{resource.object_arg} must be an object (dict) as returned by the API, got "
-            f"{type(obj).__name__} {_preview(obj)}."
-        )
-    missing = [key for key in resource.object_keys.values() if key not in obj]
-    if missing:
-        raise PSOpenAIConfigurationError(
-            f"{resource.object_arg} has no {' or '.join(repr(k) for k in missing)} key "
-            f"(got keys {sorted(obj)[:10]}): pass the {resource.label} object the API returned."
-        )
-    return dict(obj)
-
-
 def parse_rendered_text(text: str) -> object:
     """Return what a non-native Jinja template rendered to text (JSON or a Python repr), or None."""
     for parse in (json.loads, ast.literal_eval):
@@ -161,17 +112,27 @@ def parse_rendered_text(text: str) -> object:
     return None
 
 
-def _parse_object_text(resource: CancellableResource, text: str) -> object:
-    """Read an object that a non-native Jinja template rendered to text."""
-    parsed = parse_rendered_text(text)
-    if parsed is not None:
-        return parsed
-    raise PSOpenAIConfigurationError(
-        f"{resource.object_arg} rendered to text that is not an object: {_preview(text)}. Pass the "
-        "XComArg itself (task.output), or set render_template_as_native_obj=True on the DAG."
-    )
-
-
-def _preview(value: object, limit: int = 80) -> str:
+def preview(value: object, limit: int = 80) -> str:
+    """Return ``value``'s repr, cut to ``limit`` characters, for an error message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
+    """Return a duration given in seconds or as a timedelta, in seconds (None stays None).
+
+    :raises ValueError: Naming ``argument``, for anything but a number or timedelta of 0 or more.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise PSOpenAIConfigurationError(
+            f"{argument} must be a number of seconds (0 or more) or a timedelta, got {value!r}."
+        )
+    return seconds

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Hashable
 
-    from airflow_psopenai.hooks.settings import ApiSettings
+    from airflow_psopenai.client.settings import ApiSettings
 
 SETTINGS_TTL_SEC = 60.0
 

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from airflow_psopenai import __version__
+from airflow_psopenai.client.proxies import environment_proxy
+from airflow_psopenai.client.redaction import Redactor
+from airflow_psopenai.client.validation import require_flag, require_retry_count, require_timeout
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
-from airflow_psopenai.hooks.proxies import environment_proxy
-from airflow_psopenai.hooks.redaction import Redactor
-from airflow_psopenai.validation import require_flag, require_retry_count, require_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -28,7 +28,7 @@ from airflow_psopenai.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from airflow_psopenai.hooks.settings import ApiSettings
+    from airflow_psopenai.client.settings import ApiSettings
 
 OPENAI_HOST = "api.openai.com"
 QUOTA_CODE = "insufficient_quota"
@@ -86,7 +86,7 @@ def error_from_response(
     target: str,
     assistants_api: bool,
 ) -> PSOpenAIAPIError:
-    """Return the error for a non-2xx answer, with ``retryable`` and ``retry_after`` set by the seed's rules.
+    """Return the error for a non-2xx answer, with ``retryable`` and ``retry_after`` set by PSOpenAI's rules.
 
     :param target: What was asked for, in words (``batch 'batch_1'``), for the message.
     :param assistants_api: Whether the endpoint belongs to the Assistants API (for the shutdown note).

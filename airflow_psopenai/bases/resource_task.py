@@ -9,15 +9,16 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_psopenai.validation import ids_from_arguments, require_retry_count, require_timeout
+from airflow_psopenai.client.validation import require_retry_count, require_timeout
+from airflow_psopenai.tasks.arguments import ids_from_arguments
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.resources import CancellableResource
     from airflow_psopenai.triggers.status import ResourceStatusTrigger
-    from airflow_psopenai.waiting import Deadline
 
 DEFAULT_CONN_ID = "psopenai_default"
 CONNECTION_TEMPLATE_FIELDS = ("conn_id", "api_base", "organization")

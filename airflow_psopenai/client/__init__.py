@@ -1,0 +1,1 @@
+"""The HTTP client under the hook: connection settings, retries, errors, the shared connection pool, redaction."""

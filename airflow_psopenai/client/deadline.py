@@ -1,0 +1,65 @@
+"""How long a call may still take: a deadline that every request, retry and poll inside a wait shares.
+
+Standard library only: operators import it at DAG-parse time.
+"""
+
+from __future__ import annotations
+
+import time
+
+# PSOpenAI's rule: a server-requested delay above 0 and up to a minute is honoured; otherwise its own delay applies.
+MAX_SERVER_DELAY_SEC = 60.0
+# A poll made at the deadline may take this long; a hanging server holds a wait no longer past it.
+LAST_POLL_SEC = 1.0
+
+
+def usable_server_delay(seconds: float | None) -> float | None:
+    """Return the delay a server asked for (``retry-after``) if PSOpenAI's rule honours it: above 0, up to 60 s.
+
+    ``retry-after: 0`` asks for nothing, and a longer delay than a minute is not waited for: the
+    hook's retries and the waits then both use their own delay.
+    """
+    if seconds is not None and 0 < seconds <= MAX_SERVER_DELAY_SEC:
+        return seconds
+    return None
+
+
+class Deadline:
+    """When a wait ends: an absolute time in epoch seconds (so it survives a triggerer restart), or never.
+
+    A wait polls once more at its deadline, so an object that settled just before it is not
+    reported as a timeout.
+
+    :param at: Epoch seconds, or None for no deadline.
+    """
+
+    def __init__(self, at: float | None) -> None:
+        self.at = at
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        """Return the deadline ``seconds`` from now (None: no deadline)."""
+        return cls(None if seconds is None else time.time() + seconds)
+
+    def passed(self) -> bool:
+        """Return whether the deadline has come."""
+        return self.at is not None and time.time() >= self.at
+
+    def allows(self, delay: float) -> bool:
+        """Return whether something started ``delay`` seconds from now would still start before the deadline."""
+        return self.at is None or time.time() + delay < self.at
+
+    def sleep_before_poll(self, delay: float) -> float:
+        """Return ``delay``, cut short so that a poll happens at the deadline."""
+        return delay if self.at is None else max(0.0, min(delay, self.at - time.time()))
+
+    def poll_limit(self) -> float | None:
+        """Return how long one call may take: until the deadline, or ``LAST_POLL_SEC`` for the one made at it.
+
+        Every call made inside a wait, and each of its retries, is limited by this, so that a hanging
+        server or the hook's own backoff cannot hold a wait past its deadline.
+        """
+        return None if self.at is None else max(self.at - time.time(), LAST_POLL_SEC)
+
+
+NO_DEADLINE = Deadline(None)
