@@ -11,7 +11,7 @@ OLDEST_E2E := tests/e2e/test_deferred_waits.py
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-newest older-venvs lint typecheck unit demo bench e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
+.PHONY: venv test test-newest older-venvs lint typecheck unit demo bench docs e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
 
 venv: $(STAMP)
 
@@ -80,6 +80,23 @@ $(BENCH_STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) -m benchmarks.run_all
 
+# The documentation site (docs/, Sphinx with MyST pages and autodoc), built into docs/_build/html with warnings as
+# errors: a broken cross-reference, a missing page or a docstring autodoc cannot read fails the build. Its tools
+# (requirements/lock-docs.txt, on top of lock.txt so that autodoc can import the package) live in .venv-docs.
+DOCS_VENV := .venv-docs
+DOCS_PY := $(DOCS_VENV)/bin/python
+DOCS_STAMP := $(DOCS_VENV)/.installed
+
+$(DOCS_STAMP): requirements/lock.txt requirements/lock-docs.txt pyproject.toml
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt -r requirements/lock-docs.txt
+	$(DOCS_PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build
+	$(DOCS_PY) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+
 # The production topology (tests/e2e/cluster/): PostgreSQL, Redis, CeleryExecutor, two triggerers, and the
 # UI in Chromium driven by Playwright. Debian's packages are installed when missing; the Python ones come
 # from requirements/lock-cluster.txt (lock.txt's pins plus Celery, psycopg2 and Playwright) in their own venv.
@@ -103,5 +120,5 @@ e2e-cluster: cluster-packages $(CLUSTER_STAMP)
 	PSOPENAI_SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(CLUSTER_VENV)/bin/pytest -m cluster tests/e2e/cluster --durations=10
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
-		.pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) $(DOCS_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
+		.pytest_cache .hypothesis docs/_build

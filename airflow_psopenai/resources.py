@@ -180,6 +180,7 @@ RESPONSE = CancellableResource(
     cancel_not_found="only responses created with background=true can be cancelled",
 )
 
+#: Every cancellable resource, by its ``name``.
 RESOURCES: Mapping[str, CancellableResource] = {r.name: r for r in (BATCH, THREAD_RUN, RESPONSE)}
 
 CANCELLED = "cancelled"

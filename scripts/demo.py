@@ -7,7 +7,8 @@ What it does, all in a temporary folder that is removed at the end (``--keep`` k
 2. creates a private Airflow home on SQLite (``airflow db migrate``), whose dags folder holds a copy
    of ``example_dags/example_psopenai_cancel_on_failure.py``, and points the connection
    ``psopenai_default`` at the emulator (``AIRFLOW_CONN_PSOPENAI_DEFAULT``);
-3. runs the DAG once with ``airflow dags test`` (its full log goes to a file);
+3. runs the DAG once with ``airflow dags test`` (its full log goes to a file), which runs a deferred
+   task's trigger in its own process: no triggerer is started;
 4. prints an account: the tasks and how they ended (read through Airflow's models), the batch's status
    changes with their times and the requests the emulator received (from its admin endpoints), and
    where the partial results are (the XCom of ``report_partial_results``).
@@ -49,7 +50,10 @@ EMULATOR_KEY = "sk-emulator-key"  # the emulator's default key: accepted only by
 EXPECTED_TASKS: dict[str, tuple[str, str]] = {
     "submit_batch": ("success", "submitted the batch"),
     "process_records": ("failed", "failed on purpose (fail_processing=true)"),
-    "cancel_batch": ("success", "sent the cancel, waited in the triggerer until the batch settled"),
+    "cancel_batch": (
+        "success",
+        "sent the cancel, deferred; airflow dags test ran the wait in-process until the batch settled",
+    ),
     "confirm_cancelled": ("success", "confirmed the batch is cancelled"),
     "report_partial_results": ("success", "logged request_counts and output_file_id"),
     "fail_run": ("failed", "failed the run on purpose, because a task failed"),
@@ -245,7 +249,7 @@ def describe_request(entry: dict[str, Any], tasks: list[TaskRow], after_cancel: 
     if entry["method"] == "POST":
         return f"{sender}: create"
     if sender == "cancel_batch":
-        return f"{sender}: {'poll, in the triggerer' if after_cancel else 'status check before the cancel'}"
+        return f"{sender}: {'poll of the deferred wait' if after_cancel else 'status check before the cancel'}"
     return f"{sender}: {'poke' if sender == 'confirm_cancelled' else 'retrieve'}"
 
 

@@ -25,10 +25,11 @@ CONNECTION_TEMPLATE_FIELDS = ("conn_id", "api_base", "organization")
 
 
 class ResourceTaskMixin:
-    """Connection handling and ID resolution for a task that acts on one :class:`CancellableResource`.
+    """Connection handling and ID resolution for a task that acts on one cancellable resource.
 
-    Subclasses set ``resource`` and store the ID arguments and the object argument as attributes
-    named after ``resource.id_fields`` and ``resource.object_arg`` (so they can be template fields).
+    Subclasses set ``resource`` (a :class:`~airflow_psopenai.resources.CancellableResource`) and store the
+    ID arguments and the object argument as attributes named after ``resource.id_fields`` and
+    ``resource.object_arg`` (so they can be template fields).
     """
 
     resource: ClassVar[CancellableResource]

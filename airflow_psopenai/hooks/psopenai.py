@@ -361,6 +361,11 @@ class PSOpenAIHook(BaseHook):
         ``airflow_run_id``, ``airflow_task_id``, ``airflow_map_index`` when mapped; your own keys win),
         so that ``StopBatchesOperator(metadata=...)`` and ``cancel_run_batches`` find it.
 
+        :param input_file_id: ID of a JSONL file uploaded with ``purpose="batch"``.
+        :param endpoint: The endpoint every request of the file goes to (``/v1/responses``, ``/v1/embeddings``, ...).
+        :param completion_window: How long the batch may take.
+        :param metadata: Your own text keys and values, merged with the run tags (at most 16 pairs in all).
+        :return: The batch object, as the API returns it.
         :raises PSOpenAIConfigurationError: Before the request, when the metadata is over the API's limits.
         """
         settings = self.settings

@@ -247,7 +247,7 @@ class StopBatchOperator(StopResourceOperator):
     :param batch_id: The batch's ID (templated).
     :param batch: Instead of ``batch_id``: a batch object as returned by the API or another task (templated).
 
-    Every other argument is described in :class:`StopResourceOperator`.
+    Every other argument is described in :class:`~airflow_psopenai.operators.stop.StopResourceOperator`.
     """
 
     resource = BATCH
@@ -271,7 +271,7 @@ class StopThreadRunOperator(StopResourceOperator):
     :param run_id: The run's ID (templated).
     :param run: Instead of the IDs: a run object as returned by the API or another task (templated).
 
-    Every other argument is described in :class:`StopResourceOperator`.
+    Every other argument is described in :class:`~airflow_psopenai.operators.stop.StopResourceOperator`.
     """
 
     resource = THREAD_RUN
@@ -300,7 +300,7 @@ class StopResponseOperator(StopResourceOperator):
     :param response: Instead of ``response_id``: a response object as returned by the API or another task
         (templated).
 
-    Every other argument is described in :class:`StopResourceOperator`.
+    Every other argument is described in :class:`~airflow_psopenai.operators.stop.StopResourceOperator`.
     """
 
     resource = RESPONSE

@@ -3,7 +3,8 @@
 It serves the retrieve, list and cancel endpoints over real HTTP (``/v1``, Azure's ``/openai`` and
 ``/openai/v1``), moves statuses through ``cancelling`` to ``cancelled`` after ``cancel_delay``, and
 injects faults: rate limits, quota errors, 5xx in JSON or HTML, latency, hangs and dropped
-connections (see :class:`Fault`). Every API request is kept in :attr:`OpenAIEmulator.journal`.
+connections (see :class:`~airflow_psopenai.testing.faults.Fault`). Every API request is kept in
+:attr:`OpenAIEmulator.journal <airflow_psopenai.testing.emulator.OpenAIEmulator.journal>`.
 
 In pytest, enable the ``openai_emulator`` fixture with
 ``pytest_plugins = ["airflow_psopenai.testing.pytest_plugin"]``; from a shell, run
