@@ -19,7 +19,7 @@ from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event
 from airflow_psopenai.tasks.polling import wait_limit
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context
@@ -367,11 +367,13 @@ def set_carry(outcomes: Sequence[BatchOutcome], limit: str, *, keep_objects: boo
 
 def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[dict[str, Any]], str]:
     """Return the outcomes of the cancels, each waited batch's event (in order) and the wait's limit, from the
-    event of a set's trigger, in this release's form or in the form of release 0.1.0.
+    event of a set's trigger.
+
+    Both the event and the carry it returns may be in this release's form or in that of release 0.1.0
+    (whole events; whole outcomes in the carry), so that a set deferred before an upgrade resumes after it.
 
     :raises PSOpenAIEventError: For an event this task does not understand.
     """
-    from airflow_psopenai.tasks.bulk import BatchOutcome
     from airflow_psopenai.tasks.events import unpack_result
     from airflow_psopenai.tasks.waits import SET_EVENT
     from airflow_psopenai.triggers.status import id_rows
@@ -381,30 +383,44 @@ def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[d
             raise TypeError("not a set's event")
         carry = event["carry"]
         limit = str(carry.get("limit", "the deadline"))
-        if "results" not in event:  # release 0.1.0: whole outcomes in the carry, whole events
-            if not isinstance(event["events"], list):
-                raise TypeError("no list of events")
-            return [restore_outcome(row) for row in carry["outcomes"]], event["events"], limit
-        rows, results, kinds = id_rows(event["ids"]), event["results"], carry["kinds"]
-        if not (len(rows) == len(results) == len(carry["waited"])):
-            raise ValueError("the waited batches, their results and their kinds differ in number")
-        placed = {int(row["at"]): restore_outcome(row) for row in carry["others"]}
-        waited = iter(zip(rows, carry["waited"], strict=True))
-        outcomes: list[BatchOutcome] = []
-        for place in range(len(placed) + len(rows)):
-            if place not in placed:
-                ids, kind = next(waited)
-                found, action = kinds[kind]
-                placed[place] = BatchOutcome(str(ids["batch_id"]), found, action)
-            outcomes.append(placed[place])
-        events = [unpack_result(result, BATCH, ids, limit) for result, ids in zip(results, rows, strict=True)]
+        if "results" in event:
+            rows = id_rows(event["ids"])
+            events = [
+                unpack_result(result, BATCH, ids, limit) for result, ids in zip(event["results"], rows, strict=True)
+            ]
+        elif isinstance(event["events"], list):  # fired by release 0.1.0
+            rows, events = [], event["events"]
+        else:
+            raise TypeError("neither results nor events")
+        if "outcomes" in carry:  # deferred by release 0.1.0
+            return [restore_outcome(row) for row in carry["outcomes"]], events, limit
+        if not rows:
+            raise ValueError("the waited batches are not named")
+        return _outcomes_from_carry(carry, rows), events, limit
     except (KeyError, IndexError, TypeError, ValueError, StopIteration) as error:
         if isinstance(error, PSOpenAIEventError):
             raise
         raise PSOpenAIEventError(
             f"The trigger sent an event this task does not understand ({error}): {event!r:.300}."
         ) from None
-    return outcomes, events, limit
+
+
+def _outcomes_from_carry(carry: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> list[BatchOutcome]:
+    """Return every outcome in selection order: the others as stored, each waited one from its kind and its IDs."""
+    from airflow_psopenai.tasks.bulk import BatchOutcome
+
+    if len(rows) != len(carry["waited"]):
+        raise ValueError(f"{len(rows)} waited batches, {len(carry['waited'])} kinds")
+    placed = {int(row["at"]): restore_outcome(row) for row in carry["others"]}
+    waited = iter(zip(rows, carry["waited"], strict=True))
+    outcomes: list[BatchOutcome] = []
+    for place in range(len(placed) + len(rows)):
+        if place not in placed:
+            ids, kind = next(waited)
+            found, action = carry["kinds"][kind]
+            placed[place] = BatchOutcome(str(ids["batch_id"]), found, action)
+        outcomes.append(placed[place])
+    return outcomes
 
 
 def restore_outcome(row: object) -> BatchOutcome:
