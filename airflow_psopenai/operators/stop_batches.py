@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,15 +15,17 @@ from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIErro
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.tasks.arguments import ids_from_arguments
 from airflow_psopenai.tasks.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
-from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event, slim_object
+from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event
 from airflow_psopenai.tasks.polling import wait_limit
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_psopenai.tasks.bulk import BatchOutcome
+    from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
 SELECTORS = ("batch_ids", "batches", "metadata")
 DEFAULT_MAX_CONCURRENCY = 20
@@ -49,7 +51,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     ``deferrable`` (one trigger for the set), ``timeout_sec``, ``max_retry_count`` and the connection
     arguments mean what they mean for :class:`~airflow_psopenai.operators.StopBatchOperator`, for each
     batch. Every batch is attempted; the task fails at the end, naming each batch that failed and why.
-    An Airflow retry does not cancel a batch twice.
+    An Airflow retry does not cancel a batch twice. A deferred set whose trigger kwargs would not fit
+    the metadata database's TEXT column on MySQL (about a thousand batches) is refused before any request.
     """
 
     resource = BATCH
@@ -114,6 +117,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         if not batch_ids:
             self.log.info("Nothing to cancel: the selection holds no batch.")
             return [] if self.pass_through else None
+        if self.wait and self.deferrable:
+            self._check_stored_size(self._set_trigger_before_the_cancels(batch_ids), len(batch_ids), sent=False)
         hook = self.hook
         policy = CancelPolicy.for_task(context, force=self.force, if_not_cancellable=self.if_not_cancellable)
         outcomes = run_in_worker(
@@ -121,7 +126,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         )
         for outcome in outcomes:
             self.log.info("%s", outcome.line())
-        waiting = [o for o in outcomes if o.error is None and o.status not in BATCH.settled and self.wait]
+        waiting = [o for o in outcomes if _waited(o)] if self.wait else []
         if not waiting:
             return self._finish(outcomes)
         seconds, limit = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
@@ -139,15 +144,11 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 deadline=deadline.at,
                 try_number=context["ti"].try_number,
                 keep_objects=self.pass_through,
-                # Resumed in a fresh process: what the cancels found comes back in the event (whole
-                # objects only for pass_through). Not in defer's kwargs: dag.test() does not pass them.
-                carry={
-                    "outcomes": [
-                        {**asdict(o), "obj": o.obj if self.pass_through else slim_object(o.obj)} for o in outcomes
-                    ],
-                    "limit": limit,
-                },
+                # Resumed in a fresh process: what the cancels found comes back in the event. Not in defer's
+                # kwargs: dag.test() resumes with the event alone.
+                carry=set_carry(outcomes, limit, keep_objects=self.pass_through),
             )
+            self._check_stored_size(trigger, len(outcomes), sent=True)
             self.defer(trigger=trigger, method_name="execute_complete")
         from airflow_psopenai.tasks.waits import wait_for_each
 
@@ -161,21 +162,15 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """Resume after the deferred wait of the set: check the event, then report as ``execute`` does."""
-        from airflow_psopenai.tasks.bulk import BatchOutcome
-        from airflow_psopenai.tasks.waits import SET_EVENT
-
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)
-        if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event.get("events"), list):
-            raise PSOpenAIEventError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
-        restored = [BatchOutcome(**outcome) for outcome in event.get("carry", {}).get("outcomes", [])]
-        limit = event.get("carry", {}).get("limit", "the deadline")
-        return self._after_wait(restored, event["events"], limit)
+        outcomes, events, limit = outcomes_after_a_set_wait(event)
+        return self._after_wait(outcomes, events, limit)
 
     # -- steps --------------------------------------------------------------------------------------------
 
     def _after_wait(self, outcomes: list[BatchOutcome], events: list[Any], limit: str) -> list[dict[str, Any]] | None:
-        waited = [o for o in outcomes if o.error is None and o.status not in BATCH.settled]
+        waited = [o for o in outcomes if _waited(o)]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
         for outcome, event in zip(waited, events, strict=True):
@@ -215,6 +210,46 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 "%d batches had ended before the cancel took effect: %s", len(settled_other), settled_other
             )
         return [o.obj or {"id": o.batch_id} for o in outcomes] if self.pass_through else None
+
+    def _check_stored_size(self, trigger: ResourceSetStatusTrigger, count: int, *, sent: bool) -> None:
+        """Refuse to defer a set whose trigger kwargs would not fit the metadata database's TEXT column on MySQL.
+
+        :param sent: Whether the cancels were sent already (else the check runs before any request).
+        """
+        from airflow_psopenai.triggers.status import MYSQL_TEXT_BYTES, stored_kwargs_size
+
+        size = stored_kwargs_size(trigger.serialize()[1])
+        if size > MYSQL_TEXT_BYTES:
+            fits = max(1, count * MYSQL_TEXT_BYTES // size)
+            raise PSOpenAIConfigurationError(
+                f"A deferred set of {count} batches stores {size:,} bytes of trigger kwargs, over the "
+                f"{MYSQL_TEXT_BYTES:,} bytes of MySQL's TEXT column that holds them in Airflow's metadata "
+                f"database: split the selection into sets of at most about {fits} batches (mapped tasks, say), "
+                "or wait in the worker (deferrable=False)."
+                + (" The cancels were sent; a retry does not send them again." if sent else " Nothing was sent.")
+            )
+
+    def _set_trigger_before_the_cancels(self, batch_ids: list[str]) -> ResourceSetStatusTrigger:
+        """Return the trigger of the set as if every batch were waited for (its largest stored form but for
+        pass_through's objects of batches already settled, which the check at the deferral covers)."""
+        from airflow_psopenai.tasks.bulk import CANCEL_SENT, BatchOutcome
+        from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
+
+        return ResourceSetStatusTrigger(
+            resource=BATCH.name,
+            id_sets=[{"batch_id": batch_id} for batch_id in batch_ids],
+            conn_id=self.conn_id,
+            hook_kwargs=self.hook_kwargs(),
+            poll_interval=self.poll_interval,
+            deadline=0.0,
+            try_number=0,
+            keep_objects=self.pass_through,
+            carry=set_carry(
+                [BatchOutcome(batch_id, "in_progress", CANCEL_SENT) for batch_id in batch_ids],
+                "its execution_timeout of 86400 s",
+                keep_objects=self.pass_through,
+            ),
+        )
 
     def _check_options(self) -> None:
         check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
@@ -298,3 +333,105 @@ def _as_metadata(value: object) -> dict[str, str]:
             f"metadata must be a non-empty dict of text keys and values, got {value!r:.100}."
         )
     return value
+
+
+def _waited(outcome: BatchOutcome) -> bool:
+    """Return whether the set waits for this batch: its cancel did not fail and it has not settled yet."""
+    return outcome.error is None and outcome.status not in BATCH.settled
+
+
+# -- what a deferred set keeps for its resumption ------------------------------------------------------------
+# The event of the set's trigger returns the set's carry as it is: {"limit": how messages name the deadline,
+# "kinds": [[found, action], ...], "waited": [index in kinds, one per waited batch, in the trigger's order],
+# "others": [{"at": place in the selection, BatchOutcome's fields but those that are None}, ...]}.
+# A waited batch's ID and final object come back in the event, so the carry holds neither.
+
+
+def set_carry(outcomes: Sequence[BatchOutcome], limit: str, *, keep_objects: bool) -> dict[str, Any]:
+    """Return what the resumed task needs of the cancels' outcomes, each fact once.
+
+    :param keep_objects: Keep the objects of the batches not waited for whole (for ``pass_through``);
+        else only their status.
+    """
+    kinds: dict[tuple[str | None, str], int] = {}
+    waited: list[int] = []
+    others: list[dict[str, Any]] = []
+    for place, outcome in enumerate(outcomes):
+        if _waited(outcome):
+            waited.append(kinds.setdefault((outcome.found, outcome.action), len(kinds)))
+            continue
+        obj = outcome.obj if keep_objects or outcome.obj is None else {"status": outcome.status}
+        row = {"at": place, **asdict(outcome), "obj": obj}
+        others.append({key: value for key, value in row.items() if value is not None})
+    return {"limit": limit, "kinds": [list(kind) for kind in kinds], "waited": waited, "others": others}
+
+
+def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[dict[str, Any]], str]:
+    """Return the outcomes of the cancels, each waited batch's event (in order) and the wait's limit, from the
+    event of a set's trigger.
+
+    Both the event and the carry it returns may be in this release's form or in that of release 0.1.0
+    (whole events; whole outcomes in the carry), so that a set deferred before an upgrade resumes after it.
+
+    :raises PSOpenAIEventError: For an event this task does not understand.
+    """
+    from airflow_psopenai.tasks.events import unpack_result
+    from airflow_psopenai.tasks.waits import SET_EVENT
+    from airflow_psopenai.triggers.status import id_rows
+
+    try:
+        if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event["carry"], dict):
+            raise TypeError("not a set's event")
+        carry = event["carry"]
+        limit = str(carry.get("limit", "the deadline"))
+        if "results" in event:
+            rows = id_rows(event["ids"])
+            events = [
+                unpack_result(result, BATCH, ids, limit) for result, ids in zip(event["results"], rows, strict=True)
+            ]
+        elif isinstance(event["events"], list):  # fired by release 0.1.0
+            rows, events = [], event["events"]
+        else:
+            raise TypeError("neither results nor events")
+        if "outcomes" in carry:  # deferred by release 0.1.0
+            return [restore_outcome(row) for row in carry["outcomes"]], events, limit
+        if not rows:
+            raise ValueError("the waited batches are not named")
+        return _outcomes_from_carry(carry, rows), events, limit
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration) as error:
+        if isinstance(error, PSOpenAIEventError):
+            raise
+        raise PSOpenAIEventError(
+            f"The trigger sent an event this task does not understand ({error}): {event!r:.300}."
+        ) from None
+
+
+def _outcomes_from_carry(carry: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> list[BatchOutcome]:
+    """Return every outcome in selection order: the others as stored, each waited one from its kind and its IDs."""
+    from airflow_psopenai.tasks.bulk import BatchOutcome
+
+    if len(rows) != len(carry["waited"]):
+        raise ValueError(f"{len(rows)} waited batches, {len(carry['waited'])} kinds")
+    placed = {int(row["at"]): restore_outcome(row) for row in carry["others"]}
+    waited = iter(zip(rows, carry["waited"], strict=True))
+    outcomes: list[BatchOutcome] = []
+    for place in range(len(placed) + len(rows)):
+        if place not in placed:
+            ids, kind = next(waited)
+            found, action = carry["kinds"][kind]
+            placed[place] = BatchOutcome(str(ids["batch_id"]), found, action)
+        outcomes.append(placed[place])
+    return outcomes
+
+
+def restore_outcome(row: object) -> BatchOutcome:
+    """Return a stored outcome, from this release or another: unknown fields are ignored, missing ones default.
+
+    :raises TypeError: For a row without a batch ID.
+    """
+    from airflow_psopenai.tasks.bulk import BatchOutcome
+
+    if not isinstance(row, dict) or not isinstance(row.get("batch_id"), str):
+        raise TypeError(f"a stored outcome without a batch_id: {row!r:.100}")
+    known = {field.name for field in fields(BatchOutcome)}
+    return BatchOutcome(**{key: value for key, value in row.items() if key in known})

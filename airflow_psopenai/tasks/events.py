@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.exceptions import PSOpenAIEventError
 from airflow_psopenai.resources import RESOURCES, CancellableResource, status_of
+from airflow_psopenai.tasks.polling import timeout_message
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -56,3 +57,38 @@ def check_event(event: object, resource: CancellableResource, ids: Mapping[str, 
             f"The trigger sent a settled event without a settled {resource.describe(ids)}: {event!r:.300}."
         )
     return event
+
+
+# A set's event stores one small result per wait, in the order of the set (the metadata database keeps it):
+# [settled, status or whole object], [timeout, last status or object or None], [error, message].
+# The wait's IDs and its resource are the set's; a timeout's message is rebuilt from them.
+
+
+def pack_result(event: Mapping[str, Any], *, keep_object: bool) -> list[Any]:
+    """Return the small stored form of one wait's event (see :func:`unpack_result`).
+
+    :param keep_object: Keep a settled or last-seen object whole; else only its status.
+    """
+    if event["status"] == EVENT_ERROR:
+        return [EVENT_ERROR, event["message"]]
+    obj = event.get("object")
+    seen = obj if keep_object or not isinstance(obj, dict) else status_of(obj)
+    return [event["status"], seen]
+
+
+def unpack_result(packed: object, resource: CancellableResource, ids: Mapping[str, str], limit: str) -> dict[str, Any]:
+    """Return the event of one wait of a set from its stored form, for :func:`check_event`.
+
+    :param limit: How a timeout's message names the deadline.
+    :raises PSOpenAIEventError: For a form this task does not understand.
+    """
+    if not (isinstance(packed, list) and len(packed) == 2 and packed[0] in EVENT_STATUSES):
+        raise PSOpenAIEventError(f"The trigger sent a result this task does not understand: {packed!r:.300}.")
+    kind, seen = packed
+    if kind == EVENT_ERROR:
+        return failure_event(EVENT_ERROR, str(seen))
+    obj = seen if isinstance(seen, dict) or seen is None else {"id": ids[resource.id_fields[-1]], "status": seen}
+    if kind == EVENT_SETTLED:
+        return settled_event(resource, ids, obj or {})
+    last_status = status_of(obj) if obj is not None else None
+    return failure_event(EVENT_TIMEOUT, timeout_message(resource.describe(ids), limit, last_status), obj)

@@ -53,6 +53,12 @@ def wait_limit(
     return None, "the end of the wait"
 
 
+def timeout_message(target: str, limit: str, last_status: str | None) -> str:
+    """Return the message of a wait for ``target`` that ended at ``limit`` before the object settled."""
+    seen = f"last status: {last_status}" if last_status else "no status could be read"
+    return f"{target} did not settle before {limit} ({seen})."
+
+
 class StatusWatch:
     """Follow one object's status during a wait, logging each change once with the elapsed time.
 
@@ -82,8 +88,7 @@ class StatusWatch:
 
     def timeout_message(self, limit: str) -> str:
         """Return the message of a wait that ended at ``limit`` before the object settled."""
-        seen = f"last status: {self.last_status}" if self.last_status else "no status could be read"
-        return f"{self.target} did not settle before {limit} ({seen})."
+        return timeout_message(self.target, limit, self.last_status)
 
     def transient(self, error: BaseException, next_delay: float) -> float:
         """Log a transient error of a status poll; return the delay before the next poll.

@@ -14,6 +14,11 @@ was found on, and later rounds read those pages directly instead of walking the 
 head. A batch the list does not reach at a fair price (more pages than batches found)
 is polled with its own GET for the rest of its wait.
 
+A round keeps each wait's deadline: a poll due at the deadline is asked for at it (not one page
+latency before), and a walk from the head asks for no further page once every wait it still looks
+for is past its deadline; such a wait polls once with its own GET (its last poll) as soon as the
+walk notices, while the walk goes on for the waits still within theirs.
+
 A failed page means for each of its waits what a failed GET would have meant: a transient error
 (429, 5xx, no answer) is handed to them as their poll's error, and they back off as usual. A
 permanent one sends them to their own GETs, which say what is wrong with each; a 403, 404 or 405
@@ -171,9 +176,12 @@ class StatusBoard:
         loop = asyncio.get_running_loop()
         now = loop.time()
         since = min(now, self._read_at.pop(object_id, now))
-        delay = deadline.sleep_before_poll(delay)
+        # Timed from when its page was last asked for, but never asked for before the deadline: the last
+        # poll sees the object as it is at the deadline, not one page latency before it.
+        due_at = min(since + delay, now + deadline.sleep_before_poll(delay))
         page = self._page_of(object_id)
-        due = _Due(object_id, page, since + delay * EARLY_SHARE, since + delay, deadline, loop.create_future())
+        earliest = min(since + delay * EARLY_SHARE, due_at)
+        due = _Due(object_id, page, earliest, due_at, deadline, loop.create_future())
         heapq.heappush(self._queue, (due.due, next(self._arrivals), due))
         self._by_page.setdefault(page, set()).add(due)
         self._schedule(due.due)
@@ -287,7 +295,11 @@ class StatusBoard:
 
     async def _walk_from_head(self, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome) -> None:
         """Walk the list from its newest batch until every one of ``ids`` is seen, or walking costs more than
-        their GETs, or the page reaches batches older than all of them."""
+        their GETs, or the page reaches batches older than all of them, or each one left is past its deadline.
+
+        A wait whose deadline passes during the walk is handed back before the next page is asked for:
+        its own GET is its poll at the deadline, and the walk goes on only for waits still within theirs.
+        """
         cursor, pages, found = _HEAD, 0, 0
         missing = set(ids)
         while missing:
@@ -308,7 +320,18 @@ class StatusBoard:
             ):
                 break
             cursor = str(items[-1].get("id"))
+            missing -= self._hand_back_past_deadline(missing, deadlines, outcome)
         self._far.update(missing - outcome.errors.keys())
+
+    @staticmethod
+    def _hand_back_past_deadline(missing: set[str], deadlines: Mapping[str, Deadline], outcome: _Outcome) -> set[str]:
+        """Send the waits of ``missing`` whose deadline has passed to their own GETs now; return their IDs."""
+        past = {object_id for object_id in missing if deadlines[object_id].passed()}
+        for object_id in past:
+            for due in outcome.dues[object_id]:
+                if not due.answer.done():
+                    due.answer.set_result(None)
+        return past
 
     def _passed(self, oldest_item: object, missing: set[str]) -> bool:
         """Return whether the list went past every missing batch: its items are older than each of them.

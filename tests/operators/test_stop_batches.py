@@ -90,7 +90,8 @@ def test_a_deferred_set_times_out_at_one_deadline(
     assert result.state == "failed"
     assert time.monotonic() - started < 30
     assert "3 of 3 batches failed" in captured_logs()
-    assert "did not settle before the deadline (last status: cancelling)" in captured_logs()
+    # Named as the wait in the worker names it.
+    assert "did not settle before its wait_timeout of 1 s (last status: cancelling)" in captured_logs()
 
 
 def test_the_looks_before_the_cancels_read_the_list_not_each_batch(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
