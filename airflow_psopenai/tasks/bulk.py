@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
-from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
 from airflow_psopenai.resources import BATCH, status_of
-from airflow_psopenai.tasks.cancel import ALREADY_REQUESTED_TEXT, Step
+from airflow_psopenai.tasks.cancel import Action, cancel_one
 from airflow_psopenai.tasks.status_board import status_poller
 
 if TYPE_CHECKING:
@@ -26,12 +25,6 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 100
 
-# What was done to one batch.
-CANCEL_SENT = "cancel requested"
-ALREADY_REQUESTED = f"no second cancel ({ALREADY_REQUESTED_TEXT})"
-NOTHING_TO_DO = "nothing to cancel"
-FAILED = "failed"
-
 
 @dataclass
 class BatchOutcome:
@@ -39,7 +32,7 @@ class BatchOutcome:
 
     batch_id: str
     found: str | None = None
-    action: str = FAILED
+    action: str = Action.FAILED.value
     obj: dict[str, Any] | None = None
     error: str | None = None
 
@@ -112,35 +105,12 @@ async def cancel_each(
 async def _cancel_one(
     hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, deadline: Deadline, slots: asyncio.Semaphore
 ) -> BatchOutcome:
-    outcome = BatchOutcome(batch_id)
     ids = {"batch_id": batch_id}
-    try:
-        if policy.looks_first:
-            current = await _look(hook, ids, deadline, slots)
-            outcome.found = status_of(current)
-            outcome.obj = current
-            step = policy.step(BATCH, current)
-            if step is Step.ALREADY_REQUESTED:
-                outcome.action = ALREADY_REQUESTED
-                return outcome
-            if step is Step.NOT_CANCELLABLE:
-                return _not_cancellable(outcome, policy, f'cannot cancel a batch with status "{outcome.found}"')
-        try:
-            async with slots:
-                outcome.obj = await hook.acancel_object(BATCH, ids, deadline=deadline)
-        except PSOpenAICannotCancelError as error:
-            # Refused as already cancelled (a forced cancel has not looked): maybe this task's own earlier cancel.
-            async with slots:
-                outcome.obj = await hook.aget_object(BATCH, ids, deadline=deadline)
-            outcome.found = outcome.found or status_of(outcome.obj)
-            if error.status in BATCH.cancel_requested and policy.step(BATCH, outcome.obj) is Step.ALREADY_REQUESTED:
-                outcome.action = ALREADY_REQUESTED
-                return outcome
-            return _not_cancellable(outcome, policy, str(error))
-        outcome.action = CANCEL_SENT
-    except PSOpenAIError as error:
-        outcome.action, outcome.error = FAILED, str(error)
-    return outcome
+    result = await cancel_one(
+        hook, BATCH, ids, policy, deadline=deadline, look=lambda: _look(hook, ids, deadline, slots), slots=slots
+    )
+    error = None if result.error is None else result.message
+    return BatchOutcome(batch_id, result.found, result.action.value, result.obj, error)
 
 
 async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, slots: asyncio.Semaphore) -> JsonObject:
@@ -152,11 +122,3 @@ async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, 
     """
     async with status_poller(hook, BATCH, ids, own_get_slots=slots, own_get_on_page_error=True) as poll:
         return await poll(0.0, deadline)
-
-
-def _not_cancellable(outcome: BatchOutcome, policy: CancelPolicy, reason: str) -> BatchOutcome:
-    if policy.if_not_cancellable == "fail":
-        outcome.action, outcome.error = FAILED, f"{reason} (if_not_cancellable='fail')"
-    else:
-        outcome.action = NOTHING_TO_DO
-    return outcome
