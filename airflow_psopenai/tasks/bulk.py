@@ -62,7 +62,7 @@ def batches_by_metadata(
     pages = scanned = 0
     after: str | None = None
     while True:
-        page = hook.list_page(BATCH, after=after, limit=PAGE_SIZE)
+        page = hook.list_page(BATCH, after=after, page_size=PAGE_SIZE)
         pages += 1
         items = [item for item in page.get("data") or [] if isinstance(item, dict)]
         older = [item for item in items if _created_before(item, cutoff)]

@@ -210,7 +210,7 @@ class EmulatorState:
                 raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.")
             return batch.render(now)
 
-    def list_batches(self, limit: int = 20, after: str | None = None) -> dict[str, object]:
+    def list_batches(self, page_size: int = 20, after: str | None = None) -> dict[str, object]:
         """Return one page of batches, newest first, starting after the batch ``after``."""
         with self._lock:
             now = self.clock()
@@ -219,7 +219,7 @@ class EmulatorState:
                 self._listed = ordered, {batch.id: place for place, batch in enumerate(ordered)}
             ordered, places = self._listed
             start = 0 if after is None else places.get(after, len(ordered) - 1) + 1
-            page = ordered[start : start + limit]
+            page = ordered[start : start + page_size]
             for batch in page:
                 batch.settle(now)
             return {
@@ -227,7 +227,7 @@ class EmulatorState:
                 "data": [batch.render(now) for batch in page],
                 "first_id": page[0].id if page else None,
                 "last_id": page[-1].id if page else None,
-                "has_more": start + limit < len(ordered),
+                "has_more": start + page_size < len(ordered),
             }
 
     # Thread runs
