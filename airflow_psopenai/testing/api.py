@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 
 from airflow_psopenai.resources import ASSISTANTS_BETA_HEADERS
-from airflow_psopenai.testing.messages import HttpRequest, error_reply, json_reply
+from airflow_psopenai.testing.messages import HttpRequest, api_error_reply, error_reply, json_reply
 from airflow_psopenai.testing.state import ApiError, EmulatorState
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class OpenAIApi:
             self._authenticate(request)
             return json_reply(200, self._route(request, rest))
         except ApiError as error:
-            return error.reply()
+            return api_error_reply(error)
 
     def _authenticate(self, request: HttpRequest) -> None:
         key = request.header("api-key")

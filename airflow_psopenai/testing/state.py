@@ -15,10 +15,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, CancellableResource
-from airflow_psopenai.testing.messages import error_reply
 from airflow_psopenai.testing.objects import (
     BATCH_TIMES_AT_CREATION,
     CANCELLING,
@@ -29,14 +27,14 @@ from airflow_psopenai.testing.objects import (
     new_id,
 )
 
-if TYPE_CHECKING:
-    from starlette.responses import Response
-
 Clock = Callable[[], float]
 
 
 class ApiError(Exception):
-    """An error answer of the API, e.g. an unknown ID (404) or a cancel in the wrong status (409, 400)."""
+    """An error the API answers, e.g. an unknown ID (404) or a cancel in the wrong status (409, 400).
+
+    Plain data: the HTTP layer turns it into an answer (:func:`airflow_psopenai.testing.messages.api_error_reply`).
+    """
 
     def __init__(
         self,
@@ -53,10 +51,6 @@ class ApiError(Exception):
         self.type = type_
         self.param = param
         self.code = code
-
-    def reply(self) -> Response:
-        """Return the error as an HTTP reply."""
-        return error_reply(self.status, self.message, self.type, param=self.param, code=self.code)
 
 
 class ManualClock:
