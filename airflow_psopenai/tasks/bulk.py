@@ -43,9 +43,10 @@ class BatchOutcome:
 
     def line(self) -> str:
         """Return the batch's log line: ID, status found, what was done, final status (or the error)."""
+        found = self.found or "unknown"  # a forced first try sends without looking
         if self.error is not None:
-            return f"batch {self.batch_id!r}: found {self.found or 'unknown'}, {self.action}: {self.error}"
-        return f"batch {self.batch_id!r}: found {self.found}, {self.action}, now {self.status}"
+            return f"batch {self.batch_id!r}: found {found}, {self.action}: {self.error}"
+        return f"batch {self.batch_id!r}: found {found}, {self.action}, now {self.status}"
 
 
 def batches_by_metadata(
