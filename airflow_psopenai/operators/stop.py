@@ -117,7 +117,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         obj = self._cancel(hook, ids, policy)
         if not self.wait or status_of(obj) in self.resource.settled:
             return self._finish(obj, ids)
-        seconds, deadline_name = self._wait_limit(hook)
+        seconds, limit = self._wait_limit(hook)
         deadline = Deadline.after(seconds)
         if self.deferrable:
             trigger = self.status_trigger(ids, self.poll_interval, deadline, context["ti"].try_number)
@@ -132,14 +132,14 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
                 ids,
                 poll_interval=self.poll_interval,
                 deadline=deadline,
-                deadline_name=deadline_name,
+                limit=limit,
                 log=self.log,
             ),
         )
         return self._end_of_wait(event, ids)
 
     def _wait_limit(self, hook: PSOpenAIHook) -> tuple[float | None, str]:
-        """Return how long a wait may take, in seconds, and how messages name that deadline.
+        """Return how long a wait may take, in seconds, and how messages name that limit.
 
         ``wait_timeout``; else ``timeout_sec`` (PSOpenAI's ``-TimeoutSec`` bounds its whole wait, not
         only each request); else ``execution_timeout``, which Airflow does not apply to a deferred

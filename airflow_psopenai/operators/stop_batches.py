@@ -124,7 +124,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         waiting = [o for o in outcomes if o.error is None and o.status not in BATCH.settled and self.wait]
         if not waiting:
             return self._finish(outcomes)
-        seconds, deadline_name = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
+        seconds, limit = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
         deadline = Deadline.after(seconds)
         id_sets = [{"batch_id": o.batch_id} for o in waiting]
         if self.deferrable:
@@ -145,7 +145,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                     "outcomes": [
                         {**asdict(o), "obj": o.obj if self.pass_through else slim_object(o.obj)} for o in outcomes
                     ],
-                    "limit": deadline_name,  # the key earlier releases stored
+                    "limit": limit,
                 },
             )
             self.defer(trigger=trigger, method_name="execute_complete")
@@ -154,16 +154,10 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         events = run_in_worker(
             hook,
             lambda: wait_for_each(
-                hook,
-                BATCH,
-                id_sets,
-                poll_interval=self.poll_interval,
-                deadline=deadline,
-                deadline_name=deadline_name,
-                log=self.log,
+                hook, BATCH, id_sets, poll_interval=self.poll_interval, deadline=deadline, limit=limit, log=self.log
             ),
         )
-        return self._after_wait(outcomes, events, deadline_name)
+        return self._after_wait(outcomes, events, limit)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """Resume after the deferred wait of the set: check the event, then report as ``execute`` does."""
@@ -175,14 +169,12 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event.get("events"), list):
             raise PSOpenAIEventError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
         restored = [BatchOutcome(**outcome) for outcome in event.get("carry", {}).get("outcomes", [])]
-        deadline_name = event.get("carry", {}).get("limit", "the deadline")
-        return self._after_wait(restored, event["events"], deadline_name)
+        limit = event.get("carry", {}).get("limit", "the deadline")
+        return self._after_wait(restored, event["events"], limit)
 
     # -- steps --------------------------------------------------------------------------------------------
 
-    def _after_wait(
-        self, outcomes: list[BatchOutcome], events: list[Any], deadline_name: str
-    ) -> list[dict[str, Any]] | None:
+    def _after_wait(self, outcomes: list[BatchOutcome], events: list[Any], limit: str) -> list[dict[str, Any]] | None:
         waited = [o for o in outcomes if o.error is None and o.status not in BATCH.settled]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
@@ -195,9 +187,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 if checked.get("object") is not None:
                     outcome.obj = checked["object"]
             self.log.info("%s", outcome.line())
-        return self._finish(outcomes, deadline_name=deadline_name)
+        return self._finish(outcomes, limit=limit)
 
-    def _finish(self, outcomes: list[BatchOutcome], deadline_name: str | None = None) -> list[dict[str, Any]] | None:
+    def _finish(self, outcomes: list[BatchOutcome], limit: str | None = None) -> list[dict[str, Any]] | None:
         from airflow_psopenai.tasks.cancel import Action
 
         failed = [o for o in outcomes if o.error is not None]
@@ -209,7 +201,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             len(outcomes),
             ", ".join(f"{count} {action}" for action, count in counts.items()),
             len(failed),
-            f" (wait bounded by {deadline_name})" if deadline_name else "",
+            f" (wait bounded by {limit})" if limit else "",
         )
         if failed:
             raise PSOpenAIError(

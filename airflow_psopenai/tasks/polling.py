@@ -1,4 +1,4 @@
-"""How every wait polls: the delays between polls, its deadline, and logging each status change once.
+"""How every wait polls: the delays between polls, its limit, and logging each status change once.
 
 Used by the operators' wait in the worker, by the sensors and by the trigger, so that all three
 report the same way. Light (the standard library and this provider's exceptions): operators import
@@ -36,7 +36,7 @@ def poll_delays(poll_interval: float) -> Iterator[float]:
 def wait_limit(
     wait_timeout: float | timedelta | None, timeout_sec: float, execution_timeout: timedelta | None
 ) -> tuple[float | None, str]:
-    """Return how long a wait may take, in seconds, and how messages name that deadline.
+    """Return how long a wait may take, in seconds, and how messages name that limit.
 
     ``wait_timeout``; else ``timeout_sec`` when above 0 (PSOpenAI's ``-TimeoutSec`` bounds its whole
     wait, not only each request); else ``execution_timeout``, which Airflow does not apply to a
@@ -80,10 +80,10 @@ class StatusWatch:
             self.last_status = status
         return status in self.resource.settled
 
-    def timeout_message(self, deadline_name: str) -> str:
-        """Return the message of a wait that ended at ``deadline_name`` before the object settled."""
+    def timeout_message(self, limit: str) -> str:
+        """Return the message of a wait that ended at ``limit`` before the object settled."""
         seen = f"last status: {self.last_status}" if self.last_status else "no status could be read"
-        return f"{self.target} did not settle before {deadline_name} ({seen})."
+        return f"{self.target} did not settle before {limit} ({seen})."
 
     def transient(self, error: BaseException, next_delay: float) -> float:
         """Log a transient error of a status poll; return the delay before the next poll.

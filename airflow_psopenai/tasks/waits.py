@@ -1,6 +1,6 @@
 """The one wait for a settled status, for the trigger (in the triggerer) and for a wait in the worker.
 
-Every poll gets the time left until the deadline as its timeout, retries included (the hook's
+Every poll gets the time left until the deadline as its limit, retries included (the hook's
 ``deadline``), so neither a hanging server nor the hook's backoff holds a wait past it; a poll is
 made at the deadline itself. Batch polls go through the event loop's status board, which answers
 many waits from one list page. The worker runs this same loop in an event loop of its own.
@@ -37,12 +37,12 @@ async def wait_until_settled(
     *,
     poll_interval: float,
     deadline: Deadline,
-    deadline_name: str,
+    limit: str,
     log: Any,
 ) -> dict[str, Any]:
     """Poll until the object is settled, the deadline passes or a permanent error occurs; return the event.
 
-    :param deadline_name: How timeout messages name the deadline ("its wait_timeout of 60 s").
+    :param limit: How timeout messages name the deadline ("its wait_timeout of 60 s").
     :param log: A logger with ``info`` and ``warning``.
     :returns: A settled, timeout or error event (see :mod:`airflow_psopenai.tasks.events`).
     """
@@ -63,7 +63,7 @@ async def wait_until_settled(
                     return settled_event(resource, ids, last)
                 delay = next(delays)
             if deadline.passed():
-                return failure_event(EVENT_TIMEOUT, watch.timeout_message(deadline_name), last)
+                return failure_event(EVENT_TIMEOUT, watch.timeout_message(limit), last)
 
 
 async def wait_for_each(
@@ -74,23 +74,17 @@ async def wait_for_each(
     poll_interval: float,
     deadline: Deadline,
     log: Any,
-    deadline_name: str = "the deadline",
+    limit: str = "the deadline",
 ) -> list[dict[str, Any]]:
     """Wait for every object of a set at once, with one deadline; return each one's event, in order.
 
-    :param deadline_name: How timeout messages name the deadline.
+    :param limit: How timeout messages name the deadline.
     """
     return list(
         await asyncio.gather(
             *(
                 wait_until_settled(
-                    hook,
-                    resource,
-                    ids,
-                    poll_interval=poll_interval,
-                    deadline=deadline,
-                    deadline_name=deadline_name,
-                    log=log,
+                    hook, resource, ids, poll_interval=poll_interval, deadline=deadline, limit=limit, log=log
                 )
                 for ids in id_sets
             )

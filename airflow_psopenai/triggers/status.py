@@ -78,7 +78,7 @@ class ResourceStatusTrigger(BaseTrigger):
             self.ids,
             poll_interval=self.poll_interval,
             deadline=Deadline(self.deadline),
-            deadline_name="the deadline",
+            limit="the deadline",
             log=self.log,
         )
         yield TriggerEvent({**event, "try_number": self.try_number})
