@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 100
 
+# What was done to one batch, as its line says it.
+CANCEL_SENT = Action.SENT.value
+NOTHING_TO_DO = Action.NOT_CANCELLABLE.value
+FAILED = Action.FAILED.value
+
 
 @dataclass
 class BatchOutcome:
@@ -32,7 +37,7 @@ class BatchOutcome:
 
     batch_id: str
     found: str | None = None
-    action: str = Action.FAILED.value
+    action: str = FAILED
     obj: dict[str, Any] | None = None
     error: str | None = None
 
