@@ -57,6 +57,11 @@ CASES = [
 ]
 
 
+# A set whose batches were all cancelled by its own earlier try: nothing was cancellable, nothing is skipped.
+OWN_CANCELS_TASK = "set_look_skip_retry_own_cancels"
+OWN_CANCELS = [f"batch_{OWN_CANCELS_TASK}_{status}" for status in sorted(BATCH.cancel_requested)]
+
+
 class FailsItsFirstTry:
     """Fails its first try before any request, so that its retry (try 2) is the try that cancels."""
 
@@ -91,3 +96,10 @@ with DAG("cancel_table", schedule=None, start_date=START, catchup=False, tags=["
             batch_id=[case.batch_id(SINGLE) for case in group]
         )
         bulk(task_id=group[0].task_id(SET), batch_ids=[case.batch_id(SET) for case in group], **options)
+    RetriedStopBatchesOperator(
+        task_id=OWN_CANCELS_TASK,
+        batch_ids=OWN_CANCELS,
+        if_not_cancellable="skip",
+        retries=1,
+        retry_delay=timedelta(0),
+    )

@@ -18,7 +18,7 @@ from airflow_psopenai.resources import BATCH
 from airflow_psopenai.tasks.cancel import Action
 from airflow_psopenai.testing import OpenAIEmulator
 from tests.conftest import connection_json
-from tests.dags.psopenai_cancel_table_dags import CASES, SET, SINGLE, Case
+from tests.dags.psopenai_cancel_table_dags import CASES, OWN_CANCELS, OWN_CANCELS_TASK, SET, SINGLE, Case
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -78,6 +78,9 @@ def test_both_operators_follow_the_same_cancel_table(
         shift[0] = HOUR if case.cancelled_in_this_run else -HOUR
         for operator in (SINGLE, SET):
             emulator.create_batch(status=case.status, batch_id=case.batch_id(operator))
+    shift[0] = -HOUR
+    for batch_id in OWN_CANCELS:
+        emulator.create_batch(status=batch_id.rsplit("_", 1)[1], batch_id=batch_id)
     shift[0] = 0.0
 
     result = run_dag("cancel_table")
@@ -104,6 +107,9 @@ def test_both_operators_follow_the_same_cancel_table(
         verdicts = [rows[case][SINGLE][1] for case in CASES if case.task_id(SET) == task_id]
         whole = "failed" if "failed" in verdicts else "skipped" if set(verdicts) == {"skipped"} else "success"
         assert result.task_states[task_id] == whole, task_id
+    # As a single task does with each: a set whose cancels its own earlier try made succeeds, not skips.
+    assert result.task_states[OWN_CANCELS_TASK] == "success"
+    assert [requests_for(emulator, batch_id) for batch_id in OWN_CANCELS] == [[("GET", 200)]] * len(OWN_CANCELS)
 
 
 def requests_for(emulator: OpenAIEmulator, batch_id: str) -> list[tuple[str, int | None]]:
