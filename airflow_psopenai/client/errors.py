@@ -155,17 +155,17 @@ def invalid_success_body(response: httpx.Response, *, target: str) -> PSOpenAIIn
 
 
 def transport_error(
-    error: httpx.TransportError, *, settings: ApiSettings, target: str, limit: float | None = None
+    error: httpx.TransportError, *, settings: ApiSettings, target: str, time_left: float | None = None
 ) -> PSOpenAITransportError:
     """Return the error for a request that got no HTTP answer, its text redacted.
 
     A local protocol error (a request this client refused to send) is permanent: sending it again
     cannot help. A TLS handshake that meets plain HTTP says how to write the API base.
 
-    :param limit: The seconds the attempt was allowed when a wait's deadline cut its timeout.
+    :param time_left: The seconds the attempt was allowed when a wait's deadline cut its timeout.
     """
     if isinstance(error, httpx.TimeoutException):
-        if limit is not None and (not settings.timeout_sec or limit < settings.timeout_sec):
+        if time_left is not None and (not settings.timeout_sec or time_left < settings.timeout_sec):
             bound = "the wait's deadline"
         elif settings.timeout_sec:
             bound = f"timeout_sec={settings.timeout_sec:g}"

@@ -5,8 +5,7 @@ safely. A thousand waiting triggers thus keep a bounded set of keep-alive connec
 thousand pools.
 
 httpcore rescans all of a pool's connections for every request, and for every queued request
-when one finishes: quadratic CPU once many more requests wait than there are connections (54 ms
-of CPU per request with 1,000 triggers on one 200-connection ``AsyncClient``). So each connection
+when one finishes: quadratic CPU once many more requests wait than there are connections. So each connection
 lives in a transport of its own, and requests wait for a free one on a semaphore, which costs
 next to nothing (see benchmarks/ for the figures).
 """
@@ -44,8 +43,7 @@ class SharedPool:
     ever. The most recently
     returned connection is lent first: a few waits reuse one or two connections and a thousand
     spread over all of them. Requests go to httpx's transport directly: ``AsyncClient``'s layers
-    (auth flow, redirects, cookies, event hooks) do nothing for these calls and cost a third of a
-    poll's CPU.
+    (auth flow, redirects, cookies, event hooks) do nothing for these calls and cost CPU on every poll.
 
     :param proxy: Proxy URL all its connections go through, or None.
     """
@@ -108,7 +106,7 @@ class SharedPool:
 
     async def _new_transport(self) -> httpx.AsyncHTTPTransport:
         if self._tls is None or (self._tls.done() and (self._tls.cancelled() or self._tls.exception() is not None)):
-            # Loading the CA bundle takes tens of milliseconds: in a thread, not in the event loop.
+            # Loading the CA bundle is slow enough to stall every other wait: in a thread, not in the event loop.
             self._tls = asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
         try:
             # Shielded: a waiter that is cancelled must not cancel the others' load.
@@ -135,11 +133,6 @@ def shared_pool(proxy: str | None = None) -> SharedPool:
     if pool is None or pool.is_closed:
         pool = pools[proxy] = SharedPool(proxy)
     return pool
-
-
-def shared_pool_count() -> int:
-    """Return how many pools the running loop holds (one per proxy)."""
-    return len(_pools.get(asyncio.get_running_loop(), {}))
 
 
 async def aclose_shared_clients() -> None:

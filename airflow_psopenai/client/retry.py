@@ -73,7 +73,7 @@ class RetryPolicy:
         self._async_retrying = AsyncRetrying(**common)  # type: ignore[arg-type]
 
     def call(self, attempt: Callable[[float | None], _T], deadline: Deadline = NO_DEADLINE) -> _T:
-        """Run ``attempt``, and again after each retryable error, up to the limit and the deadline.
+        """Run ``attempt``, and again after each retryable error, up to ``max_retry_count`` retries and the deadline.
 
         ``attempt`` gets the seconds it may take (None: only the connection's own timeouts). A retry
         whose delay would end past ``deadline`` is not made: the last error is raised at once.
@@ -83,7 +83,7 @@ class RetryPolicy:
         return self._retrying.copy(stop=self._stop(deadline))(lambda: attempt(deadline.poll_limit()))
 
     async def acall(self, attempt: Callable[[float | None], Awaitable[_T]], deadline: Deadline = NO_DEADLINE) -> _T:
-        """Await ``attempt``, and again after each retryable error, up to the limit and the deadline."""
+        """Await ``attempt``; again after each retryable error, up to ``max_retry_count`` retries and the deadline."""
         if self.max_retry_count == 0:
             return await attempt(deadline.poll_limit())
 

@@ -111,12 +111,12 @@ class ApiSettings:
         headers.update(extra)
         return headers
 
-    def timeout(self, limit: float | None = None) -> httpx.Timeout:
-        """Return httpx timeouts: ``timeout_sec`` per request (0: none), cut to ``limit`` (a wait's
+    def timeout(self, time_left: float | None = None) -> httpx.Timeout:
+        """Return httpx timeouts: ``timeout_sec`` per request (0: none), cut to ``time_left`` (a wait's
         remaining time) when given, and always a connect timeout."""
         overall = self.timeout_sec or None
-        if limit is not None:
-            overall = limit if overall is None else min(overall, limit)
+        if time_left is not None:
+            overall = time_left if overall is None else min(overall, time_left)
         connect = CONNECT_TIMEOUT_SEC if overall is None else min(CONNECT_TIMEOUT_SEC, overall)
         return httpx.Timeout(overall, connect=connect)
 

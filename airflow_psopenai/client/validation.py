@@ -112,10 +112,10 @@ def parse_rendered_text(text: str) -> object:
     return None
 
 
-def preview(value: object, limit: int = 80) -> str:
-    """Return ``value``'s repr, cut to ``limit`` characters, for an error message."""
+def preview(value: object, max_chars: int = 80) -> str:
+    """Return ``value``'s repr, cut to ``max_chars`` characters, for an error message."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
 def as_seconds(value: float | timedelta | None, argument: str) -> float | None:

@@ -211,7 +211,7 @@ class PSOpenAIHook(BaseHook):
     ) -> JsonObject:
         """Retrieve an object; inside a wait, ``deadline`` bounds the call and its retries."""
         call = _Call.on_object(self.settings, "GET", resource, _checked_ids(resource, ids), "get")
-        return self.retry_policy.call(lambda limit: self._attempt(call, limit), deadline)
+        return self.retry_policy.call(lambda time_left: self._attempt(call, time_left), deadline)
 
     def cancel_object(
         self, resource: CancellableResource, ids: Mapping[str, object], *, deadline: Deadline = NO_DEADLINE
@@ -225,11 +225,11 @@ class PSOpenAIHook(BaseHook):
         """
         cancel = _Cancel(self.settings, resource, _checked_ids(resource, ids), self.log)
 
-        def attempt(limit: float | None) -> JsonObject:
-            if cancel.maybe_sent and (done := cancel.went_through(self._attempt(cancel.check, limit))):
+        def attempt(time_left: float | None) -> JsonObject:
+            if cancel.maybe_sent and (done := cancel.went_through(self._attempt(cancel.check, time_left))):
                 return done
             try:
-                return self._attempt(cancel.post, limit)
+                return self._attempt(cancel.post, time_left)
             except PSOpenAIError as error:
                 cancel.failed(error)
                 raise
@@ -238,7 +238,7 @@ class PSOpenAIHook(BaseHook):
             return self.retry_policy.call(attempt, deadline)
         except PSOpenAIAPIError as error:
             refusal = cancel.refusal(error)
-        current = self.retry_policy.call(lambda limit: self._attempt(cancel.check, limit), deadline)
+        current = self.retry_policy.call(lambda time_left: self._attempt(cancel.check, time_left), deadline)
         return cancel.went_through(current, refusal)
 
     async def aget_object(
@@ -246,33 +246,33 @@ class PSOpenAIHook(BaseHook):
     ) -> JsonObject:
         """Retrieve an object without blocking the event loop."""
         call = _Call.on_object(await self.asettings(), "GET", resource, _checked_ids(resource, ids), "get")
-        return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
+        return await self._asend(call, deadline, lambda time_left: self._aattempt(call, time_left))
 
-    def list_page(self, resource: CancellableResource, *, after: str | None = None, limit: int = 100) -> JsonObject:
+    def list_page(self, resource: CancellableResource, *, after: str | None = None, page_size: int = 100) -> JsonObject:
         """Return one page of the account's list of ``resource`` (newest first), after the object ``after``."""
-        call = self._list_call(self.settings, resource, after, limit)
-        return self.retry_policy.call(lambda limit: self._attempt(call, limit), NO_DEADLINE)
+        call = self._list_call(self.settings, resource, after, page_size)
+        return self.retry_policy.call(lambda time_left: self._attempt(call, time_left), NO_DEADLINE)
 
     async def alist_page(
         self,
         resource: CancellableResource,
         *,
         after: str | None = None,
-        limit: int = 100,
+        page_size: int = 100,
         deadline: Deadline = NO_DEADLINE,
     ) -> JsonObject:
         """Return one page of the account's list of ``resource`` (newest first), after the object ``after``.
 
         :raises PSOpenAIConfigurationError: For a resource without a list.
         """
-        call = self._list_call(await self.asettings(), resource, after, limit)
-        return await self._asend(call, deadline, lambda limit: self._aattempt(call, limit))
+        call = self._list_call(await self.asettings(), resource, after, page_size)
+        return await self._asend(call, deadline, lambda time_left: self._aattempt(call, time_left))
 
     @staticmethod
-    def _list_call(settings: ApiSettings, resource: CancellableResource, after: str | None, limit: int) -> _Call:
+    def _list_call(settings: ApiSettings, resource: CancellableResource, after: str | None, page_size: int) -> _Call:
         if resource.list_path is None:
             raise PSOpenAIConfigurationError(f"The API has no list of every {resource.label}.")
-        query = {"limit": str(limit), **({"after": after} if after else {})}
+        query = {"limit": str(page_size), **({"after": after} if after else {})}
         target = f"the {resource.label} list" + (f" after {after!r}" if after else "")
         return _Call(settings, "GET", resource, resource.list_path, target, query=query)
 
@@ -282,11 +282,11 @@ class PSOpenAIHook(BaseHook):
         """Request cancellation without blocking the event loop; idempotent as :meth:`cancel_object`."""
         cancel = _Cancel(await self.asettings(), resource, _checked_ids(resource, ids), self.log)
 
-        async def attempt(limit: float | None) -> JsonObject:
-            if cancel.maybe_sent and (done := cancel.went_through(await self._aattempt(cancel.check, limit))):
+        async def attempt(time_left: float | None) -> JsonObject:
+            if cancel.maybe_sent and (done := cancel.went_through(await self._aattempt(cancel.check, time_left))):
                 return done
             try:
-                return await self._aattempt(cancel.post, limit)
+                return await self._aattempt(cancel.post, time_left)
             except PSOpenAIError as error:
                 cancel.failed(error)
                 raise
@@ -295,7 +295,7 @@ class PSOpenAIHook(BaseHook):
             return await self._asend(cancel.post, deadline, attempt)
         except PSOpenAIAPIError as error:
             refusal = cancel.refusal(error)
-        current = await self._asend(cancel.check, deadline, lambda limit: self._aattempt(cancel.check, limit))
+        current = await self._asend(cancel.check, deadline, lambda time_left: self._aattempt(cancel.check, time_left))
         return cancel.went_through(current, refusal)
 
     # -- named calls --------------------------------------------------------------------------------
@@ -339,14 +339,6 @@ class PSOpenAIHook(BaseHook):
     async def acancel_thread_run(self, thread_id: str, run_id: str) -> JsonObject:
         """Cancel a thread run without blocking the event loop."""
         return await self.acancel_object(THREAD_RUN, {"thread_id": thread_id, "run_id": run_id})
-
-    async def aget_response(self, response_id: str) -> JsonObject:
-        """Retrieve a response without blocking the event loop."""
-        return await self.aget_object(RESPONSE, {"response_id": response_id})
-
-    async def acancel_response(self, response_id: str) -> JsonObject:
-        """Cancel a background response without blocking the event loop."""
-        return await self.acancel_object(RESPONSE, {"response_id": response_id})
 
     def create_batch(
         self,
@@ -401,15 +393,15 @@ class PSOpenAIHook(BaseHook):
 
     # -- transport ------------------------------------------------------------------------------------
 
-    def _attempt(self, call: _Call, limit: float | None) -> JsonObject:
-        """Send ``call`` once on the synchronous client; ``limit``: the seconds it may take (a wait's rest)."""
+    def _attempt(self, call: _Call, time_left: float | None) -> JsonObject:
+        """Send ``call`` once on the synchronous client; ``time_left``: the seconds it may take (a wait's rest)."""
         return self._request(
             call.method,
             call.url,
             headers=call.headers,
             target=call.target,
             assistants_api=call.resource.assistants_api,
-            limit=limit,
+            time_left=time_left,
         )
 
     def _request(
@@ -421,29 +413,29 @@ class PSOpenAIHook(BaseHook):
         target: str,
         body: JsonObject | None = None,
         assistants_api: bool = False,
-        limit: float | None = None,
+        time_left: float | None = None,
     ) -> JsonObject:
         """Send one request on the synchronous client and return its JSON object, or raise this provider's error.
 
-        :param limit: Seconds this attempt may take (a wait's remaining time), on top of the settings' timeouts.
+        :param time_left: Seconds this attempt may take (a wait's remaining time), on top of the settings' timeouts.
         """
         settings = self.settings
         try:
-            response = self.client.request(method, url, headers=headers, json=body, timeout=settings.timeout(limit))
+            response = self.client.request(method, url, headers=headers, json=body, timeout=settings.timeout(time_left))
         except httpx.TransportError as error:
             # Not chained: httpx's own text may quote a header; the redacted message says what it said.
-            raise transport_error(error, settings=settings, target=target, limit=limit) from None
+            raise transport_error(error, settings=settings, target=target, time_left=time_left) from None
         return self._parse(response, settings, target=target, assistants_api=assistants_api)
 
-    async def _aattempt(self, call: _Call, limit: float | None) -> JsonObject:
+    async def _aattempt(self, call: _Call, time_left: float | None) -> JsonObject:
         """Send ``call`` once on the event loop's shared pool."""
         settings = call.settings
         try:
             response = await shared_pool(settings.proxy).request(
-                call.method, call.url, headers=call.headers, timeout=settings.timeout(limit)
+                call.method, call.url, headers=call.headers, timeout=settings.timeout(time_left)
             )
         except httpx.TransportError as error:
-            raise transport_error(error, settings=settings, target=call.target, limit=limit) from None
+            raise transport_error(error, settings=settings, target=call.target, time_left=time_left) from None
         except TLSContextError as error:
             raise tls_context_error(error, settings=settings) from None
         return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)

@@ -13,15 +13,9 @@ from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperat
 
 from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.client.deadline import Deadline
-from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError, PSOpenAIWaitTimeoutError
+from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
-from airflow_psopenai.tasks.cancel import (
-    ALREADY_REQUESTED_TEXT,
-    CancelPolicy,
-    IfNotCancellable,
-    Step,
-    check_cancel_options,
-)
+from airflow_psopenai.tasks.cancel import Action, CancelPolicy, IfNotCancellable, cancel_one, check_cancel_options
 from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event
 from airflow_psopenai.tasks.polling import wait_limit
 
@@ -172,55 +166,20 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
 
     def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], policy: CancelPolicy) -> dict[str, Any]:
-        """Send the cancel (after a retrieve, unless ``force`` on a first try) and return the resulting object.
+        """Cancel the object by ``policy`` (:func:`~airflow_psopenai.tasks.cancel.cancel_one`) and return it.
 
-        An object whose cancel this task already made (``cancel_policy``: an earlier try, or a cancel
-        since the DAG run started) is returned as it is: no second cancel, whatever ``if_not_cancellable``.
+        :raises AirflowSkipException: When it cannot be cancelled and ``if_not_cancellable`` is ``"skip"``.
         """
-        target = self.resource.describe(ids)
-        if policy.looks_first:
-            current = hook.get_object(self.resource, ids)
-            step = policy.step(self.resource, current)
-            if step is Step.ALREADY_REQUESTED:
-                return self._already_requested(target, current)
-            if step is Step.NOT_CANCELLABLE:
-                message = f'Cannot cancel {self.resource.label} with status "{status_of(current)}": {target}.'
-                return self._not_cancellable(message, current, ids)
-        try:
-            obj = hook.cancel_object(self.resource, ids)
-        except PSOpenAICannotCancelError as error:
-            # Refused as already cancelled (a forced cancel has not looked): maybe this task's own earlier cancel.
-            looked: dict[str, Any] | None = None
-            if error.status in self.resource.cancel_requested:
-                looked = hook.get_object(self.resource, ids)
-                if policy.step(self.resource, looked) is Step.ALREADY_REQUESTED:
-                    return self._already_requested(target, looked)
-            if self.if_not_cancellable == "fail":
-                raise
-            return self._not_cancellable(str(error), looked or hook.get_object(self.resource, ids), ids)
-        self.log.info("Cancel requested for %s: status is now %s.", target, status_of(obj))
-        return obj
+        from airflow_psopenai.tasks.waits import run_in_worker
 
-    def _already_requested(self, target: str, current: dict[str, Any]) -> dict[str, Any]:
-        self.log.info("%s is already %s: %s; no second cancel.", target, status_of(current), ALREADY_REQUESTED_TEXT)
-        return current
-
-    def _not_cancellable(
-        self,
-        message: str,
-        current: dict[str, Any],
-        ids: dict[str, str],
-    ) -> dict[str, Any]:
-        if self.if_not_cancellable == "succeed":
-            self.log.info("%s Nothing to cancel (if_not_cancellable='succeed').", message)
-            return current
-        if self.if_not_cancellable == "skip":
-            raise AirflowSkipException(f"{message} Skipping (if_not_cancellable='skip').")
-        raise PSOpenAICannotCancelError(
-            f"{message} Use force=True to send the cancel anyway, or if_not_cancellable='succeed' for cleanup tasks.",
-            status=status_of(current),
-            ids=ids,
-        )
+        result = run_in_worker(hook, lambda: cancel_one(hook, self.resource, ids, policy))
+        if result.error is not None:
+            raise result.error
+        if result.action is Action.NOT_CANCELLABLE and policy.if_not_cancellable == "skip":
+            raise AirflowSkipException(result.message)
+        self.log.info("%s", result.message)
+        assert result.obj is not None  # every outcome but a failure has the object
+        return result.obj
 
     def _finish(self, obj: dict[str, Any], ids: dict[str, str]) -> dict[str, Any] | None:
         status = status_of(obj)

@@ -185,7 +185,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         return self._finish(outcomes, limit=limit)
 
     def _finish(self, outcomes: list[BatchOutcome], limit: str | None = None) -> list[dict[str, Any]] | None:
-        from airflow_psopenai.tasks.bulk import CANCEL_SENT
+        from airflow_psopenai.tasks.bulk import NOTHING_TO_DO
 
         failed = [o for o in outcomes if o.error is not None]
         counts: dict[str, int] = {}
@@ -202,7 +202,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             raise PSOpenAIError(
                 f"{len(failed)} of {len(outcomes)} batches failed: " + "; ".join(o.line() for o in failed)
             )
-        if self.if_not_cancellable == "skip" and all(o.action != CANCEL_SENT for o in outcomes):
+        # As StopBatchOperator: a batch whose cancel this task already made is no reason to skip.
+        if self.if_not_cancellable == "skip" and all(o.action == NOTHING_TO_DO for o in outcomes):
             raise AirflowSkipException("No batch of the selection could be cancelled (if_not_cancellable='skip').")
         settled_other = [o.batch_id for o in outcomes if o.status in BATCH.settled and o.status != "cancelled"]
         if settled_other:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
-from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
 from airflow_psopenai.resources import BATCH, status_of
-from airflow_psopenai.tasks.cancel import ALREADY_REQUESTED_TEXT, Step
+from airflow_psopenai.tasks.cancel import Action, cancel_one
 from airflow_psopenai.tasks.status_board import status_poller
 
 if TYPE_CHECKING:
@@ -26,11 +25,10 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 100
 
-# What was done to one batch.
-CANCEL_SENT = "cancel requested"
-ALREADY_REQUESTED = f"no second cancel ({ALREADY_REQUESTED_TEXT})"
-NOTHING_TO_DO = "nothing to cancel"
-FAILED = "failed"
+# What was done to one batch, as its line says it.
+CANCEL_SENT = Action.SENT.value
+NOTHING_TO_DO = Action.NOT_CANCELLABLE.value
+FAILED = Action.FAILED.value
 
 
 @dataclass
@@ -50,9 +48,10 @@ class BatchOutcome:
 
     def line(self) -> str:
         """Return the batch's log line: ID, status found, what was done, final status (or the error)."""
+        found = self.found or "unknown"  # a forced first try sends without looking
         if self.error is not None:
-            return f"batch {self.batch_id!r}: found {self.found or 'unknown'}, {self.action}: {self.error}"
-        return f"batch {self.batch_id!r}: found {self.found}, {self.action}, now {self.status}"
+            return f"batch {self.batch_id!r}: found {found}, {self.action}: {self.error}"
+        return f"batch {self.batch_id!r}: found {found}, {self.action}, now {self.status}"
 
 
 def batches_by_metadata(
@@ -69,7 +68,7 @@ def batches_by_metadata(
     pages = scanned = 0
     after: str | None = None
     while True:
-        page = hook.list_page(BATCH, after=after, limit=PAGE_SIZE)
+        page = hook.list_page(BATCH, after=after, page_size=PAGE_SIZE)
         pages += 1
         items = [item for item in page.get("data") or [] if isinstance(item, dict)]
         older = [item for item in items if _created_before(item, cutoff)]
@@ -112,35 +111,12 @@ async def cancel_each(
 async def _cancel_one(
     hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, deadline: Deadline, slots: asyncio.Semaphore
 ) -> BatchOutcome:
-    outcome = BatchOutcome(batch_id)
     ids = {"batch_id": batch_id}
-    try:
-        if policy.looks_first:
-            current = await _look(hook, ids, deadline, slots)
-            outcome.found = status_of(current)
-            outcome.obj = current
-            step = policy.step(BATCH, current)
-            if step is Step.ALREADY_REQUESTED:
-                outcome.action = ALREADY_REQUESTED
-                return outcome
-            if step is Step.NOT_CANCELLABLE:
-                return _not_cancellable(outcome, policy, f'cannot cancel a batch with status "{outcome.found}"')
-        try:
-            async with slots:
-                outcome.obj = await hook.acancel_object(BATCH, ids, deadline=deadline)
-        except PSOpenAICannotCancelError as error:
-            # Refused as already cancelled (a forced cancel has not looked): maybe this task's own earlier cancel.
-            async with slots:
-                outcome.obj = await hook.aget_object(BATCH, ids, deadline=deadline)
-            outcome.found = outcome.found or status_of(outcome.obj)
-            if error.status in BATCH.cancel_requested and policy.step(BATCH, outcome.obj) is Step.ALREADY_REQUESTED:
-                outcome.action = ALREADY_REQUESTED
-                return outcome
-            return _not_cancellable(outcome, policy, str(error))
-        outcome.action = CANCEL_SENT
-    except PSOpenAIError as error:
-        outcome.action, outcome.error = FAILED, str(error)
-    return outcome
+    result = await cancel_one(
+        hook, BATCH, ids, policy, deadline=deadline, look=lambda: _look(hook, ids, deadline, slots), slots=slots
+    )
+    error = None if result.error is None else result.message
+    return BatchOutcome(batch_id, result.found, result.action.value, result.obj, error)
 
 
 async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, slots: asyncio.Semaphore) -> JsonObject:
@@ -152,11 +128,3 @@ async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, 
     """
     async with status_poller(hook, BATCH, ids, own_get_slots=slots, own_get_on_page_error=True) as poll:
         return await poll(0.0, deadline)
-
-
-def _not_cancellable(outcome: BatchOutcome, policy: CancelPolicy, reason: str) -> BatchOutcome:
-    if policy.if_not_cancellable == "fail":
-        outcome.action, outcome.error = FAILED, f"{reason} (if_not_cancellable='fail')"
-    else:
-        outcome.action = NOTHING_TO_DO
-    return outcome

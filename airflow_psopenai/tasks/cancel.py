@@ -13,23 +13,35 @@ cancellable status. On top of it, a cancel is idempotent: an object found ``canc
   time of its ``cancelling``, only of its ``cancelled``.
 
 Everything else found already cancelled (another run's, a user's before this run) follows
-``if_not_cancellable``. This module imports nothing of Airflow: operators import it at DAG-parse time.
+``if_not_cancellable``.
+
+:func:`cancel_one` applies these rules to one object and does its requests; every caller (the single
+operators, :class:`~airflow_psopenai.operators.StopBatchesOperator`, the failure callback and the
+listener through them) only turns its :class:`CancelResult` into a log line, a skip or an error. This
+module imports nothing of Airflow: operators import it at DAG-parse time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_psopenai.client.deadline import NO_DEADLINE
 from airflow_psopenai.client.validation import as_seconds
-from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIConfigurationError, PSOpenAIError
 from airflow_psopenai.resources import status_of
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    import asyncio
+    from collections.abc import Awaitable, Callable, Mapping
 
+    from airflow_psopenai.client.deadline import Deadline
+    from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.resources import CancellableResource
+
+    Look = Callable[[], Awaitable[dict[str, Any]]]
 
 IfNotCancellable = Literal["fail", "succeed", "skip"]
 IF_NOT_CANCELLABLE_CHOICES = ("fail", "succeed", "skip")
@@ -109,4 +121,141 @@ class CancelPolicy:
         )
 
 
-__all__ = ["ALREADY_REQUESTED_TEXT", "CancelPolicy", "IfNotCancellable", "Step", "check_cancel_options"]
+class Action(enum.Enum):
+    """What the cancel of one object did; the value is how a log line says it."""
+
+    SENT = "cancel requested"
+    ALREADY_REQUESTED = f"no second cancel ({ALREADY_REQUESTED_TEXT})"
+    NOT_CANCELLABLE = "nothing to cancel"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """The outcome of :func:`cancel_one`.
+
+    :param action: What was done.
+    :param message: The one sentence that tells the outcome (for a failure, the error's text).
+    :param found: The status the object was found in (None when it was not looked at, or the look failed).
+    :param obj: The object as last seen: the cancel's answer, or the latest look (None when none succeeded).
+    :param error: Why it failed (only for :attr:`Action.FAILED`): the error to raise.
+    """
+
+    action: Action
+    message: str
+    found: str | None = None
+    obj: dict[str, Any] | None = None
+    error: PSOpenAIError | None = None
+
+    @property
+    def status(self) -> str | None:
+        """Return the object's latest known status."""
+        return None if self.obj is None else status_of(self.obj)
+
+
+async def cancel_one(
+    hook: PSOpenAIHook,
+    resource: CancellableResource,
+    ids: Mapping[str, str],
+    policy: CancelPolicy,
+    *,
+    deadline: Deadline = NO_DEADLINE,
+    look: Look | None = None,
+    slots: asyncio.Semaphore | None = None,
+) -> CancelResult:
+    """Cancel one object by ``policy``: look unless forced on a first try, decide, send, read a refusal.
+
+    A refusal that names a cancelled (or cancelling) status is looked into: a cancel this task already
+    made (``policy``) is its own, not a failure. Any other refusal, and an object found in a status that
+    cannot be cancelled, follow ``if_not_cancellable``; any error of a request gives :attr:`Action.FAILED`.
+    Never raises :class:`~airflow_psopenai.exceptions.PSOpenAIError`.
+
+    :param deadline: Bounds every request and its retries; a request is not started once it has passed.
+    :param look: How the first look retrieves the object (default: a GET), e.g. through the status board.
+    :param slots: Held around the cancel and the look after a refusal (not the first look), to bound
+        how many requests a set sends at once.
+    """
+    target = resource.describe(ids)
+    found: str | None = None
+    current: dict[str, Any] | None = None
+
+    async def get() -> dict[str, Any]:
+        async with slots or contextlib.nullcontext():
+            _check_time_left(deadline, "look at", target)
+            return await hook.aget_object(resource, ids, deadline=deadline)
+
+    try:
+        if policy.looks_first:
+            current = await (look() if look is not None else get())
+            found = status_of(current)
+            step = policy.step(resource, current)
+            if step is Step.ALREADY_REQUESTED:
+                return _already_requested(target, found, current)
+            if step is Step.NOT_CANCELLABLE:
+                reason = PSOpenAICannotCancelError(
+                    f'Cannot cancel {resource.label} with status "{found}": {target}.', status=found, ids=ids
+                )
+                return _not_cancellable(policy, reason, found, current, found_by_look=True)
+        try:
+            async with slots or contextlib.nullcontext():
+                _check_time_left(deadline, "cancel", target)
+                sent = await hook.acancel_object(resource, ids, deadline=deadline)
+        except PSOpenAICannotCancelError as refusal:
+            # A forced cancel has not looked (or the object changed since): the refusal may be of this task's
+            # own earlier cancel. Looked again only then, or when the object is handed on (succeed, skip).
+            maybe_own = refusal.status in resource.cancel_requested
+            if maybe_own or policy.if_not_cancellable != "fail":
+                current = await get()
+                found = found or status_of(current)
+                if maybe_own and policy.step(resource, current) is Step.ALREADY_REQUESTED:
+                    return _already_requested(target, status_of(current), current)
+            return _not_cancellable(policy, refusal, found, current, found_by_look=False)
+    except PSOpenAIError as error:
+        return CancelResult(Action.FAILED, str(error), found, current, error)
+    return CancelResult(Action.SENT, f"Cancel requested for {target}: status is now {status_of(sent)}.", found, sent)
+
+
+def _check_time_left(deadline: Deadline, what: str, target: str) -> None:
+    if deadline.passed():
+        raise PSOpenAIError(f"No time was left to {what} {target}: its deadline had passed.")
+
+
+def _already_requested(target: str, status: str | None, current: dict[str, Any]) -> CancelResult:
+    message = f"{target} is already {status}: {ALREADY_REQUESTED_TEXT}; no second cancel."
+    return CancelResult(Action.ALREADY_REQUESTED, message, status, current)
+
+
+def _not_cancellable(
+    policy: CancelPolicy,
+    reason: PSOpenAICannotCancelError,
+    found: str | None,
+    current: dict[str, Any] | None,
+    *,
+    found_by_look: bool,
+) -> CancelResult:
+    """Follow ``if_not_cancellable``: the API's own refusal fails as it is; a status found by the look, with advice."""
+    if policy.if_not_cancellable == "succeed":
+        message = f"{reason} Nothing to cancel (if_not_cancellable='succeed')."
+        return CancelResult(Action.NOT_CANCELLABLE, message, found, current)
+    if policy.if_not_cancellable == "skip":
+        return CancelResult(Action.NOT_CANCELLABLE, f"{reason} Skipping (if_not_cancellable='skip').", found, current)
+    error = reason
+    if found_by_look:
+        error = PSOpenAICannotCancelError(
+            f"{reason} Use force=True to send the cancel anyway, or if_not_cancellable='succeed' for cleanup tasks.",
+            status=reason.status,
+            ids=reason.ids,
+        )
+    return CancelResult(Action.FAILED, str(error), found, current, error)
+
+
+__all__ = [
+    "ALREADY_REQUESTED_TEXT",
+    "Action",
+    "CancelPolicy",
+    "CancelResult",
+    "IfNotCancellable",
+    "Step",
+    "cancel_one",
+    "check_cancel_options",
+]

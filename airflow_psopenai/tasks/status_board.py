@@ -116,11 +116,6 @@ class StatusBoard:
         self._next_round = float("inf")
         self._rounds: set[asyncio.Task[None]] = set()
 
-    @property
-    def enabled(self) -> bool:
-        """Return whether the board still reads list pages (a gateway without the list turns it off)."""
-        return self._enabled
-
     @contextlib.asynccontextmanager
     async def watch(
         self,
@@ -185,7 +180,7 @@ class StatusBoard:
         heapq.heappush(self._queue, (due.due, next(self._arrivals), due))
         self._by_page.setdefault(page, set()).add(due)
         self._schedule(due.due)
-        # No timer of its own (one per wait and poll costs a fifth of a round's CPU at N = 10,000): every
+        # No timer of its own (one per wait and poll costs much of a large round's CPU): every
         # page of its round is bounded by the earliest deadline of the waits it serves, this one's included.
         try:
             return await due.answer
@@ -373,7 +368,9 @@ class StatusBoard:
         deadline = _earliest(deadlines[object_id] for object_id in ids)
         asked_at = asyncio.get_running_loop().time()
         try:
-            page = await self._hook.alist_page(self._resource, after=cursor or None, limit=PAGE_SIZE, deadline=deadline)
+            page = await self._hook.alist_page(
+                self._resource, after=cursor or None, page_size=PAGE_SIZE, deadline=deadline
+            )
         except PSOpenAIError as error:
             if is_retryable(error):
                 outcome.errors.update((object_id, error) for object_id in ids if object_id not in outcome.found)
@@ -450,9 +447,4 @@ async def status_poller(
     yield poll_alone
 
 
-def forget_boards() -> None:
-    """Drop the running loop's boards (tests and benchmarks start each case afresh)."""
-    _boards.pop(asyncio.get_running_loop(), None)
-
-
-__all__ = ["StatusBoard", "forget_boards", "status_board", "status_poller"]
+__all__ = ["StatusBoard", "status_board", "status_poller"]

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.testing.faults import Fault
-from airflow_psopenai.testing.messages import HttpRequest, error_reply, json_reply
+from airflow_psopenai.testing.messages import HttpRequest, api_error_reply, error_reply, json_reply
 from airflow_psopenai.testing.state import ApiError
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class AdminApi:
         try:
             return json_reply(200, self._route(request))
         except ApiError as error:
-            return error.reply()
+            return api_error_reply(error)
         except ValueError as error:
             return error_reply(400, str(error))
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 
 from airflow_psopenai.resources import ASSISTANTS_BETA_HEADERS
-from airflow_psopenai.testing.messages import HttpRequest, error_reply, json_reply
+from airflow_psopenai.testing.messages import HttpRequest, api_error_reply, error_reply, json_reply
 from airflow_psopenai.testing.state import ApiError, EmulatorState
 
 if TYPE_CHECKING:
@@ -45,29 +45,29 @@ def _resource_path(request: HttpRequest) -> list[str] | Response:
     return segments[1:]
 
 
-def _limit(query: Mapping[str, str]) -> int:
+def _page_size(query: Mapping[str, str]) -> int:
     raw = query.get("limit", "20")
     try:
-        limit = int(raw)
+        page_size = int(raw)
     except ValueError:
         raise ApiError(
             400, "Invalid type for 'limit': expected an integer.", param="limit", code="invalid_type"
         ) from None
-    if limit < 1:
+    if page_size < 1:
         raise ApiError(
             400,
-            f"Invalid 'limit': integer below minimum value. Expected a value >= 1, but got {limit} instead.",
+            f"Invalid 'limit': integer below minimum value. Expected a value >= 1, but got {page_size} instead.",
             param="limit",
             code="integer_below_min_value",
         )
-    if limit > 100:
+    if page_size > 100:
         raise ApiError(
             400,
-            f"Invalid 'limit': integer above maximum value. Expected a value <= 100, but got {limit} instead.",
+            f"Invalid 'limit': integer above maximum value. Expected a value <= 100, but got {page_size} instead.",
             param="limit",
             code="integer_above_max_value",
         )
-    return limit
+    return page_size
 
 
 class OpenAIApi:
@@ -91,7 +91,7 @@ class OpenAIApi:
             self._authenticate(request)
             return json_reply(200, self._route(request, rest))
         except ApiError as error:
-            return error.reply()
+            return api_error_reply(error)
 
     def _authenticate(self, request: HttpRequest) -> None:
         key = request.header("api-key")
@@ -119,7 +119,7 @@ class OpenAIApi:
             case "POST", ["batches"]:
                 return self._create_batch(request)
             case "GET", ["batches"]:
-                return state.list_batches(_limit(request.query), request.query.get("after"))
+                return state.list_batches(_page_size(request.query), request.query.get("after"))
             case "GET", ["batches", batch_id]:
                 return state.get_batch(batch_id)
             case "POST", ["batches", batch_id, "cancel"]:

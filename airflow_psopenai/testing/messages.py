@@ -13,6 +13,8 @@ from starlette.responses import Response
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from airflow_psopenai.testing.state import ApiError
+
 JSON = "application/json"
 
 
@@ -135,3 +137,8 @@ def error_reply(
 ) -> Response:
     """Return an OpenAI-style JSON error reply."""
     return json_reply(status, error_body(message, type_, param, code), headers)
+
+
+def api_error_reply(error: ApiError) -> Response:
+    """Return the API's answer to an error of the emulator's state or of a request's checks."""
+    return error_reply(error.status, error.message, error.type, param=error.param, code=error.code)

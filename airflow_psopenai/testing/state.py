@@ -15,10 +15,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, CancellableResource
-from airflow_psopenai.testing.messages import error_reply
 from airflow_psopenai.testing.objects import (
     BATCH_TIMES_AT_CREATION,
     CANCELLING,
@@ -29,14 +27,14 @@ from airflow_psopenai.testing.objects import (
     new_id,
 )
 
-if TYPE_CHECKING:
-    from starlette.responses import Response
-
 Clock = Callable[[], float]
 
 
 class ApiError(Exception):
-    """An error answer of the API, e.g. an unknown ID (404) or a cancel in the wrong status (409, 400)."""
+    """An error the API answers, e.g. an unknown ID (404) or a cancel in the wrong status (409, 400).
+
+    Plain data: the HTTP layer turns it into an answer (:func:`airflow_psopenai.testing.messages.api_error_reply`).
+    """
 
     def __init__(
         self,
@@ -53,10 +51,6 @@ class ApiError(Exception):
         self.type = type_
         self.param = param
         self.code = code
-
-    def reply(self) -> Response:
-        """Return the error as an HTTP reply."""
-        return error_reply(self.status, self.message, self.type, param=self.param, code=self.code)
 
 
 class ManualClock:
@@ -210,7 +204,7 @@ class EmulatorState:
                 raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.")
             return batch.render(now)
 
-    def list_batches(self, limit: int = 20, after: str | None = None) -> dict[str, object]:
+    def list_batches(self, page_size: int = 20, after: str | None = None) -> dict[str, object]:
         """Return one page of batches, newest first, starting after the batch ``after``."""
         with self._lock:
             now = self.clock()
@@ -219,7 +213,7 @@ class EmulatorState:
                 self._listed = ordered, {batch.id: place for place, batch in enumerate(ordered)}
             ordered, places = self._listed
             start = 0 if after is None else places.get(after, len(ordered) - 1) + 1
-            page = ordered[start : start + limit]
+            page = ordered[start : start + page_size]
             for batch in page:
                 batch.settle(now)
             return {
@@ -227,7 +221,7 @@ class EmulatorState:
                 "data": [batch.render(now) for batch in page],
                 "first_id": page[0].id if page else None,
                 "last_id": page[-1].id if page else None,
-                "has_more": start + limit < len(ordered),
+                "has_more": start + page_size < len(ordered),
             }
 
     # Thread runs

@@ -56,7 +56,10 @@ def test_mixed_statuses_and_one_failure_fail_the_task_at_the_end_naming_it(
     assert sorted(cancels(emulator)) == sorted(ids)  # every other batch was still attempted
     logs = captured_logs()
     assert "2 of 5 batches failed" in logs
-    assert f'batch {done!r}: found completed, failed: cannot cancel a batch with status "completed"' in logs
+    # The same message as StopBatchOperator's for the same batch.
+    assert (
+        f'batch {done!r}: found completed, failed: Cannot cancel batch with status "completed": batch {done!r}.' in logs
+    )
     assert "batch 'batch_unknown'" in logs
 
 
