@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
+from airflow_psopenai.client.errors import BUDGET_SPENT
+from airflow_psopenai.client.validation import require_epoch_seconds
 from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIError
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.tasks.cancel import ALREADY_REQUESTED_TEXT, Step
+from airflow_psopenai.tasks.listing import ListWalk
 from airflow_psopenai.tasks.status_board import status_poller
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ PAGE_SIZE = 100
 CANCEL_SENT = "cancel requested"
 ALREADY_REQUESTED = f"no second cancel ({ALREADY_REQUESTED_TEXT})"
 NOTHING_TO_DO = "nothing to cancel"
+NOT_ATTEMPTED = "not attempted (the time budget was spent before its turn)"
 FAILED = "failed"
 
 
@@ -56,22 +60,31 @@ class BatchOutcome:
 
 
 def batches_by_metadata(
-    hook: PSOpenAIHook, metadata: Mapping[str, str], created_after: float | None, log: Any
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
 ) -> list[dict[str, Any]]:
-    """Return every batch whose metadata holds all of ``metadata``, newest first.
+    """Return every batch whose metadata holds all of ``metadata``, newest first, each once.
 
     The list is read page by page (newest first) and stops at the first batch created before
     ``created_after`` (epoch seconds; the API's ``created_at`` is whole seconds, so the cut is at the
     second before): batches of older runs are never scanned.
+
+    :param deadline: Bounds the whole listing: each page and retry gets only what is left.
+    :raises PSOpenAIInvalidResponseError: For a list that repeats itself or a malformed page.
+    :raises PSOpenAIConfigurationError: For a ``created_after`` that is not a finite number.
     """
-    cutoff = None if created_after is None else int(created_after) - 1
+    cutoff = None if created_after is None else int(require_epoch_seconds(created_after, "created_after")) - 1
+    walk = ListWalk(BATCH, hook.settings.redact)
     found: list[dict[str, Any]] = []
-    pages = scanned = 0
+    scanned = 0
     after: str | None = None
     while True:
-        page = hook.list_page(BATCH, after=after, limit=PAGE_SIZE)
-        pages += 1
-        items = [item for item in page.get("data") or [] if isinstance(item, dict)]
+        page = hook.list_page(BATCH, after=after, limit=PAGE_SIZE, deadline=deadline)
+        items = walk.read(page, after)
         older = [item for item in items if _created_before(item, cutoff)]
         for item in items[: items.index(older[0])] if older else items:
             scanned += 1
@@ -79,10 +92,9 @@ def batches_by_metadata(
             held = held if isinstance(held, dict) else {}
             if all(held.get(key) == value for key, value in metadata.items()):
                 found.append(item)
-        if older or not page.get("has_more") or not items:
+        if older or (after := walk.next_after(page)) is None:
             break
-        after = str(items[-1].get("id"))
-    log.info("Listed %d batches (%d pages): %d match the metadata %s.", scanned, pages, len(found), dict(metadata))
+    log.info("Listed %d batches (%d pages): %d match the metadata %s.", scanned, walk.pages, len(found), dict(metadata))
     return found
 
 
@@ -103,10 +115,21 @@ async def cancel_each(
     pages); return their outcomes in order.
 
     Each batch is treated as :class:`~airflow_psopenai.operators.StopBatchOperator` treats one (``policy``);
-    ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not.
+    ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not. A batch given
+    twice is one batch. Under a budget (``deadline``), a batch whose requests could not start in time is
+    reported as not attempted (and counts as failed).
     """
     slots = asyncio.Semaphore(max_concurrency)
-    return list(await asyncio.gather(*(_cancel_one(hook, batch_id, policy, deadline, slots) for batch_id in batch_ids)))
+
+    async def attempt(batch_id: str) -> BatchOutcome:
+        if deadline.spent():
+            return BatchOutcome(batch_id, action=NOT_ATTEMPTED, error="its cancel was not sent")
+        outcome = await _cancel_one(hook, batch_id, policy, deadline, slots)
+        if outcome.error is not None and BUDGET_SPENT in outcome.error and outcome.action == FAILED:
+            outcome.action, outcome.error = NOT_ATTEMPTED, "its cancel was not sent"
+        return outcome
+
+    return list(await asyncio.gather(*(attempt(batch_id) for batch_id in dict.fromkeys(batch_ids))))
 
 
 async def _cancel_one(

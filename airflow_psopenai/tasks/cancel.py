@@ -22,7 +22,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_psopenai.client.validation import as_seconds
+from airflow_psopenai.client.validation import as_seconds, require_positive_seconds
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.resources import status_of
 
@@ -43,8 +43,7 @@ def check_cancel_options(if_not_cancellable: object, poll_interval: object, wait
         raise PSOpenAIConfigurationError(
             f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, got {if_not_cancellable!r}."
         )
-    if not (isinstance(poll_interval, int | float) and poll_interval > 0):
-        raise PSOpenAIConfigurationError(f"poll_interval must be a number of seconds above 0, got {poll_interval!r}.")
+    require_positive_seconds(poll_interval, "poll_interval")
     as_seconds(wait_timeout, "wait_timeout")  # type: ignore[arg-type]  # anything a template rendered
 
 

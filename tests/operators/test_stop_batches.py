@@ -344,13 +344,11 @@ def test_the_callback_never_raises_and_is_bounded_in_time(
 
 
 def run_failed(listener: Any, run_id: str, msg: str = "", *, with_callback: bool = False) -> None:
-    """Tell the listener a run failed, as Airflow does, and wait for its cleanup thread."""
+    """Tell the listener a run failed, as Airflow does, and wait for its cleanup."""
     dag_run = failing_run_context(run_id)["dag_run"]
     dag_run.dag = SimpleNamespace(has_on_failure_callback=with_callback)
-    listener.threads.clear()
     listener.on_dag_run_failed(dag_run=dag_run, msg=msg)
-    for thread in listener.threads:
-        thread.join(30)
+    assert listener.join(30)
 
 
 def test_the_listener_cancels_a_run_marked_failed_only_when_turned_on(
