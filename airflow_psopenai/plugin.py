@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
 import threading
 from types import SimpleNamespace
@@ -31,6 +32,7 @@ from airflow.listeners import hookimpl
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
 
 from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ class FailedRunListener:
     def _work(self) -> None:
         from airflow_psopenai.client.deadline import Deadline
 
-        timeout = conf.getfloat(SECTION, "cleanup_timeout_sec", fallback=TIMEOUT_SEC)
+        timeout = _cleanup_timeout()
         while True:
             with self._lock:
                 if not self._queue or self._stopped:
@@ -125,6 +127,23 @@ class FailedRunListener:
                 with self._lock:
                     self._running.pop(run.run_id, None)
                     self._idle.notify_all()
+
+
+def _cleanup_timeout() -> float:
+    """Return ``[psopenai] cleanup_timeout_sec``; a value that is no number of seconds above 0 is logged, not used."""
+    from airflow_psopenai.client.validation import require_positive_seconds
+
+    text = conf.get(SECTION, "cleanup_timeout_sec", fallback=None)
+    if text is None:
+        return TIMEOUT_SEC
+    value: object = text
+    with contextlib.suppress(ValueError):
+        value = float(text)
+    try:
+        return require_positive_seconds(value, "[psopenai] cleanup_timeout_sec")
+    except PSOpenAIConfigurationError as error:
+        log.error("%s Using %g s instead.", error, TIMEOUT_SEC)
+        return TIMEOUT_SEC
 
 
 def _cancel(run: Any, conn_id: str, deadline: Any) -> None:
