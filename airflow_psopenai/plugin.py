@@ -26,13 +26,16 @@ import contextlib
 import logging
 import threading
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.listeners import hookimpl
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
 
 from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_psopenai.client.deadline import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class FailedRunListener:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: collections.deque[tuple[Any, str]] = collections.deque()
-        self._running: dict[str, Any] = {}  # run_id -> the budget of its cleanup
+        self._running: set[Deadline] = set()  # the budgets of the cleanups running now
         self._workers: list[threading.Thread] = []
         self._idle = threading.Condition(self._lock)
         self._stopped = False
@@ -83,7 +86,7 @@ class FailedRunListener:
             self._stopped = True
             dropped = [run for run, _ in self._queue]
             self._queue.clear()
-            for deadline in self._running.values():
+            for deadline in self._running:
                 deadline.end_now()
             self._idle.notify_all()
         for run in dropped:
@@ -118,14 +121,15 @@ class FailedRunListener:
                     self._idle.notify_all()
                     return
                 run, conn_id = self._queue.popleft()
-                deadline = self._running[run.run_id] = Deadline.budget(timeout)
+                deadline = Deadline.budget(timeout)
+                self._running.add(deadline)
             try:
                 _cancel(run, conn_id, deadline)
             except Exception:  # the next one still runs
                 log.exception("Cancelling the batches of DAG run %r failed.", run.run_id)
             finally:
                 with self._lock:
-                    self._running.pop(run.run_id, None)
+                    self._running.discard(deadline)
                     self._idle.notify_all()
 
 
@@ -146,7 +150,7 @@ def _cleanup_timeout() -> float:
         return TIMEOUT_SEC
 
 
-def _cancel(run: Any, conn_id: str, deadline: Any) -> None:
+def _cancel(run: Any, conn_id: str, deadline: Deadline) -> None:
     from airflow_psopenai.callbacks import DEFAULT_MAX_CONCURRENCY, cancel_batches_of_run
 
     log.info("DAG run %r of %r failed: cancelling its batches (connection %r).", run.run_id, run.dag_id, conn_id)
