@@ -56,7 +56,6 @@ class FailedRunListener:
         self._running: set[Deadline] = set()  # the budgets of the cleanups running now
         self._workers: list[threading.Thread] = []
         self._idle = threading.Condition(self._lock)
-        self._stopped = False
 
     @hookimpl
     def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
@@ -81,9 +80,12 @@ class FailedRunListener:
         self.stop()
 
     def stop(self) -> None:
-        """Drop the queued cleanups and end the running ones' budgets: they send nothing more."""
+        """Drop the queued cleanups and end the running ones' budgets: they send nothing more.
+
+        A run that fails afterwards is cleaned up again: a process that runs tasks in-process (``dag.test``)
+        tells listeners it stops at the end of each task, and goes on.
+        """
         with self._lock:
-            self._stopped = True
             dropped = [run for run, _ in self._queue]
             self._queue.clear()
             for deadline in self._running:
@@ -99,9 +101,6 @@ class FailedRunListener:
 
     def _submit(self, run: Any, conn_id: str) -> None:
         with self._lock:
-            if self._stopped:
-                log.warning("Shutting down: not cancelling the batches of DAG run %r of %r.", run.run_id, run.dag_id)
-                return
             self._queue.append((run, conn_id))
             self._workers = [worker for worker in self._workers if worker.is_alive()]
             busy = len(self._running)
@@ -116,7 +115,7 @@ class FailedRunListener:
         timeout = _cleanup_timeout()
         while True:
             with self._lock:
-                if not self._queue or self._stopped:
+                if not self._queue:
                     self._workers = [w for w in self._workers if w is not threading.current_thread()]
                     self._idle.notify_all()
                     return

@@ -298,7 +298,7 @@ def test_each_cleanup_of_the_listener_is_bounded_by_cleanup_timeout_sec(
 
 
 def test_the_listener_stops_its_work_when_the_process_shuts_down(
-    connect: Callable[..., None], monkeypatch: pytest.MonkeyPatch, listener: Any
+    connect: Callable[..., None], monkeypatch: pytest.MonkeyPatch, listener: Any, logs: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("AIRFLOW__PSOPENAI__CLEANUP_TIMEOUT_SEC", "60")
     numbers = itertools.count()
@@ -319,6 +319,17 @@ def test_the_listener_stops_its_work_when_the_process_shuts_down(
         time.sleep(0.5)
         assert len(gateway.requests(kind="list")) == stopped_at
         assert len({entry.query.get("after") for entry in gateway.requests(kind="list")}) < 40
+    dropped = logs.text.count("Shutting down: the batches of DAG run")
+    started = logs.text.count("failed: cancelling its batches")
+    assert dropped >= 4 and dropped + started == 8  # at most four ran; each queued one is said to be dropped
+
+    # A process that goes on after telling listeners it stops (dag.test, at the end of each task) still cleans up.
+    items = tagged(2)
+    with Gateway(items) as gateway:
+        connect(gateway)
+        fail_run(listener, "run-1")
+        assert listener.join(30)
+        assert sorted(gateway.cancelled()) == sorted(item["id"] for item in items)
 
 
 # -- 5. corrupt answers ---------------------------------------------------------------------------------------
