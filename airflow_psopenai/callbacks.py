@@ -40,8 +40,15 @@ def cancel_run_batches_with(
     :param timeout_sec: Longest time the callback takes, listing and cancels included: one budget, of
         which each list page, retry and cancel gets only what is left; a cancel whose turn comes after
         it is reported as not attempted.
-    :param max_concurrency: Cancels sent at once.
+    :param max_concurrency: Cancels sent at once, 1 to 200.
+    :raises PSOpenAIConfigurationError: For a ``timeout_sec`` or ``max_concurrency`` out of range (NaN, infinite).
     """
+    from airflow_psopenai.client.validation import require_positive_seconds
+    from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+
+    require_positive_seconds(timeout_sec, "timeout_sec")
+    if not (isinstance(max_concurrency, int) and not isinstance(max_concurrency, bool) and 1 <= max_concurrency <= 200):
+        raise PSOpenAIConfigurationError(f"max_concurrency must be 1 to 200, got {max_concurrency!r}.")
 
     def callback(context: Mapping[str, Any]) -> None:
         from airflow_psopenai.client.deadline import Deadline

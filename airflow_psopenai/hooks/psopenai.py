@@ -291,7 +291,8 @@ class PSOpenAIHook(BaseHook):
         if resource.list_path is None:
             raise PSOpenAIConfigurationError(f"The API has no list of every {resource.label}.")
         query = {"limit": str(limit), **({"after": after} if after else {})}
-        target = f"the {resource.label} list" + (f" after {after!r}" if after else "")
+        # The cursor is an ID the server sent: it goes into messages redacted.
+        target = settings.redact(f"the {resource.label} list" + (f" after {after!r}" if after else ""))
         return _Call(settings, "GET", resource, resource.list_path, target, query=query)
 
     async def acancel_object(

@@ -524,6 +524,21 @@ def test_wait_timeout_refuses_nan_and_infinities(value: float) -> None:
         check_cancel_options("fail", 1.0, value)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"timeout_sec": float("nan")}, "timeout_sec must be"),
+        ({"timeout_sec": float("inf")}, "timeout_sec must be"),
+        ({"timeout_sec": 0}, "timeout_sec must be"),
+        ({"max_concurrency": 0}, "max_concurrency must be"),
+        ({"max_concurrency": 2.5}, "max_concurrency must be"),
+    ],
+)
+def test_the_callbacks_arguments_are_checked_where_it_is_made(arguments: dict[str, Any], message: str) -> None:
+    with pytest.raises(PSOpenAIConfigurationError, match=message):
+        cancel_run_batches_with(**arguments)
+
+
 # -- 10. a malformed page in the status board ------------------------------------------------------------------
 
 
