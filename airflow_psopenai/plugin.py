@@ -11,21 +11,31 @@ failures Airflow reports to callbacks (a task failed, the timeout passed, a dead
 cleanups do not race: the listener still covers a run marked failed by hand. (Airflow 3.0 reports
 a timed-out run to listeners without saying so: there, both may send a cancel, which is harmless.)
 
-The cancels run in a thread of their own, bounded in time, so neither the scheduler's loop nor the
-API request waits for them; errors are logged, never raised.
+The cleanups run in threads of their own, so neither the scheduler's loop nor the API request waits
+for them: at most ``MAX_CLEANUPS`` at once per process, the others queued (none dropped), each bounded
+as a whole by ``[psopenai] cleanup_timeout_sec`` (default 120) from its start. When the process
+shuts down, queued cleanups are dropped (logged) and the running ones send nothing more. Errors are
+logged, never raised.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
+import contextlib
 import logging
 import threading
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.listeners import hookimpl
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
 
 from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_psopenai.client.deadline import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +43,23 @@ SECTION = "psopenai"
 # What the scheduler says when it fails a run; the DAG's failure callback runs for these too.
 SCHEDULER_REASONS = frozenset({"task_failure", "timed_out", "all_tasks_deadlocked"})
 TIMEOUT_SEC = 120.0
+# Cleanups at once per process: each lists the account's batches, and they share its rate limit.
+MAX_CLEANUPS = 4
 
 
 class FailedRunListener:
     """Cancel the running batches tagged with a DAG run that failed (see the module's docstring)."""
 
     def __init__(self) -> None:
-        self.threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._queue: collections.deque[tuple[Any, str]] = collections.deque()
+        self._running: set[Deadline] = set()  # the budgets of the cleanups running now
+        self._workers: list[threading.Thread] = []
+        self._idle = threading.Condition(self._lock)
 
     @hookimpl
     def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
-        """Start cancelling the run's batches in the background."""
+        """Queue the cancelling of the run's batches, to run in the background."""
         try:
             if not conf.getboolean(SECTION, "cancel_batches_of_failed_runs", fallback=False):
                 return
@@ -54,23 +70,95 @@ class FailedRunListener:
             run = SimpleNamespace(
                 dag_id=str(dag_run.dag_id), run_id=str(dag_run.run_id), run_after=getattr(dag_run, "run_after", None)
             )
-            thread = threading.Thread(
-                target=_cancel, args=(run, conn_id), name=f"psopenai-cancel-{run.run_id}", daemon=True
-            )
-            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
-            thread.start()
+            self._submit(run, conn_id)
         except Exception:  # a listener must never break the scheduler or the API server
             log.exception("Could not start cancelling the batches of the failed run.")
 
+    @hookimpl
+    def before_stopping(self, component: Any) -> None:
+        """Stop cleaning up: the process is shutting down."""
+        self.stop()
 
-def _cancel(run: Any, conn_id: str) -> None:
-    from airflow_psopenai.callbacks import cancel_run_batches_with
+    def stop(self) -> None:
+        """Drop the queued cleanups and end the running ones' budgets: they send nothing more.
+
+        A run that fails afterwards is cleaned up again: a process that runs tasks in-process (``dag.test``)
+        tells listeners it stops at the end of each task, and goes on.
+        """
+        with self._lock:
+            dropped = [run for run, _ in self._queue]
+            self._queue.clear()
+            for deadline in self._running:
+                deadline.end_now()
+            self._idle.notify_all()
+        for run in dropped:
+            log.warning("Shutting down: the batches of DAG run %r of %r were not cancelled.", run.run_id, run.dag_id)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no cleanup is queued or running; return whether that happened within ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._queue and not self._running, timeout)
+
+    def _submit(self, run: Any, conn_id: str) -> None:
+        with self._lock:
+            self._queue.append((run, conn_id))
+            self._workers = [worker for worker in self._workers if worker.is_alive()]
+            busy = len(self._running)
+            if len(self._workers) < MAX_CLEANUPS and len(self._workers) < busy + len(self._queue):
+                worker = threading.Thread(target=self._work, name="psopenai-cleanup", daemon=True)
+                self._workers.append(worker)
+                worker.start()
+
+    def _work(self) -> None:
+        from airflow_psopenai.client.deadline import Deadline
+
+        timeout = _cleanup_timeout()
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._workers = [w for w in self._workers if w is not threading.current_thread()]
+                    self._idle.notify_all()
+                    return
+                run, conn_id = self._queue.popleft()
+                deadline = Deadline.budget(timeout)
+                self._running.add(deadline)
+            try:
+                _cancel(run, conn_id, deadline)
+            except Exception:  # the next one still runs
+                log.exception("Cancelling the batches of DAG run %r failed.", run.run_id)
+            finally:
+                with self._lock:
+                    self._running.discard(deadline)
+                    self._idle.notify_all()
+
+
+def _cleanup_timeout() -> float:
+    """Return ``[psopenai] cleanup_timeout_sec``; a value that is no number of seconds above 0 is logged, not used."""
+    from airflow_psopenai.client.validation import require_positive_seconds
+
+    text = conf.get(SECTION, "cleanup_timeout_sec", fallback=None)
+    if text is None:
+        return TIMEOUT_SEC
+    value: object = text
+    with contextlib.suppress(ValueError):
+        value = float(text)
+    try:
+        return require_positive_seconds(value, "[psopenai] cleanup_timeout_sec")
+    except PSOpenAIConfigurationError as error:
+        log.error("%s Using %g s instead.", error, TIMEOUT_SEC)
+        return TIMEOUT_SEC
+
+
+def _cancel(run: Any, conn_id: str, deadline: Deadline) -> None:
+    from airflow_psopenai.callbacks import DEFAULT_MAX_CONCURRENCY, cancel_batches_of_run
 
     log.info("DAG run %r of %r failed: cancelling its batches (connection %r).", run.run_id, run.dag_id, conn_id)
-    cancel_run_batches_with(conn_id, timeout_sec=TIMEOUT_SEC)({"dag_run": run})
+    cancel_batches_of_run(run, conn_id, deadline, DEFAULT_MAX_CONCURRENCY)
 
 
 failed_run_listener = FailedRunListener()
+# Processes that call no listener's before_stopping (the API server) stop at exit; the workers are daemons.
+atexit.register(failed_run_listener.stop)
 
 
 class PSOpenAIPlugin(AirflowPlugin):

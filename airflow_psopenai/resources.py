@@ -189,3 +189,9 @@ CANCELLED = "cancelled"
 def status_of(obj: Mapping[str, Any]) -> str:
     """Return an object's status, normalised (lower case)."""
     return CancellableResource.normalise_status(obj.get("status"))
+
+
+def has_status(obj: Mapping[str, Any]) -> bool:
+    """Return whether an object says its status at all: a list item without one is never taken as a status."""
+    status = obj.get("status")
+    return isinstance(status, str) and bool(status.strip())

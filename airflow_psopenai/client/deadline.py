@@ -28,18 +28,34 @@ class Deadline:
     """When a wait ends: an absolute time in epoch seconds (so it survives a triggerer restart), or never.
 
     A wait polls once more at its deadline, so an object that settled just before it is not
-    reported as a timeout.
+    reported as a timeout: a call made at a wait's deadline still gets ``LAST_POLL_SEC``. A budget
+    (:meth:`budget`: a callback's, a listing's) has no such floor: once spent, nothing more is sent.
 
     :param at: Epoch seconds, or None for no deadline.
+    :param last_call_sec: The least a call made at the deadline may take (0: nothing is sent past it).
     """
 
-    def __init__(self, at: float | None) -> None:
+    def __init__(self, at: float | None, *, last_call_sec: float = LAST_POLL_SEC) -> None:
         self.at = at
+        self.last_call_sec = last_call_sec
 
     @classmethod
     def after(cls, seconds: float | None) -> Deadline:
-        """Return the deadline ``seconds`` from now (None: no deadline)."""
+        """Return a wait's deadline ``seconds`` from now (None: no deadline)."""
         return cls(None if seconds is None else time.time() + seconds)
+
+    @classmethod
+    def budget(cls, seconds: float | None) -> Deadline:
+        """Return a budget of ``seconds`` from now, which bounds everything inside it (None: no bound)."""
+        return cls(None if seconds is None else time.time() + seconds, last_call_sec=0.0)
+
+    def spent(self) -> bool:
+        """Return whether no call may start any more: a budget whose time has come (a wait's never is)."""
+        return self.last_call_sec <= 0 and self.passed()
+
+    def end_now(self) -> None:
+        """Spend what is left (a process shutting down): no call starts under this deadline any more."""
+        self.at = time.time() if self.at is None else min(self.at, time.time())
 
     def passed(self) -> bool:
         """Return whether the deadline has come."""
@@ -54,12 +70,12 @@ class Deadline:
         return delay if self.at is None else max(0.0, min(delay, self.at - time.time()))
 
     def poll_limit(self) -> float | None:
-        """Return how long one call may take: until the deadline, or ``LAST_POLL_SEC`` for the one made at it.
+        """Return how long one call may take: until the deadline, or ``last_call_sec`` for the one made at it.
 
-        Every call made inside a wait, and each of its retries, is limited by this, so that a hanging
-        server or the hook's own backoff cannot hold a wait past its deadline.
+        Every call made inside a wait or a budget, and each of its retries, is limited by this, so that
+        a hanging server or the hook's own backoff cannot hold it past its deadline. A spent budget gives 0.
         """
-        return None if self.at is None else max(self.at - time.time(), LAST_POLL_SEC)
+        return None if self.at is None else max(self.at - time.time(), self.last_call_sec, 0.0)
 
 
 NO_DEADLINE = Deadline(None)

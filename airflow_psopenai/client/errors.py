@@ -72,11 +72,17 @@ def _error_fields(response: httpx.Response) -> dict[str, Any] | None:
     return error if isinstance(error, dict) else None
 
 
-def _body_kind(response: httpx.Response) -> str:
+def _body_kind(response: httpx.Response, settings: ApiSettings) -> str:
     if not response.content:
         return "an empty body"
-    content_type = response.headers.get("content-type", "unknown type").split(";")[0]
+    content_type = settings.redact(response.headers.get("content-type", "unknown type").split(";")[0])
     return f"a {content_type} body that is not OpenAI's JSON (a proxy or gateway answered?)"
+
+
+def request_id_of(response: httpx.Response, settings: ApiSettings) -> str | None:
+    """Return the answer's ``x-request-id``, redacted: a gateway may put anything there, the key included."""
+    request_id = response.headers.get("x-request-id")
+    return None if request_id is None else settings.redact(request_id)
 
 
 def error_from_response(
@@ -96,8 +102,8 @@ def error_from_response(
     api_message = settings.redact(str(fields.get("message") or "")) if fields else None
     error_type = fields.get("type") if fields else None
     code = fields.get("code") if fields else None
-    request_id = response.headers.get("x-request-id")
-    detail = f": {api_message.rstrip('.')}" if api_message else f"; the server sent {_body_kind(response)}"
+    request_id = request_id_of(response, settings)
+    detail = f": {api_message.rstrip('.')}" if api_message else f"; the server sent {_body_kind(response, settings)}"
 
     retryable = (status == 429 and QUOTA_CODE not in (code, error_type)) or status >= 500
     if (server_says := _should_retry_header(response.headers)) is not None:
@@ -130,7 +136,7 @@ def error_from_response(
         message = f"The API failed with a server error for {target}{detail}."
     elif fields is None:
         cls = PSOpenAIInvalidResponseError
-        message = f"The API answered HTTP {status} for {target} with {_body_kind(response)}."
+        message = f"The API answered HTTP {status} for {target} with {_body_kind(response, settings)}."
     else:
         message = f"The API refused the request for {target}{detail}."
     return cls(
@@ -145,12 +151,43 @@ def error_from_response(
     )
 
 
-def invalid_success_body(response: httpx.Response, *, target: str) -> PSOpenAIInvalidResponseError:
+def invalid_success_body(
+    response: httpx.Response, *, settings: ApiSettings, target: str
+) -> PSOpenAIInvalidResponseError:
     """Return the error for a 2xx answer whose body is not a JSON object."""
     return PSOpenAIInvalidResponseError(
-        f"The API answered HTTP {response.status_code} for {target} with {_body_kind(response)}.",
+        f"The API answered HTTP {response.status_code} for {target} with {_body_kind(response, settings)}.",
         http_status=response.status_code,
-        request_id=response.headers.get("x-request-id"),
+        request_id=request_id_of(response, settings),
+    )
+
+
+def unreadable_body(
+    response: httpx.Response, error: Exception, *, settings: ApiSettings, target: str
+) -> PSOpenAIInvalidResponseError:
+    """Return the error for an answer whose body could not be read (it does not match its ``Content-Encoding``).
+
+    Transient, as a gateway's garbled answer usually is; the request reached the server.
+    """
+    encoding = settings.redact(response.headers.get("content-encoding", "none"))
+    reason = settings.redact(str(error))
+    return PSOpenAIInvalidResponseError(
+        f"The answer of {settings.api_base} for {target} could not be read: its body does not match its "
+        f"Content-Encoding ({encoding}: {reason}). A proxy or gateway garbled it?",
+        http_status=response.status_code,
+        request_id=request_id_of(response, settings),
+        retryable=True,
+    )
+
+
+# How a request refused for a spent budget is named.
+BUDGET_SPENT = "not sent: its time budget was spent"
+
+
+def budget_spent(*, settings: ApiSettings, target: str) -> PSOpenAITransportError:
+    """Return the error for a request not sent because the budget of its call (a callback's, a listing's) was spent."""
+    return PSOpenAITransportError(
+        f"The request to {settings.api_base} for {target} was {BUDGET_SPENT}.", retryable=False, lost_answer=False
     )
 
 

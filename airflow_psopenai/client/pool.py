@@ -33,6 +33,19 @@ class TLSContextError(Exception):
     """The TLS context could not be made; the next request tries again."""
 
 
+class UnreadableBodyError(Exception):
+    """An answer whose body could not be decoded (it does not match its ``Content-Encoding``).
+
+    :param response: The answer (status and headers; its body is unread).
+    :param error: httpx's decoding error.
+    """
+
+    def __init__(self, response: httpx.Response, error: httpx.DecodingError) -> None:
+        super().__init__(str(error))
+        self.response = response
+        self.error = error
+
+
 class SharedPool:
     """Up to ``CONNECTIONS`` keep-alive connections, each in a transport of its own, lent one request at a time.
 
@@ -76,6 +89,7 @@ class SharedPool:
 
         :param timeout: This request's timeouts (waiting for a free connection of our own is never a timeout).
         :raises TLSContextError: When the TLS context could not be made.
+        :raises UnreadableBodyError: When the body does not match its ``Content-Encoding``.
         """
         extensions = {"timeout": {**timeout.as_dict(), "pool": None}}
         request = httpx.Request(method, url, headers={**DEFAULT_HEADERS, **headers}, extensions=extensions)
@@ -85,6 +99,8 @@ class SharedPool:
                 response = await transport.handle_async_request(request)
                 try:
                     await response.aread()
+                except httpx.DecodingError as error:
+                    raise UnreadableBodyError(response, error) from None
                 finally:
                     await response.aclose()
             except Exception:

@@ -77,6 +77,25 @@ def require_timeout(value: object, argument: str = "timeout_sec") -> float:
     return seconds
 
 
+def require_positive_seconds(value: object, argument: str) -> float:
+    """Return a number of seconds above 0 (``poll_interval`` and the like), or raise naming ``argument``.
+
+    NaN, infinities, booleans and text are refused: an infinite interval would never poll again.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    raise PSOpenAIConfigurationError(f"{argument} must be a number of seconds above 0, got {value!r}.")
+
+
+def require_epoch_seconds(value: object, argument: str) -> float:
+    """Return a moment given in epoch seconds, or raise naming ``argument`` (NaN and infinities are no moment)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < float("inf"):
+        return float(value)
+    raise PSOpenAIConfigurationError(
+        f"{argument} must be a datetime, an ISO 8601 text or epoch seconds (a finite number), got {value!r}."
+    )
+
+
 _FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 

@@ -12,8 +12,15 @@ from airflow.providers.common.compat.connection import get_async_connection, get
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
 from airflow_psopenai.client.deadline import NO_DEADLINE
-from airflow_psopenai.client.errors import error_from_response, invalid_success_body, tls_context_error, transport_error
-from airflow_psopenai.client.pool import TLSContextError, shared_pool
+from airflow_psopenai.client.errors import (
+    budget_spent,
+    error_from_response,
+    invalid_success_body,
+    tls_context_error,
+    transport_error,
+    unreadable_body,
+)
+from airflow_psopenai.client.pool import TLSContextError, UnreadableBodyError, shared_pool
 from airflow_psopenai.client.retry import RetryPolicy
 from airflow_psopenai.client.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
 from airflow_psopenai.client.settings_cache import shared_settings
@@ -24,6 +31,7 @@ from airflow_psopenai.exceptions import (
     PSOpenAICannotCancelError,
     PSOpenAIConfigurationError,
     PSOpenAIError,
+    PSOpenAIInvalidResponseError,
     PSOpenAINotFoundError,
     PSOpenAIServerError,
     PSOpenAITransportError,
@@ -248,10 +256,20 @@ class PSOpenAIHook(BaseHook):
         call = _Call.on_object(await self.asettings(), "GET", resource, _checked_ids(resource, ids), "get")
         return await self._asend(call, deadline, lambda time_left: self._aattempt(call, time_left))
 
-    def list_page(self, resource: CancellableResource, *, after: str | None = None, page_size: int = 100) -> JsonObject:
-        """Return one page of the account's list of ``resource`` (newest first), after the object ``after``."""
+    def list_page(
+        self,
+        resource: CancellableResource,
+        *,
+        after: str | None = None,
+        page_size: int = 100,
+        deadline: Deadline = NO_DEADLINE,
+    ) -> JsonObject:
+        """Return one page of the account's list of ``resource`` (newest first), after the object ``after``.
+
+        :param deadline: Bounds the page and its retries (a listing's budget: each page gets what is left).
+        """
         call = self._list_call(self.settings, resource, after, page_size)
-        return self.retry_policy.call(lambda time_left: self._attempt(call, time_left), NO_DEADLINE)
+        return self.retry_policy.call(lambda time_left: self._attempt(call, time_left), deadline)
 
     async def alist_page(
         self,
@@ -273,7 +291,8 @@ class PSOpenAIHook(BaseHook):
         if resource.list_path is None:
             raise PSOpenAIConfigurationError(f"The API has no list of every {resource.label}.")
         query = {"limit": str(page_size), **({"after": after} if after else {})}
-        target = f"the {resource.label} list" + (f" after {after!r}" if after else "")
+        # The cursor is an ID the server sent: it goes into messages redacted.
+        target = settings.redact(f"the {resource.label} list" + (f" after {after!r}" if after else ""))
         return _Call(settings, "GET", resource, resource.list_path, target, query=query)
 
     async def acancel_object(
@@ -395,6 +414,8 @@ class PSOpenAIHook(BaseHook):
 
     def _attempt(self, call: _Call, time_left: float | None) -> JsonObject:
         """Send ``call`` once on the synchronous client; ``time_left``: the seconds it may take (a wait's rest)."""
+        if time_left is not None and time_left <= 0:
+            raise budget_spent(settings=call.settings, target=call.target)
         return self._request(
             call.method,
             call.url,
@@ -420,8 +441,17 @@ class PSOpenAIHook(BaseHook):
         :param time_left: Seconds this attempt may take (a wait's remaining time), on top of the settings' timeouts.
         """
         settings = self.settings
+        request = self.client.build_request(
+            method, url, headers=headers, json=body, timeout=settings.timeout(time_left)
+        )
         try:
-            response = self.client.request(method, url, headers=headers, json=body, timeout=settings.timeout(time_left))
+            response = self.client.send(request, stream=True)
+            try:
+                response.read()
+            except httpx.DecodingError as error:
+                raise unreadable_body(response, error, settings=settings, target=target) from None
+            finally:
+                response.close()
         except httpx.TransportError as error:
             # Not chained: httpx's own text may quote a header; the redacted message says what it said.
             raise transport_error(error, settings=settings, target=target, time_left=time_left) from None
@@ -430,6 +460,8 @@ class PSOpenAIHook(BaseHook):
     async def _aattempt(self, call: _Call, time_left: float | None) -> JsonObject:
         """Send ``call`` once on the event loop's shared pool."""
         settings = call.settings
+        if time_left is not None and time_left <= 0:
+            raise budget_spent(settings=settings, target=call.target)
         try:
             response = await shared_pool(settings.proxy).request(
                 call.method, call.url, headers=call.headers, timeout=settings.timeout(time_left)
@@ -438,6 +470,8 @@ class PSOpenAIHook(BaseHook):
             raise transport_error(error, settings=settings, target=call.target, time_left=time_left) from None
         except TLSContextError as error:
             raise tls_context_error(error, settings=settings) from None
+        except UnreadableBodyError as error:
+            raise unreadable_body(error.response, error.error, settings=settings, target=call.target) from None
         return self._parse(response, settings, target=call.target, assistants_api=call.resource.assistants_api)
 
     async def _asend(
@@ -445,13 +479,15 @@ class PSOpenAIHook(BaseHook):
     ) -> JsonObject:
         """Await ``attempt`` with the retry policy, all of it bounded by ``deadline``."""
         assert self._retry_policy is not None
+        if deadline.spent():
+            raise budget_spent(settings=call.settings, target=call.target)
         try:
             # Also bounds the wait for a free connection of the shared pool, which no httpx timeout covers.
             async with asyncio.timeout(deadline.poll_limit()):
                 return await self._retry_policy.acall(attempt, deadline)
         except TimeoutError:
             raise PSOpenAITransportError(
-                f"The request to {call.settings.api_base} for {call.target} timed out (the wait's deadline).",
+                f"The request to {call.settings.api_base} for {call.target} timed out (its deadline).",
                 lost_answer=True,
             ) from None
 
@@ -469,7 +505,7 @@ class PSOpenAIHook(BaseHook):
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise invalid_success_body(response, target=target)
+            raise invalid_success_body(response, settings=settings, target=target)
         return body
 
 
@@ -485,8 +521,10 @@ class _Cancel:
         self._log = log
 
     def failed(self, error: PSOpenAIError) -> None:
-        """Note a failed attempt: a timeout, a dropped answer or a 5xx may come after the API acted."""
-        if isinstance(error, PSOpenAIServerError) or (isinstance(error, PSOpenAITransportError) and error.lost_answer):
+        """Note a failed attempt: a timeout, a dropped or garbled answer or a 5xx may come after the API acted."""
+        if isinstance(error, PSOpenAIServerError | PSOpenAIInvalidResponseError) or (
+            isinstance(error, PSOpenAITransportError) and error.lost_answer
+        ):
             self.maybe_sent = True
 
     def refusal(self, error: PSOpenAIAPIError) -> PSOpenAIError:

@@ -10,7 +10,7 @@ from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperat
 
 from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.client.deadline import Deadline
-from airflow_psopenai.client.validation import parse_rendered_text, require_id
+from airflow_psopenai.client.validation import parse_rendered_text, require_epoch_seconds, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.tasks.arguments import ids_from_arguments
@@ -289,7 +289,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         if isinstance(value, datetime):
             return value.timestamp()
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            return require_epoch_seconds(value, "created_after")
         if isinstance(value, str):
             try:
                 return datetime.fromisoformat(value).timestamp()

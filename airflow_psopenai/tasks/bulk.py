@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
+from airflow_psopenai.client.validation import require_epoch_seconds
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.tasks.cancel import Action, cancel_one
+from airflow_psopenai.tasks.listing import ListWalk
 from airflow_psopenai.tasks.status_board import status_poller
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ PAGE_SIZE = 100
 # What was done to one batch, as its line says it.
 CANCEL_SENT = Action.SENT.value
 NOTHING_TO_DO = Action.NOT_CANCELLABLE.value
+NOT_ATTEMPTED = Action.NOT_ATTEMPTED.value
 FAILED = Action.FAILED.value
 
 
@@ -55,22 +58,31 @@ class BatchOutcome:
 
 
 def batches_by_metadata(
-    hook: PSOpenAIHook, metadata: Mapping[str, str], created_after: float | None, log: Any
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
 ) -> list[dict[str, Any]]:
-    """Return every batch whose metadata holds all of ``metadata``, newest first.
+    """Return every batch whose metadata holds all of ``metadata``, newest first, each once.
 
     The list is read page by page (newest first) and stops at the first batch created before
     ``created_after`` (epoch seconds; the API's ``created_at`` is whole seconds, so the cut is at the
     second before): batches of older runs are never scanned.
+
+    :param deadline: Bounds the whole listing: each page and retry gets only what is left.
+    :raises PSOpenAIInvalidResponseError: For a list that repeats itself or a malformed page.
+    :raises PSOpenAIConfigurationError: For a ``created_after`` that is not a finite number.
     """
-    cutoff = None if created_after is None else int(created_after) - 1
+    cutoff = None if created_after is None else int(require_epoch_seconds(created_after, "created_after")) - 1
+    walk = ListWalk(BATCH, hook.settings.redact)
     found: list[dict[str, Any]] = []
-    pages = scanned = 0
+    scanned = 0
     after: str | None = None
     while True:
-        page = hook.list_page(BATCH, after=after, page_size=PAGE_SIZE)
-        pages += 1
-        items = [item for item in page.get("data") or [] if isinstance(item, dict)]
+        page = hook.list_page(BATCH, after=after, page_size=PAGE_SIZE, deadline=deadline)
+        items = walk.read(page, after)
         older = [item for item in items if _created_before(item, cutoff)]
         for item in items[: items.index(older[0])] if older else items:
             scanned += 1
@@ -78,10 +90,9 @@ def batches_by_metadata(
             held = held if isinstance(held, dict) else {}
             if all(held.get(key) == value for key, value in metadata.items()):
                 found.append(item)
-        if older or not page.get("has_more") or not items:
+        if older or (after := walk.next_after(page)) is None:
             break
-        after = str(items[-1].get("id"))
-    log.info("Listed %d batches (%d pages): %d match the metadata %s.", scanned, pages, len(found), dict(metadata))
+    log.info("Listed %d batches (%d pages): %d match the metadata %s.", scanned, walk.pages, len(found), dict(metadata))
     return found
 
 
@@ -102,10 +113,13 @@ async def cancel_each(
     pages); return their outcomes in order.
 
     Each batch is treated as :class:`~airflow_psopenai.operators.StopBatchOperator` treats one (``policy``);
-    ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not.
+    ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not. A batch given
+    twice is one batch. Under a budget (``deadline``), a batch whose requests could not start in time is
+    reported as not attempted (and counts as failed).
     """
     slots = asyncio.Semaphore(max_concurrency)
-    return list(await asyncio.gather(*(_cancel_one(hook, batch_id, policy, deadline, slots) for batch_id in batch_ids)))
+    unique = dict.fromkeys(batch_ids)
+    return list(await asyncio.gather(*(_cancel_one(hook, batch_id, policy, deadline, slots) for batch_id in unique)))
 
 
 async def _cancel_one(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_psopenai.client.deadline import NO_DEADLINE
-from airflow_psopenai.client.validation import as_seconds
+from airflow_psopenai.client.validation import as_seconds, require_positive_seconds
 from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIConfigurationError, PSOpenAIError
 from airflow_psopenai.resources import status_of
 
@@ -55,8 +55,7 @@ def check_cancel_options(if_not_cancellable: object, poll_interval: object, wait
         raise PSOpenAIConfigurationError(
             f"if_not_cancellable must be one of {', '.join(IF_NOT_CANCELLABLE_CHOICES)}, got {if_not_cancellable!r}."
         )
-    if not (isinstance(poll_interval, int | float) and poll_interval > 0):
-        raise PSOpenAIConfigurationError(f"poll_interval must be a number of seconds above 0, got {poll_interval!r}.")
+    require_positive_seconds(poll_interval, "poll_interval")
     as_seconds(wait_timeout, "wait_timeout")  # type: ignore[arg-type]  # anything a template rendered
 
 
@@ -127,6 +126,7 @@ class Action(enum.Enum):
     SENT = "cancel requested"
     ALREADY_REQUESTED = f"no second cancel ({ALREADY_REQUESTED_TEXT})"
     NOT_CANCELLABLE = "nothing to cancel"
+    NOT_ATTEMPTED = "not attempted (the time budget was spent before its turn)"
     FAILED = "failed"
 
 
@@ -184,6 +184,7 @@ async def cancel_one(
             _check_time_left(deadline, "look at", target)
             return await hook.aget_object(resource, ids, deadline=deadline)
 
+    cancel_sent = False
     try:
         if policy.looks_first:
             current = await (look() if look is not None else get())
@@ -199,6 +200,7 @@ async def cancel_one(
         try:
             async with slots or contextlib.nullcontext():
                 _check_time_left(deadline, "cancel", target)
+                cancel_sent = True
                 sent = await hook.acancel_object(resource, ids, deadline=deadline)
         except PSOpenAICannotCancelError as refusal:
             # A forced cancel has not looked (or the object changed since): the refusal may be of this task's
@@ -211,6 +213,8 @@ async def cancel_one(
                     return _already_requested(target, status_of(current), current)
             return _not_cancellable(policy, refusal, found, current, found_by_look=False)
     except PSOpenAIError as error:
+        if not cancel_sent and deadline.passed():
+            return CancelResult(Action.NOT_ATTEMPTED, "its cancel was not sent", found, current, error)
         return CancelResult(Action.FAILED, str(error), found, current, error)
     return CancelResult(Action.SENT, f"Cancel requested for {target}: status is now {status_of(sent)}.", found, sent)
 

@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.client.retry import is_retryable
-from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAIError
+from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAIError, PSOpenAIInvalidResponseError
+from airflow_psopenai.resources import has_status
+from airflow_psopenai.tasks.listing import ListWalk
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -97,6 +99,7 @@ class StatusBoard:
         assert resource.list_path is not None
         self._hook = hook
         self._api_base = settings.api_base
+        self._redact = settings.redact
         self._resource = resource
         self._id_field = resource.id_fields[0]
         # The polls no round has taken yet: by due time (a heap, ties by arrival), and by page for early joins.
@@ -281,7 +284,7 @@ class StatusBoard:
     async def _read_remembered(
         self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome
     ) -> None:
-        if await self._page(cursor, ids, deadlines, outcome) is None:
+        if await self._page(cursor, ids, deadlines, outcome, self._walk()) is None:
             return
         for object_id in ids:  # not where it was (it cannot move): its own GETs from now on
             if object_id not in outcome.found:
@@ -297,8 +300,9 @@ class StatusBoard:
         """
         cursor, pages, found = _HEAD, 0, 0
         missing = set(ids)
+        walk = self._walk()
         while missing:
-            page = await self._page(cursor, list(missing), deadlines, outcome)
+            page = await self._page(cursor, list(missing), deadlines, outcome, walk)
             if page is None:
                 return
             pages += 1
@@ -306,15 +310,16 @@ class StatusBoard:
             missing -= outcome.found.keys()
             found += before - len(missing)
             items = page["data"]
-            if (
-                not missing
-                or not page.get("has_more")
-                or not items
-                or pages > found
-                or self._passed(items[-1], missing)
-            ):
+            if not missing or not items or pages > found or self._passed(items[-1], missing):
                 break
-            cursor = str(items[-1].get("id"))
+            try:
+                after = walk.next_after(page)
+            except PSOpenAIInvalidResponseError as error:
+                self._turn_off(error)
+                return
+            if after is None:
+                break
+            cursor = after
             missing -= self._hand_back_past_deadline(missing, deadlines, outcome)
         self._far.update(missing - outcome.errors.keys())
 
@@ -327,6 +332,15 @@ class StatusBoard:
                 if not due.answer.done():
                     due.answer.set_result(None)
         return past
+
+    def _walk(self) -> ListWalk:
+        return ListWalk(self._resource, self._redact)
+
+    def _turn_off(self, error: PSOpenAIError) -> None:
+        """Stop reading the list for good (it is malformed, repeats itself, or is not served), logged once."""
+        if self._enabled:
+            self._enabled = False
+            self._hook.log.warning("Polling batches one by one from now on: reading the batch list failed: %s", error)
 
     def _passed(self, oldest_item: object, missing: set[str]) -> bool:
         """Return whether the list went past every missing batch: its items are older than each of them.
@@ -342,12 +356,25 @@ class StatusBoard:
         )
 
     def _take(
-        self, page: JsonObject, cursor: str, asked_at: float, deadlines: Mapping[str, Deadline], outcome: _Outcome
+        self,
+        items: list[JsonObject],
+        cursor: str,
+        asked_at: float,
+        deadlines: Mapping[str, Deadline],
+        outcome: _Outcome,
     ) -> None:
-        """Hand over every polled batch the page holds at once, and remember the page as where each one is."""
-        for item in page["data"]:
-            object_id = item.get("id") if isinstance(item, dict) else None
-            if isinstance(object_id, str) and object_id in deadlines and object_id not in outcome.found:
+        """Hand over every polled batch the page holds at once, and remember the page as where each one is.
+
+        An item without a status says nothing of its batch: its wait polls with its own GET.
+        """
+        for item in items:
+            object_id = item.get("id")
+            if (
+                isinstance(object_id, str)
+                and object_id in deadlines
+                and object_id not in outcome.found
+                and has_status(item)
+            ):
                 outcome.found[object_id] = item
                 outcome.errors.pop(object_id, None)
                 self._cursors[object_id] = cursor
@@ -358,9 +385,9 @@ class StatusBoard:
                         due.answer.set_result(item)
 
     async def _page(
-        self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome
+        self, cursor: str, ids: list[str], deadlines: Mapping[str, Deadline], outcome: _Outcome, walk: ListWalk
     ) -> JsonObject | None:
-        """Read one list page and hand over what it holds (``_take``); return it.
+        """Read one list page of ``walk`` and hand over what it holds (``_take``); return it.
 
         None: the page failed, and its failure went to ``ids`` (its error, or their own GETs).
         """
@@ -383,9 +410,12 @@ class StatusBoard:
                     error,
                 )
             return None
-        if not isinstance(page.get("data"), list):
+        try:
+            items = walk.read(page, cursor or None)
+        except PSOpenAIInvalidResponseError as error:  # malformed, or repeating itself: the same next round
+            self._turn_off(error)
             return None
-        self._take(page, cursor, asked_at, deadlines, outcome)
+        self._take(items, cursor, asked_at, deadlines, outcome)
         return page
 
 
@@ -394,9 +424,9 @@ async def _nothing() -> None:
 
 
 def _earliest(deadlines: Iterable[Deadline]) -> Deadline:
-    """Return the earliest of some deadlines (none at all when none of them has one)."""
-    ends = [deadline.at for deadline in deadlines if deadline.at is not None]
-    return Deadline(min(ends)) if ends else NO_DEADLINE
+    """Return the earliest of some deadlines (none at all when none of them has one); a budget stays a budget."""
+    ends = [deadline for deadline in deadlines if deadline.at is not None]
+    return min(ends, key=lambda deadline: deadline.at or 0.0) if ends else NO_DEADLINE
 
 
 _boards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ApiSettings], StatusBoard]] = (

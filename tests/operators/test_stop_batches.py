@@ -150,6 +150,27 @@ def test_a_hanging_list_page_holds_the_looks_only_until_the_request_timeout(
     assert len(emulator.requests(method="GET", path="/v1/batches/*")) == 4
 
 
+def test_a_corrupt_answer_to_one_cancel_fails_that_batch_and_the_set_names_it(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """A body that does not match its Content-Encoding is an invalid response of that batch: every other batch
+    is still cancelled and logged, and the task fails at the end naming the one."""
+    ids = running(emulator, 5)
+    garbled = Fault.answer(200, "not gzip at all", headers={"content-encoding": "gzip"})
+    emulator.add_fault(garbled, method="POST", path=f"/v1/batches/{ids[2]}/cancel")
+    result = run_dag("stop_batches_ids", batch_ids=ids)
+    assert result.state == "failed"
+    assert sorted(cancels(emulator)) == sorted(ids)
+    logs = captured_logs()
+    assert "1 of 5 batches failed" in logs
+    assert f"batch {ids[2]!r}: found in_progress, failed: The answer of" in logs
+    assert "could not be read: its body does not match its Content-Encoding" in logs
+    assert all(
+        f"batch {batch_id!r}: found in_progress, cancel requested" in logs for batch_id in ids if batch_id != ids[2]
+    )
+    assert "DecodingError" not in logs
+
+
 def test_a_look_whose_own_get_failed_is_not_sent_again(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:
@@ -348,13 +369,11 @@ def test_the_callback_never_raises_and_is_bounded_in_time(
 
 
 def run_failed(listener: Any, run_id: str, msg: str = "", *, with_callback: bool = False) -> None:
-    """Tell the listener a run failed, as Airflow does, and wait for its cleanup thread."""
+    """Tell the listener a run failed, as Airflow does, and wait for its cleanup."""
     dag_run = failing_run_context(run_id)["dag_run"]
     dag_run.dag = SimpleNamespace(has_on_failure_callback=with_callback)
-    listener.threads.clear()
     listener.on_dag_run_failed(dag_run=dag_run, msg=msg)
-    for thread in listener.threads:
-        thread.join(30)
+    assert listener.join(30)
 
 
 def test_the_listener_cancels_a_run_marked_failed_only_when_turned_on(
