@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from airflow_psopenai.testing import OpenAIEmulator
     from tests.conftest import DagRunResult
@@ -32,23 +31,6 @@ EXPECTED_DAG_IDS = {
     "example_psopenai_response",
     "example_psopenai_run_cleanup",
 }
-
-
-@pytest.fixture(autouse=True)
-def restore_params(dagbag: Any) -> Iterator[None]:
-    """Undo what a run's conf did to the DAGs' params.
-
-    Airflow 3.3's ``process_params`` resolves ``dag_run.conf`` into the tasks' own ``Param`` objects,
-    so in one process (``dag.test()`` with the session's DagBag) a run's conf becomes the next
-    run's default. Real deployments parse the DAG afresh for each task and are not affected.
-    """
-    dags = [dagbag.get_dag(dag_id) for dag_id in EXPECTED_DAG_IDS]
-    holders = [holder for dag in dags for holder in (dag.params, *(task.params for task in dag.tasks))]
-    params = [holder.get_param(key) for holder in holders for key in holder]
-    saved = [(param, copy.deepcopy(param.value)) for param in params]
-    yield
-    for param, value in saved:
-        param.value = value
 
 
 def batch_cancels(emulator: OpenAIEmulator) -> list[str]:
