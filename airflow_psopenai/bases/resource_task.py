@@ -6,11 +6,12 @@ the trigger are imported when a task runs.
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_psopenai.client.validation import require_retry_count, require_timeout
-from airflow_psopenai.tasks.arguments import ids_from_arguments
+from airflow_psopenai.tasks.arguments import check_literal_ids, ids_from_arguments
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -47,7 +48,7 @@ class ResourceTaskMixin:
         timeout_sec: float | None,
         max_retry_count: int | None,
     ) -> None:
-        # Only stored here: templates are rendered after __init__, values are checked in execute.
+        # Only stored here: a subclass checks them once its ID arguments are set (_check_when_built).
         self.conn_id = conn_id
         self.api_base = api_base
         self.organization = organization
@@ -66,6 +67,16 @@ class ResourceTaskMixin:
         if self.max_retry_count is not None:
             kwargs["max_retry_count"] = require_retry_count(self.max_retry_count)
         return kwargs
+
+    def _check_when_built(self) -> None:
+        """Refuse at DAG-parse time the connection options and IDs no run can fix, with the messages of a run.
+
+        Called at the end of the public classes' ``__init__``; values that a template or an XComArg
+        gives are checked when the task runs.
+        """
+        self.hook_kwargs()
+        given = {name: getattr(self, name) for name in self.resource.id_fields}
+        check_literal_ids(self.resource, given, getattr(self, self.resource.object_arg))
 
     @cached_property
     def hook(self) -> PSOpenAIHook:
@@ -94,6 +105,7 @@ class ResourceTaskMixin:
             # Absolute, so a triggerer restart does not restart the clock.
             deadline=deadline.at,
             try_number=try_number,
+            wait_started=time.time(),
         )
 
     def event_of_an_earlier_try(self, event: object, context: Context) -> bool:

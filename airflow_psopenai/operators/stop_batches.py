@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -12,11 +13,11 @@ from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEF
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.validation import parse_rendered_text, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
-from airflow_psopenai.resources import BATCH
-from airflow_psopenai.tasks.arguments import ids_from_arguments
+from airflow_psopenai.resources import BATCH, status_of
+from airflow_psopenai.tasks.arguments import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.tasks.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
-from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event, slim_object
-from airflow_psopenai.tasks.polling import wait_limit
+from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event, settled_after, slim_object
+from airflow_psopenai.tasks.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -101,6 +102,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.deferrable = deferrable
+        self._check_options()
+        self._check_written_selection()
 
     # -- execute ------------------------------------------------------------------------------------------
 
@@ -147,6 +150,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                     ],
                     "limit": limit,
                 },
+                wait_started=time.time(),
             )
             self.defer(trigger=trigger, method_name="execute_complete")
         from airflow_psopenai.tasks.waits import wait_for_each
@@ -170,11 +174,15 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             raise PSOpenAIEventError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
         restored = [BatchOutcome(**outcome) for outcome in event.get("carry", {}).get("outcomes", [])]
         limit = event.get("carry", {}).get("limit", "the deadline")
-        return self._after_wait(restored, event["events"], limit)
+        return self._after_wait(restored, event["events"], limit, resumed=True)
 
     # -- steps --------------------------------------------------------------------------------------------
 
-    def _after_wait(self, outcomes: list[BatchOutcome], events: list[Any], limit: str) -> list[dict[str, Any]] | None:
+    def _after_wait(
+        self, outcomes: list[BatchOutcome], events: list[Any], limit: str, *, resumed: bool = False
+    ) -> list[dict[str, Any]] | None:
+        """Report each batch's wait; ``resumed``: the wait was deferred, and each settled batch's outcome line
+        (the last line of a wait in the worker) goes to the task's own log."""
         waited = [o for o in outcomes if o.error is None and o.status not in BATCH.settled]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
@@ -182,6 +190,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             checked = check_event(event, BATCH, {"batch_id": outcome.batch_id})
             if checked["status"] == EVENT_SETTLED:
                 outcome.obj = checked["object"]
+                if resumed:
+                    log_status(self.log, BATCH.describe(checked["ids"]), status_of(outcome.obj), settled_after(checked))
             else:
                 outcome.error = checked["message"]
                 if checked.get("object") is not None:
@@ -227,14 +237,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     def _selected_ids(self, context: Context) -> list[str]:
         """Return the selected batch IDs in selection order, each once; bad input raises before any request."""
         if self.batch_ids is not None:
-            ids = [
-                require_id(f"batch_ids[{n}]", value) for n, value in enumerate(_as_list("batch_ids", self.batch_ids))
-            ]
+            ids = _ids_of_batch_ids(self.batch_ids)
         elif self.batches is not None:
-            ids = [
-                ids_from_arguments(BATCH, {"batch_id": None}, obj)["batch_id"]
-                for obj in _as_list("batches", self.batches)
-            ]
+            ids = _ids_of_batches(self.batches)
         else:
             metadata = _as_metadata(self.metadata)
             from airflow_psopenai.tasks.bulk import batches_by_metadata
@@ -243,6 +248,17 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             ids = [str(batch["id"]) for batch in batches_by_metadata(self.hook, metadata, created_after, self.log)]
         return list(dict.fromkeys(ids))
 
+    def _check_written_selection(self) -> None:
+        """Refuse at DAG-parse time a selection written wrong; a template's or an XComArg's is checked at run time."""
+        if self.batch_ids is not None and not rendered_at_run_time(self.batch_ids):
+            _ids_of_batch_ids(self.batch_ids)
+        if self.batches is not None and not rendered_at_run_time(self.batches):
+            _ids_of_batches(self.batches)
+        if self.metadata is not None and not rendered_at_run_time(self.metadata):
+            _as_metadata(self.metadata)
+        if self.created_after is not None and not rendered_at_run_time(self.created_after):
+            _as_epoch_seconds(self.created_after)
+
     def _created_after(self, context: Context) -> float | None:
         value = self.created_after
         if value is None:
@@ -250,18 +266,31 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             value = getattr(dag_run, "run_after", None)
             if value is None:
                 return None
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value).timestamp()
-            except ValueError:
-                pass
-        raise PSOpenAIConfigurationError(
-            f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
-        )
+        return _as_epoch_seconds(value)
+
+
+def _as_epoch_seconds(value: object) -> float:
+    """Return ``created_after`` (a datetime, its ISO 8601 text or epoch seconds) in epoch seconds."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    raise PSOpenAIConfigurationError(
+        f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
+    )
+
+
+def _ids_of_batch_ids(value: object) -> list[str]:
+    return [require_id(f"batch_ids[{n}]", item) for n, item in enumerate(_as_list("batch_ids", value))]
+
+
+def _ids_of_batches(value: object) -> list[str]:
+    return [ids_from_arguments(BATCH, {"batch_id": None}, obj)["batch_id"] for obj in _as_list("batches", value)]
 
 
 def _as_list(argument: str, value: object) -> list[Any]:

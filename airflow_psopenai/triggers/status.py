@@ -31,6 +31,8 @@ class ResourceStatusTrigger(BaseTrigger):
     :param deadline: Epoch seconds after which the wait ends with a timeout event; None for no deadline.
     :param try_number: The try of the task that deferred, echoed in the event: Airflow 3.0 resumes a
         retried deferred task with the event of its earlier try, which the task can then tell apart.
+    :param wait_started: When the task deferred, in epoch seconds: the settled event says the seconds
+        since (``after``), which the resumed task logs; None counts from the trigger's start.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class ResourceStatusTrigger(BaseTrigger):
         poll_interval: float = 1.0,
         deadline: float | None = None,
         try_number: int | None = None,
+        wait_started: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
@@ -54,6 +57,7 @@ class ResourceStatusTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
         self.try_number = try_number
+        self.wait_started = wait_started
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and JSON-plain keyword arguments."""
@@ -67,6 +71,7 @@ class ResourceStatusTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "try_number": self.try_number,
+                "wait_started": self.wait_started,
             },
         )
 
@@ -80,6 +85,7 @@ class ResourceStatusTrigger(BaseTrigger):
             deadline=Deadline(self.deadline),
             limit="the deadline",
             log=self.log,
+            started_at=self.wait_started,
         )
         yield TriggerEvent({**event, "try_number": self.try_number})
 
@@ -110,6 +116,7 @@ class ResourceSetStatusTrigger(BaseTrigger):
     :param keep_objects: Keep each settled object whole in the event; else only its ``id`` and
         ``status`` (the event is stored in the metadata database).
     :param carry: JSON-plain data of the task, handed back as is in the event's ``carry``.
+    :param wait_started: When the task deferred, in epoch seconds (each settled event's ``after`` counts from it).
 
     The other arguments are those of :class:`ResourceStatusTrigger`.
     """
@@ -126,6 +133,7 @@ class ResourceSetStatusTrigger(BaseTrigger):
         try_number: int | None = None,
         keep_objects: bool = False,
         carry: Mapping[str, Any] | None = None,
+        wait_started: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
@@ -139,6 +147,7 @@ class ResourceSetStatusTrigger(BaseTrigger):
         self.try_number = try_number
         self.keep_objects = keep_objects
         self.carry = dict(carry or {})
+        self.wait_started = wait_started
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and JSON-plain keyword arguments."""
@@ -154,6 +163,7 @@ class ResourceSetStatusTrigger(BaseTrigger):
                 "try_number": self.try_number,
                 "keep_objects": self.keep_objects,
                 "carry": self.carry,
+                "wait_started": self.wait_started,
             },
         )
 
@@ -166,6 +176,7 @@ class ResourceSetStatusTrigger(BaseTrigger):
             poll_interval=self.poll_interval,
             deadline=Deadline(self.deadline),
             log=self.log,
+            started_at=self.wait_started,
         )
         if not self.keep_objects:
             events = [_slim(event) for event in events]
