@@ -69,14 +69,28 @@ class ResourceTaskMixin:
         return kwargs
 
     def _check_when_built(self) -> None:
-        """Refuse at DAG-parse time the connection options and IDs no run can fix, with the messages of a run.
+        """Refuse at DAG-parse time the options and IDs no run can fix, with the messages of a run.
 
         Called at the end of the public classes' ``__init__``; values that a template or an XComArg
         gives are checked when the task runs.
         """
+        if self._instance_of_a_mapped_task():
+            return
+        self._check_options()
         self.hook_kwargs()
         given = {name: getattr(self, name) for name in self.resource.id_fields}
         check_literal_ids(self.resource, given, getattr(self, self.resource.object_arg))
+
+    def _check_options(self) -> None:
+        """Refuse bad options other than the connection's and the IDs (none here; the operators have some)."""
+
+    def _instance_of_a_mapped_task(self) -> bool:
+        """Return whether Airflow built this task from a mapped one, as the task runs (``.partial().expand()``).
+
+        Its values are then checked in ``execute``, as a run's, after the task's first XCom push
+        (Airflow reads the console link's XCom after every task, also one that failed on its input).
+        """
+        return bool(getattr(self, "_BaseOperator__from_mapped", False))
 
     @cached_property
     def hook(self) -> PSOpenAIHook:

@@ -109,7 +109,6 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.deferrable = deferrable
-        self._check_options()
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Cancel the object, wait if asked, and return it if ``pass_through``."""

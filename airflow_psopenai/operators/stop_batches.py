@@ -102,8 +102,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.deferrable = deferrable
-        self._check_options()
-        self._check_written_selection()
+        if not self._instance_of_a_mapped_task():
+            self._check_options()
+            self._check_written_selection()
 
     # -- execute ------------------------------------------------------------------------------------------
 

@@ -22,9 +22,13 @@ from airflow_psopenai.operators import (
 from airflow_psopenai.sensors import BatchCancelledSensor, ResponseCancelledSensor, ThreadRunCancelledSensor
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from airflow_psopenai.testing import OpenAIEmulator
+    from tests.conftest import DagRunResult
+
+    RunDag = Callable[..., DagRunResult]
 
 BAD = [
     (
@@ -132,3 +136,17 @@ def test_templates_and_xcomargs_are_left_to_the_run() -> None:
         StopBatchesOperator(
             task_id="metadata", metadata="{{ dag_run.conf['metadata'] | tojson }}", created_after="{{ ts }}"
         )
+
+
+def test_a_mapped_instance_is_checked_when_it_runs(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """.expand() values come at run time: a bad one fails its instance only, after the console link's XCom push."""
+    batch = emulator.create_batch()
+    result = run_dag("stop_batch_mapped", batch_ids=["", batch["id"]])
+
+    assert result.task_states == {"listed_ids": "success", "stop[0]": "failed", "stop[1]": "success"}
+    logs = captured_logs()
+    assert "batch_id is empty (''): give the ID" in logs
+    assert "XCom not found" not in logs
+    assert [entry.path for entry in emulator.requests(method="POST")] == [f"/v1/batches/{batch['id']}/cancel"]
