@@ -94,3 +94,14 @@ def test_a_setup_that_cannot_work_stops_before_any_test(tmp_path: Path, conftest
 
     assert completed.returncode == 4, completed.stdout[-3000:] + completed.stderr[-3000:]  # a usage error
     assert message in completed.stderr
+
+
+def test_loading_the_plugin_imports_no_airflow() -> None:
+    """pytest loads the plugin in every run of a project listing it: Airflow comes only with a fixture needing it."""
+    script = (
+        "import sys\n"
+        "import airflow_psopenai.testing.pytest_plugin\n"
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert completed.stdout.strip() == "[]"
