@@ -16,7 +16,7 @@ from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIErro
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.tasks.arguments import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.tasks.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
-from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event, settled_after, slim_object
+from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event, slim_object
 from airflow_psopenai.tasks.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
@@ -150,8 +150,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                         {**asdict(o), "obj": o.obj if self.pass_through else slim_object(o.obj)} for o in outcomes
                     ],
                     "limit": limit,
+                    # The resumed task logs each batch's outcome with the seconds since.
+                    "wait_started": time.time(),
                 },
-                wait_started=time.time(),
             )
             self.defer(trigger=trigger, method_name="execute_complete")
         from airflow_psopenai.tasks.waits import wait_for_each
@@ -175,15 +176,20 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             raise PSOpenAIEventError(f"The trigger sent an event this task does not understand: {event!r:.300}.")
         restored = [BatchOutcome(**outcome) for outcome in event.get("carry", {}).get("outcomes", [])]
         limit = event.get("carry", {}).get("limit", "the deadline")
-        return self._after_wait(restored, event["events"], limit, resumed=True)
+        wait_started = event.get("carry", {}).get("wait_started")
+        seconds = time.time() - wait_started if isinstance(wait_started, int | float) else None
+        return self._after_wait(restored, event["events"], limit, seconds_waited=seconds)
 
     # -- steps --------------------------------------------------------------------------------------------
 
     def _after_wait(
-        self, outcomes: list[BatchOutcome], events: list[Any], limit: str, *, resumed: bool = False
+        self, outcomes: list[BatchOutcome], events: list[Any], limit: str, *, seconds_waited: float | None = None
     ) -> list[dict[str, Any]] | None:
-        """Report each batch's wait; ``resumed``: the wait was deferred, and each settled batch's outcome line
-        (the last line of a wait in the worker) goes to the task's own log."""
+        """Report each batch's wait.
+
+        :param seconds_waited: After a deferred wait, the seconds since it began: each settled batch's outcome
+            line (the last line of a wait in the worker) goes to the task's own log.
+        """
         waited = [o for o in outcomes if o.error is None and o.status not in BATCH.settled]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
@@ -191,8 +197,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             checked = check_event(event, BATCH, {"batch_id": outcome.batch_id})
             if checked["status"] == EVENT_SETTLED:
                 outcome.obj = checked["object"]
-                if resumed:
-                    log_status(self.log, BATCH.describe(checked["ids"]), status_of(outcome.obj), settled_after(checked))
+                if seconds_waited is not None:
+                    log_status(self.log, BATCH.describe(checked["ids"]), status_of(outcome.obj), seconds_waited)
             else:
                 outcome.error = checked["message"]
                 if checked.get("object") is not None:

@@ -25,16 +25,11 @@ def slim_object(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def settled_event(
-    resource: CancellableResource, ids: Mapping[str, str], obj: Mapping[str, Any], after: float
+    resource: CancellableResource, ids: Mapping[str, str], obj: Mapping[str, Any], after: float | None = None
 ) -> dict[str, Any]:
     """Return the event that ends a wait on a settled object; ``after``: the seconds since the wait began."""
-    return {
-        "status": EVENT_SETTLED,
-        "resource": resource.name,
-        "ids": dict(ids),
-        "object": dict(obj),
-        "after": round(after, 3),
-    }
+    event = {"status": EVENT_SETTLED, "resource": resource.name, "ids": dict(ids), "object": dict(obj)}
+    return event if after is None else {**event, "after": round(after, 3)}
 
 
 def settled_after(event: Mapping[str, Any]) -> float | None:

@@ -78,25 +78,16 @@ async def wait_for_each(
     deadline: Deadline,
     log: Any,
     limit: str = "the deadline",
-    started_at: float | None = None,
 ) -> list[dict[str, Any]]:
     """Wait for every object of a set at once, with one deadline; return each one's event, in order.
 
     :param limit: How timeout messages name the deadline.
-    :param started_at: When the wait began (epoch seconds; default now).
     """
     return list(
         await asyncio.gather(
             *(
                 wait_until_settled(
-                    hook,
-                    resource,
-                    ids,
-                    poll_interval=poll_interval,
-                    deadline=deadline,
-                    limit=limit,
-                    log=log,
-                    started_at=started_at,
+                    hook, resource, ids, poll_interval=poll_interval, deadline=deadline, limit=limit, log=log
                 )
                 for ids in id_sets
             )

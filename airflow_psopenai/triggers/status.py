@@ -116,7 +116,6 @@ class ResourceSetStatusTrigger(BaseTrigger):
     :param keep_objects: Keep each settled object whole in the event; else only its ``id`` and
         ``status`` (the event is stored in the metadata database).
     :param carry: JSON-plain data of the task, handed back as is in the event's ``carry``.
-    :param wait_started: When the task deferred, in epoch seconds (each settled event's ``after`` counts from it).
 
     The other arguments are those of :class:`ResourceStatusTrigger`.
     """
@@ -133,7 +132,6 @@ class ResourceSetStatusTrigger(BaseTrigger):
         try_number: int | None = None,
         keep_objects: bool = False,
         carry: Mapping[str, Any] | None = None,
-        wait_started: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
@@ -147,7 +145,6 @@ class ResourceSetStatusTrigger(BaseTrigger):
         self.try_number = try_number
         self.keep_objects = keep_objects
         self.carry = dict(carry or {})
-        self.wait_started = wait_started
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and JSON-plain keyword arguments."""
@@ -163,7 +160,6 @@ class ResourceSetStatusTrigger(BaseTrigger):
                 "try_number": self.try_number,
                 "keep_objects": self.keep_objects,
                 "carry": self.carry,
-                "wait_started": self.wait_started,
             },
         )
 
@@ -176,7 +172,6 @@ class ResourceSetStatusTrigger(BaseTrigger):
             poll_interval=self.poll_interval,
             deadline=Deadline(self.deadline),
             log=self.log,
-            started_at=self.wait_started,
         )
         if not self.keep_objects:
             events = [_slim(event) for event in events]
