@@ -6,11 +6,12 @@ the trigger are imported when a task runs.
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_psopenai.client.validation import require_retry_count, require_timeout
-from airflow_psopenai.tasks.arguments import ids_from_arguments
+from airflow_psopenai.tasks.arguments import check_literal_ids, ids_from_arguments
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -48,7 +49,7 @@ class ResourceTaskMixin:
         timeout_sec: float | None,
         max_retry_count: int | None,
     ) -> None:
-        # Only stored here: templates are rendered after __init__, values are checked in execute.
+        # Only stored here: a subclass checks them once its ID arguments are set (_check_when_built).
         self.conn_id = conn_id
         self.api_base = api_base
         self.organization = organization
@@ -67,6 +68,30 @@ class ResourceTaskMixin:
         if self.max_retry_count is not None:
             kwargs["max_retry_count"] = require_retry_count(self.max_retry_count)
         return kwargs
+
+    def _check_when_built(self) -> None:
+        """Refuse at DAG-parse time the options and IDs no run can fix, with the messages of a run.
+
+        Called at the end of the public classes' ``__init__``; values that a template or an XComArg
+        gives are checked when the task runs.
+        """
+        if self._instance_of_a_mapped_task():
+            return
+        self._check_options()
+        self.hook_kwargs()
+        given = {name: getattr(self, name) for name in self.resource.id_fields}
+        check_literal_ids(self.resource, given, getattr(self, self.resource.object_arg))
+
+    def _check_options(self) -> None:
+        """Refuse bad options other than the connection's and the IDs (none here; the operators have some)."""
+
+    def _instance_of_a_mapped_task(self) -> bool:
+        """Return whether Airflow built this task from a mapped one, as the task runs (``.partial().expand()``).
+
+        Its values are then checked in ``execute``, as a run's, after the task's first XCom push
+        (Airflow reads the console link's XCom after every task, also one that failed on its input).
+        """
+        return bool(getattr(self, "_BaseOperator__from_mapped", False))
 
     @cached_property
     def hook(self) -> PSOpenAIHook:
@@ -95,6 +120,7 @@ class ResourceTaskMixin:
             # Absolute, so a triggerer restart does not restart the clock.
             deadline=deadline.at,
             try_number=try_number,
+            wait_started=time.time(),
         )
 
     def event_of_an_earlier_try(self, event: object, context: Context) -> bool:

@@ -16,8 +16,8 @@ from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
 from airflow_psopenai.tasks.cancel import Action, CancelPolicy, IfNotCancellable, cancel_one, check_cancel_options
-from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event
-from airflow_psopenai.tasks.polling import wait_limit
+from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
+from airflow_psopenai.tasks.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -151,15 +151,21 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         """Resume after the deferred wait: check the event, then finish as ``execute`` does."""
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)
-        return self._end_of_wait(event, self.resolved_ids())
+        return self._end_of_wait(event, self.resolved_ids(), resumed=True)
 
-    def _end_of_wait(self, event: object, ids: dict[str, str]) -> dict[str, Any] | None:
-        """Finish after a wait, deferred or in the worker: the settled object, or the wait's error."""
+    def _end_of_wait(self, event: object, ids: dict[str, str], *, resumed: bool = False) -> dict[str, Any] | None:
+        """Finish after a wait, deferred or in the worker: the settled object, or the wait's error.
+
+        :param resumed: The wait was deferred: the task's own log gets the outcome line that a wait in
+            the worker logs itself.
+        """
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
             raise PSOpenAIWaitTimeoutError(checked["message"])
         if checked["status"] == EVENT_ERROR:
             raise PSOpenAIError(checked["message"])
+        if resumed:
+            log_status(self.log, self.resource.describe(ids), status_of(checked["object"]), settled_after(checked))
         return self._finish(checked["object"], ids)
 
     def _check_options(self) -> None:
@@ -219,6 +225,7 @@ class StopBatchOperator(StopResourceOperator):
         super().__init__(**kwargs)
         self.batch_id = batch_id
         self.batch = batch
+        self._check_when_built()
 
 
 class StopThreadRunOperator(StopResourceOperator):
@@ -248,6 +255,7 @@ class StopThreadRunOperator(StopResourceOperator):
         self.thread_id = thread_id
         self.run_id = run_id
         self.run = run
+        self._check_when_built()
 
 
 class StopResponseOperator(StopResourceOperator):
@@ -271,3 +279,4 @@ class StopResponseOperator(StopResourceOperator):
         super().__init__(**kwargs)
         self.response_id = response_id
         self.response = response
+        self._check_when_built()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -12,11 +13,11 @@ from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEF
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.validation import parse_rendered_text, require_epoch_seconds, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
-from airflow_psopenai.resources import BATCH
-from airflow_psopenai.tasks.arguments import ids_from_arguments
+from airflow_psopenai.resources import BATCH, status_of
+from airflow_psopenai.tasks.arguments import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.tasks.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
 from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event
-from airflow_psopenai.tasks.polling import wait_limit
+from airflow_psopenai.tasks.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -104,6 +105,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.deferrable = deferrable
+        if not self._instance_of_a_mapped_task():
+            self._check_options()
+            self._check_written_selection()
 
     # -- execute ------------------------------------------------------------------------------------------
 
@@ -145,8 +149,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 try_number=context["ti"].try_number,
                 keep_objects=self.pass_through,
                 # Resumed in a fresh process: what the cancels found comes back in the event. Not in defer's
-                # kwargs: dag.test() resumes with the event alone.
-                carry=set_carry(outcomes, limit, keep_objects=self.pass_through),
+                # kwargs: dag.test() resumes with the event alone. The resumed task logs each batch's outcome
+                # with the seconds since the deferral.
+                carry={**set_carry(outcomes, limit, keep_objects=self.pass_through), "wait_started": time.time()},
             )
             self._check_stored_size(trigger, len(outcomes), sent=True)
             self.defer(trigger=trigger, method_name="execute_complete")
@@ -165,11 +170,21 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)
         outcomes, events, limit = outcomes_after_a_set_wait(event)
-        return self._after_wait(outcomes, events, limit)
+        carry = event.get("carry") if isinstance(event, dict) else None
+        wait_started = carry.get("wait_started") if isinstance(carry, dict) else None
+        seconds = time.time() - wait_started if isinstance(wait_started, int | float) else None
+        return self._after_wait(outcomes, events, limit, seconds_waited=seconds)
 
     # -- steps --------------------------------------------------------------------------------------------
 
-    def _after_wait(self, outcomes: list[BatchOutcome], events: list[Any], limit: str) -> list[dict[str, Any]] | None:
+    def _after_wait(
+        self, outcomes: list[BatchOutcome], events: list[Any], limit: str, *, seconds_waited: float | None = None
+    ) -> list[dict[str, Any]] | None:
+        """Report each batch's wait.
+
+        :param seconds_waited: After a deferred wait, the seconds since it began: each settled batch's outcome
+            line (the last line of a wait in the worker) goes to the task's own log.
+        """
         waited = [o for o in outcomes if _waited(o)]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
@@ -177,6 +192,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             checked = check_event(event, BATCH, {"batch_id": outcome.batch_id})
             if checked["status"] == EVENT_SETTLED:
                 outcome.obj = checked["object"]
+                if seconds_waited is not None:
+                    log_status(self.log, BATCH.describe(checked["ids"]), status_of(outcome.obj), seconds_waited)
             else:
                 outcome.error = checked["message"]
                 if checked.get("object") is not None:
@@ -263,14 +280,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     def _selected_ids(self, context: Context) -> list[str]:
         """Return the selected batch IDs in selection order, each once; bad input raises before any request."""
         if self.batch_ids is not None:
-            ids = [
-                require_id(f"batch_ids[{n}]", value) for n, value in enumerate(_as_list("batch_ids", self.batch_ids))
-            ]
+            ids = _ids_of_batch_ids(self.batch_ids)
         elif self.batches is not None:
-            ids = [
-                ids_from_arguments(BATCH, {"batch_id": None}, obj)["batch_id"]
-                for obj in _as_list("batches", self.batches)
-            ]
+            ids = _ids_of_batches(self.batches)
         else:
             metadata = _as_metadata(self.metadata)
             from airflow_psopenai.tasks.bulk import batches_by_metadata
@@ -279,6 +291,17 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             ids = [str(batch["id"]) for batch in batches_by_metadata(self.hook, metadata, created_after, self.log)]
         return list(dict.fromkeys(ids))
 
+    def _check_written_selection(self) -> None:
+        """Refuse at DAG-parse time a selection written wrong; a template's or an XComArg's is checked at run time."""
+        if self.batch_ids is not None and not rendered_at_run_time(self.batch_ids):
+            _ids_of_batch_ids(self.batch_ids)
+        if self.batches is not None and not rendered_at_run_time(self.batches):
+            _ids_of_batches(self.batches)
+        if self.metadata is not None and not rendered_at_run_time(self.metadata):
+            _as_metadata(self.metadata)
+        if self.created_after is not None and not rendered_at_run_time(self.created_after):
+            _as_epoch_seconds(self.created_after)
+
     def _created_after(self, context: Context) -> float | None:
         value = self.created_after
         if value is None:
@@ -286,18 +309,31 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             value = getattr(dag_run, "run_after", None)
             if value is None:
                 return None
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return require_epoch_seconds(value, "created_after")
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value).timestamp()
-            except ValueError:
-                pass
-        raise PSOpenAIConfigurationError(
-            f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
-        )
+        return _as_epoch_seconds(value)
+
+
+def _as_epoch_seconds(value: object) -> float:
+    """Return ``created_after`` (a datetime, its ISO 8601 text or epoch seconds) in epoch seconds."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return require_epoch_seconds(value, "created_after")
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    raise PSOpenAIConfigurationError(
+        f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
+    )
+
+
+def _ids_of_batch_ids(value: object) -> list[str]:
+    return [require_id(f"batch_ids[{n}]", item) for n, item in enumerate(_as_list("batch_ids", value))]
+
+
+def _ids_of_batches(value: object) -> list[str]:
+    return [ids_from_arguments(BATCH, {"batch_id": None}, obj)["batch_id"] for obj in _as_list("batches", value)]
 
 
 def _as_list(argument: str, value: object) -> list[Any]:

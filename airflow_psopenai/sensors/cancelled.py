@@ -26,7 +26,8 @@ from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.compat import TaskDeferralError, TaskDeferralTimeout
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
-from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event
+from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
+from airflow_psopenai.tasks.polling import log_status
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -175,6 +176,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         if checked["status"] == EVENT_ERROR:
             raise PSOpenAIError(checked["message"])
         obj: dict[str, Any] = checked["object"]
+        log_status(self.log, self.resource.describe(ids), status_of(obj), settled_after(checked))
         if status_of(obj) != CANCELLED:
             raise self._unexpected(obj, ids)
         return obj
@@ -204,6 +206,7 @@ class BatchCancelledSensor(ResourceCancelledSensor):
         super().__init__(**kwargs)
         self.batch_id = batch_id
         self.batch = batch
+        self._check_when_built()
 
 
 class ThreadRunCancelledSensor(ResourceCancelledSensor):
@@ -229,6 +232,7 @@ class ThreadRunCancelledSensor(ResourceCancelledSensor):
         self.thread_id = thread_id
         self.run_id = run_id
         self.run = run
+        self._check_when_built()
 
 
 class ResponseCancelledSensor(ResourceCancelledSensor):
@@ -248,3 +252,4 @@ class ResponseCancelledSensor(ResourceCancelledSensor):
         super().__init__(**kwargs)
         self.response_id = response_id
         self.response = response
+        self._check_when_built()

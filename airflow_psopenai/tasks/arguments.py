@@ -41,6 +41,40 @@ def ids_from_arguments(resource: CancellableResource, given: Mapping[str, object
     }
 
 
+def rendered_at_run_time(value: object) -> bool:
+    """Return whether Airflow fills ``value`` in when the task runs: a Jinja template or an XComArg, anywhere in it."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, list | tuple | set):
+        return any(rendered_at_run_time(item) for item in value)
+    if isinstance(value, Mapping):
+        return any(rendered_at_run_time(item) for item in value.values())
+    # An XComArg (or anything Airflow resolves as one) without importing Airflow here.
+    return callable(getattr(value, "resolve", None)) and callable(getattr(value, "iter_references", None))
+
+
+def check_literal_ids(resource: CancellableResource, given: Mapping[str, object], obj: object) -> None:
+    """Refuse, when the task is built, the ID arguments that are wrong whatever the run brings.
+
+    The checks and messages of :func:`ids_from_arguments`, on the values as written in the DAG: a
+    list for one ID (a list renders to a list, whatever its items), an empty ID, no ID at all, an ID
+    and an object both. A value that a template or an XComArg gives is left to the run.
+
+    :param resource: The resource the IDs belong to.
+    :param given: The ID arguments as written (``{"batch_id": ...}``).
+    :param obj: The object argument as written, or None.
+    """
+    for name, value in given.items():
+        if isinstance(value, list | tuple | set):
+            require_id(name, value)
+    if any(rendered_at_run_time(value) for value in (*given.values(), obj)):
+        for name, value in given.items():
+            if value is not None and not rendered_at_run_time(value):
+                require_id(name, value)
+        return
+    ids_from_arguments(resource, given, obj)
+
+
 def _object_as_dict(resource: CancellableResource, obj: object) -> dict[str, Any]:
     if isinstance(obj, str):
         obj = _parse_object_text(resource, obj)

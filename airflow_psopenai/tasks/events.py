@@ -25,9 +25,18 @@ def slim_object(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if obj is None else {key: obj[key] for key in SLIM_KEYS if key in obj}
 
 
-def settled_event(resource: CancellableResource, ids: Mapping[str, str], obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the event that ends a wait on a settled object."""
-    return {"status": EVENT_SETTLED, "resource": resource.name, "ids": dict(ids), "object": dict(obj)}
+def settled_event(
+    resource: CancellableResource, ids: Mapping[str, str], obj: Mapping[str, Any], after: float | None = None
+) -> dict[str, Any]:
+    """Return the event that ends a wait on a settled object; ``after``: the seconds since the wait began."""
+    event = {"status": EVENT_SETTLED, "resource": resource.name, "ids": dict(ids), "object": dict(obj)}
+    return event if after is None else {**event, "after": round(after, 3)}
+
+
+def settled_after(event: Mapping[str, Any]) -> float | None:
+    """Return how long a checked settled event's wait took, in seconds (None from a trigger of an older release)."""
+    after = event.get("after")
+    return float(after) if isinstance(after, int | float) and not isinstance(after, bool) else None
 
 
 def failure_event(kind: str, message: str, obj: Mapping[str, Any] | None = None) -> dict[str, Any]:

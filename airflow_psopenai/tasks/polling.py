@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 FIRST_POLL_DELAYS = (0.25, 0.5)
 
 
+def log_status(log: Any, target: str, status: str, after: float | None) -> None:
+    """Log an object's status and the seconds since its wait began: the line of each change, and the outcome.
+
+    :param after: The seconds since the wait began; None when unknown (a wait deferred by an older release).
+    """
+    if after is None:
+        log.info("%s is %s.", target, status)
+    else:
+        log.info("%s is %s (after %.1f s).", target, status, after)
+
+
 def poll_delays(poll_interval: float) -> Iterator[float]:
     """Yield the delays between polls: a few short ones, then ``poll_interval`` for ever."""
     for delay in FIRST_POLL_DELAYS:
@@ -65,24 +76,28 @@ class StatusWatch:
     :param resource: What is watched.
     :param ids: Its IDs.
     :param log: A logger with ``info`` and ``warning``.
+    :param started_at: When the wait began, in epoch seconds (a deferred wait's, from the task: a
+        triggerer restart does not restart the count); default now.
     """
 
-    def __init__(self, resource: CancellableResource, ids: Mapping[str, str], log: Any) -> None:
+    def __init__(
+        self, resource: CancellableResource, ids: Mapping[str, str], log: Any, started_at: float | None = None
+    ) -> None:
         self.resource = resource
         self.target = resource.describe(ids)
         self.log = log
-        self.started = time.monotonic()
+        self.started_at = time.time() if started_at is None else started_at
         self.last_status: str | None = None
 
     def elapsed(self) -> float:
-        """Return the seconds since the watch started."""
-        return time.monotonic() - self.started
+        """Return the seconds since the wait began."""
+        return max(0.0, time.time() - self.started_at)
 
     def observe(self, obj: Mapping[str, Any]) -> bool:
         """Record a polled object; return whether its status is settled."""
         status = status_of(obj)
         if status != self.last_status:
-            self.log.info("%s is %s (after %.1f s).", self.target, status, self.elapsed())
+            log_status(self.log, self.target, status, self.elapsed())
             self.last_status = status
         return status in self.resource.settled
 

@@ -39,14 +39,17 @@ async def wait_until_settled(
     deadline: Deadline,
     limit: str,
     log: Any,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """Poll until the object is settled, the deadline passes or a permanent error occurs; return the event.
 
     :param limit: How timeout messages name the deadline ("its wait_timeout of 60 s").
     :param log: A logger with ``info`` and ``warning``.
+    :param started_at: When the wait began (epoch seconds; default now): each logged status and the
+        settled event say the seconds since.
     :returns: A settled, timeout or error event (see :mod:`airflow_psopenai.tasks.events`).
     """
-    watch = StatusWatch(resource, ids, log)
+    watch = StatusWatch(resource, ids, log, started_at)
     delays = poll_delays(poll_interval)
     last: dict[str, Any] | None = None
     delay = 0.0
@@ -60,7 +63,7 @@ async def wait_until_settled(
                 delay = watch.transient(error, next(delays))
             else:
                 if watch.observe(last):
-                    return settled_event(resource, ids, last)
+                    return settled_event(resource, ids, last, watch.elapsed())
                 delay = next(delays)
             if deadline.passed():
                 return failure_event(EVENT_TIMEOUT, watch.timeout_message(limit), last)

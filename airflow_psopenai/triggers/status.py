@@ -35,6 +35,8 @@ class ResourceStatusTrigger(BaseTrigger):
     :param deadline: Epoch seconds after which the wait ends with a timeout event; None for no deadline.
     :param try_number: The try of the task that deferred, echoed in the event: Airflow 3.0 resumes a
         retried deferred task with the event of its earlier try, which the task can then tell apart.
+    :param wait_started: When the task deferred, in epoch seconds: the settled event says the seconds
+        since (``after``), which the resumed task logs; None counts from the trigger's start.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class ResourceStatusTrigger(BaseTrigger):
         poll_interval: float = 1.0,
         deadline: float | None = None,
         try_number: int | None = None,
+        wait_started: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
@@ -58,6 +61,7 @@ class ResourceStatusTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
         self.try_number = try_number
+        self.wait_started = wait_started
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and JSON-plain keyword arguments."""
@@ -71,6 +75,7 @@ class ResourceStatusTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "try_number": self.try_number,
+                "wait_started": self.wait_started,
             },
         )
 
@@ -84,6 +89,7 @@ class ResourceStatusTrigger(BaseTrigger):
             deadline=Deadline(self.deadline),
             limit="the deadline",
             log=self.log,
+            started_at=self.wait_started,
         )
         yield TriggerEvent({**event, "try_number": self.try_number})
 

@@ -45,9 +45,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "stop_batches_objects": {"batches": "{{ dag_run.conf['batches'] | tojson }}", "pass_through": True},
     "stop_batches_metadata": {"metadata": "{{ dag_run.conf['metadata'] | tojson }}", "created_after": 0},
     "stop_batches_text": {"batch_ids": "{{ dag_run.conf.get('batch_ids') }}"},
-    "stop_batches_bad_concurrency": {"batch_ids": [], "max_concurrency": 0},
     "stop_batches_bad_metadata": {"metadata": "{{ dag_run.conf.get('metadata') }}"},
-    "stop_batches_bad_created_after": {"metadata": {"team": "search"}, "created_after": "yesterday"},
     "stop_batches_retry": {
         "batch_ids": "{{ dag_run.conf['batch_ids'] | tojson }}",
         "wait": True,

@@ -36,7 +36,6 @@ BATCH_SCENARIOS: dict[str, dict[str, Any]] = {
         "wait_timeout": 1.5,
         "deferrable": True,
     },
-    "stop_batch_bad_wait_timeout": {"wait": True, "wait_timeout": -1},
     # No wait_timeout: the deferred wait ends at execution_timeout, which Airflow leaves to the trigger.
     "stop_batch_wait_execution_timeout_deferrable": {
         "wait": True,
@@ -243,9 +242,3 @@ with DAG("stop_batch_native_input", schedule=None, start_date=START, catchup=Fal
 
 with DAG("stop_batch_text_input", schedule=None, start_date=START, catchup=False):
     StopBatchOperator(task_id="stop", batch_id="{{ dag_run.conf.get('batch_id') }}")
-
-with DAG("stop_batch_bad_option", schedule=None, start_date=START, catchup=False):
-    StopBatchOperator(task_id="stop", batch_id=BATCH_ID, if_not_cancellable="ignore")  # type: ignore[arg-type]
-
-with DAG("stop_batch_bad_retry_count", schedule=None, start_date=START, catchup=False):
-    StopBatchOperator(task_id="stop", batch_id=BATCH_ID, max_retry_count=101)

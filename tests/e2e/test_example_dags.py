@@ -26,7 +26,8 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
     "example_psopenai_response": ("success", {}),
     # process_results fails on purpose; the teardown cancels the run's batches.
     "example_psopenai_run_cleanup": ("failed", {"process_results": "failed"}),
-    "example_psopenai_teardown": ("success", {}),
+    # The work stops the batch itself: the cancel on failure and the watcher are skipped.
+    "example_psopenai_teardown": ("success", {"cancel_on_failure": "skipped", "fail_run": "skipped"}),
     "example_psopenai_thread_run": ("success", {}),
     "example_psopenai_xcom_ids": ("success", {}),
 }

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from airflow_psopenai.testing import Fault
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from airflow_psopenai.testing import OpenAIEmulator
     from tests.conftest import DagRunResult
@@ -32,23 +33,6 @@ EXPECTED_DAG_IDS = {
     "example_psopenai_response",
     "example_psopenai_run_cleanup",
 }
-
-
-@pytest.fixture(autouse=True)
-def restore_params(dagbag: Any) -> Iterator[None]:
-    """Undo what a run's conf did to the DAGs' params.
-
-    Airflow 3.3's ``process_params`` resolves ``dag_run.conf`` into the tasks' own ``Param`` objects,
-    so in one process (``dag.test()`` with the session's DagBag) a run's conf becomes the next
-    run's default. Real deployments parse the DAG afresh for each task and are not affected.
-    """
-    dags = [dagbag.get_dag(dag_id) for dag_id in EXPECTED_DAG_IDS]
-    holders = [holder for dag in dags for holder in (dag.params, *(task.params for task in dag.tasks))]
-    params = [holder.get_param(key) for holder in holders for key in holder]
-    saved = [(param, copy.deepcopy(param.value)) for param in params]
-    yield
-    for param, value in saved:
-        param.value = value
 
 
 def batch_cancels(emulator: OpenAIEmulator) -> list[str]:
@@ -193,7 +177,13 @@ def test_xcom_ids_cancels_each_batch_once(emulator: OpenAIEmulator, run_dag: Run
 def test_teardown_succeeds_with_nothing_left_to_cancel(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
     result = run_dag("example_psopenai_teardown", sample_seconds=0)
 
-    assert result.task_states == {"submit_batch": "success", "sample_batch": "success", "cleanup_batch": "success"}
+    assert result.task_states == {
+        "submit_batch": "success",
+        "sample_batch": "success",
+        "cancel_on_failure": "skipped",
+        "fail_run": "skipped",
+        "cleanup_batch": "success",
+    }
     assert result.state == "success"
     (batch_id,) = created_batch_ids(emulator)
     # The work stopped the batch; the teardown found it cancelling, sent nothing and waited for it.
@@ -202,15 +192,70 @@ def test_teardown_succeeds_with_nothing_left_to_cancel(emulator: OpenAIEmulator,
     assert result.xcom("sample_batch")["batch_id"] == batch_id
 
 
-def test_teardown_cancels_when_the_work_failed(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+def test_teardown_after_a_cancel_on_failure_sends_no_second_cancel(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    """The work fails: the one_failed task cancels at once; the teardown, after it, finds nothing left to cancel."""
     result = run_dag("example_psopenai_teardown", sample_seconds=0, fail_work=True)
 
-    assert result.task_states == {"submit_batch": "success", "sample_batch": "failed", "cleanup_batch": "success"}
+    assert result.task_states == {
+        "submit_batch": "success",
+        "sample_batch": "failed",
+        "cancel_on_failure": "success",
+        "fail_run": "failed",
+        "cleanup_batch": "success",
+    }
+    assert result.state == "failed"  # fail_run: the work failed
+    (batch_id,) = created_batch_ids(emulator)
+    assert batch_cancels(emulator) == [batch_id]  # one cancel, by cancel_on_failure
+    assert result.rendered_fields("cancel_on_failure")["batch_id"] == batch_id
+    assert result.xcom("cancel_on_failure")["status"] == "cancelled"
+    assert result.xcom("cleanup_batch")["status"] == "cancelled"
+    assert result.ended_at["cancel_on_failure"] <= result.ended_at["cleanup_batch"]
+    assert emulator.get_batch(batch_id)["status"] == "cancelled"
+
+
+def test_teardown_cancels_when_the_cancel_on_failure_could_not(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    """The cancel-on-failure task fails too (the API refuses it): the teardown still runs, and cancels."""
+    refused = {"error": {"message": "Cancels are off today.", "type": "invalid_request_error", "code": None}}
+    emulator.add_fault(Fault.answer(400, json.dumps(refused)), method="POST", path="/v1/batches/*/cancel")
+    result = run_dag("example_psopenai_teardown", sample_seconds=0, fail_work=True)
+
+    assert result.task_states == {
+        "submit_batch": "success",
+        "sample_batch": "failed",
+        "cancel_on_failure": "failed",
+        "fail_run": "failed",
+        "cleanup_batch": "success",
+    }
     assert result.state == "failed"
     (batch_id,) = created_batch_ids(emulator)
-    assert batch_cancels(emulator) == [batch_id]  # sent by the teardown
+    assert batch_cancels(emulator) == [batch_id, batch_id]  # refused, then sent by the teardown
     assert result.xcom("cleanup_batch")["status"] == "cancelled"
     assert emulator.get_batch(batch_id)["status"] == "cancelled"
+
+
+def test_the_teardown_recipe_with_the_setups_xcomarg_does_not_parse() -> None:
+    """Why cancel_on_failure takes a template: with the setup's XComArg, Airflow refuses the DAG."""
+    from airflow.sdk import DAG, task
+
+    from airflow_psopenai.operators import StopBatchOperator
+
+    @task
+    def submit() -> dict[str, str]:
+        return {"id": "batch_1"}
+
+    @task
+    def work(batch: dict[str, str]) -> None:
+        return None
+
+    with DAG("setup_followed_by_one_failed", schedule=None) as dag:
+        batch = submit()
+        done = work(batch)
+        done >> StopBatchOperator(task_id="cancel_on_failure", batch=batch, trigger_rule="one_failed")
+        done >> StopBatchOperator(task_id="cleanup", batch=batch, if_not_cancellable="succeed").as_teardown(
+            setups=batch
+        )
+    with pytest.raises(ValueError, match="Setup tasks must be followed with trigger rule ALL_SUCCESS"):
+        dag.validate()
 
 
 def test_run_cleanup_cancels_every_batch_of_the_run_in_one_task(emulator: OpenAIEmulator, run_dag: RunDag) -> None:

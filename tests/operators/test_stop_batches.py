@@ -238,10 +238,8 @@ def test_bad_selection_fails_before_any_request(
 @pytest.mark.parametrize(
     ("dag_id", "conf", "message"),
     [
-        ("stop_batches_bad_concurrency", {}, "max_concurrency must be 1 to 200, got 0"),
         ("stop_batches_bad_metadata", {"metadata": []}, "metadata must be a non-empty dict of text keys and values"),
         ("stop_batches_bad_metadata", {"metadata": {"n": 1}}, "metadata must be a non-empty dict of text keys"),
-        ("stop_batches_bad_created_after", {}, "created_after must be a datetime, an ISO 8601 text or epoch seconds"),
     ],
 )
 def test_bad_options_fail_before_any_request(

@@ -107,16 +107,6 @@ def test_an_object_settled_before_the_deadline_is_seen_by_a_poll_at_it(
     assert result.xcom("stop")["status"] == "cancelled"
 
 
-def test_bad_wait_timeout_fails_before_the_cancel(
-    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
-) -> None:
-    batch = emulator.create_batch()
-    result = run_dag("stop_batch_bad_wait_timeout", batch_id=batch["id"])
-    assert result.task_states["stop"] == "failed"
-    assert "wait_timeout must be a number of seconds (0 or more) or a timedelta, got -1" in captured_logs()
-    assert emulator.journal == []
-
-
 @pytest.mark.parametrize("status", SETTLED_BATCH_STATUSES)
 def test_default_fails_on_a_settled_batch_without_cancelling(
     emulator: OpenAIEmulator, run_dag: RunDag, status: str, captured_logs: Callable[[], str]
@@ -292,22 +282,6 @@ def test_bad_text_rendered_input_fails_before_any_request(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], conf: dict[str, Any], message: str
 ) -> None:
     result = run_dag("stop_batch_text_input", **conf)
-    assert result.task_states["stop"] == "failed"
-    assert message in captured_logs()
-    assert emulator.journal == []
-
-
-@pytest.mark.parametrize(
-    ("dag_id", "message"),
-    [
-        ("stop_batch_bad_option", "if_not_cancellable must be one of fail, succeed, skip"),
-        ("stop_batch_bad_retry_count", "max_retry_count must be from 0 to 100, got 101"),
-    ],
-)
-def test_bad_options_fail_before_any_request(
-    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], dag_id: str, message: str
-) -> None:
-    result = run_dag(dag_id, batch_id="batch_whatever")
     assert result.task_states["stop"] == "failed"
     assert message in captured_logs()
     assert emulator.journal == []

@@ -65,6 +65,7 @@ def test_serialisation_round_trip() -> None:
         "poll_interval": 0.2,
         "deadline": 1_900_000_000.5,
         "try_number": None,
+        "wait_started": None,
     }
 
 

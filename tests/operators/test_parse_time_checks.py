@@ -1,0 +1,152 @@
+"""Options that no run can fix are refused when the DAG is parsed (building the task), with a run's messages.
+
+What a template or an XComArg gives is checked when the task runs (tests/operators/test_stop_dags.py and
+test_stop_batches.py: the *_text_input and *_text DAGs).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+from airflow_psopenai.operators import (
+    StopBatchesOperator,
+    StopBatchOperator,
+    StopResponseOperator,
+    StopThreadRunOperator,
+)
+from airflow_psopenai.sensors import BatchCancelledSensor, ResponseCancelledSensor, ThreadRunCancelledSensor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from airflow_psopenai.testing import OpenAIEmulator
+    from tests.conftest import DagRunResult
+
+    RunDag = Callable[..., DagRunResult]
+
+BAD = [
+    (
+        StopBatchOperator,
+        {"batch_id": "b", "if_not_cancellable": "ignore"},
+        "if_not_cancellable must be one of fail, succeed, skip, got 'ignore'.",
+    ),
+    (
+        StopBatchOperator,
+        {"batch_id": "b", "poll_interval": 0},
+        "poll_interval must be a number of seconds above 0, got 0.",
+    ),
+    (
+        StopBatchOperator,
+        {"batch_id": "b", "wait_timeout": -1},
+        "wait_timeout must be a number of seconds (0 or more) or a timedelta, got -1.",
+    ),
+    (
+        StopBatchOperator,
+        {"batch_id": "b", "wait_timeout": "60"},
+        "wait_timeout must be a number of seconds (0 or more) or a timedelta, got '60'.",
+    ),
+    (StopBatchOperator, {"batch_id": "b", "max_retry_count": 101}, "max_retry_count must be from 0 to 100, got 101."),
+    (
+        StopBatchOperator,
+        {"batch_id": "b", "timeout_sec": "soon"},
+        "timeout_sec must be a number of seconds, 0 or more (0 for no limit), got 'soon'.",
+    ),
+    (
+        StopBatchOperator,
+        {"batch_id": ["batch_a", "batch_b"]},
+        "batch_id rendered to a list (['batch_a', 'batch_b']) where one ID is needed",
+    ),
+    (StopBatchOperator, {"batch_id": ""}, "batch_id is empty (''): give the ID"),
+    (StopBatchOperator, {}, "batch_id is None and batch is not given"),
+    (StopBatchOperator, {"batch_id": "b", "batch": {"id": "b"}}, "Give either batch= or batch_id, not both."),
+    (StopBatchOperator, {"batch": {"status": "in_progress"}}, "batch has no 'id' key"),
+    (StopThreadRunOperator, {"thread_id": "thread_1", "run_id": ["run_1"]}, "run_id rendered to a list"),
+    (StopThreadRunOperator, {"thread_id": "", "run_id": "run_1"}, "thread_id is empty"),
+    (StopResponseOperator, {"response_id": " "}, "response_id is empty"),
+    (BatchCancelledSensor, {"batch_id": ("batch_a",)}, "batch_id rendered to a tuple"),
+    (BatchCancelledSensor, {"batch_id": "b", "max_retry_count": -1}, "max_retry_count must be from 0 to 100, got -1."),
+    (ThreadRunCancelledSensor, {"thread_id": "thread_1"}, "run_id is None"),
+    (ResponseCancelledSensor, {"response_id": "r", "timeout_sec": -5}, "timeout_sec must be a number of seconds"),
+    (StopBatchesOperator, {"batch_ids": [], "if_not_cancellable": "ignore"}, "if_not_cancellable must be one of"),
+    (StopBatchesOperator, {"batch_ids": [], "max_concurrency": 0}, "max_concurrency must be 1 to 200, got 0."),
+    (StopBatchesOperator, {"batch_ids": [], "timeout_sec": "x"}, "timeout_sec must be a number of seconds"),
+    (StopBatchesOperator, {"batch_ids": ["batch_a", ""]}, "batch_ids[1] is empty"),
+    (StopBatchesOperator, {"batch_ids": "batch_1"}, "the text 'batch_1' is no list"),
+    (StopBatchesOperator, {"batches": [{"status": "x"}]}, "batch has no 'id' key"),
+    (StopBatchesOperator, {"metadata": {"n": 1}}, "metadata must be a non-empty dict of text keys and values"),
+    (
+        StopBatchesOperator,
+        {"metadata": {"team": "search"}, "created_after": "yesterday"},
+        "created_after must be a datetime, an ISO 8601 text or epoch seconds, got 'yesterday'.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("operator_class", "arguments", "message"), BAD, ids=[m[:40] for _, _, m in BAD])
+def test_a_wrong_option_is_refused_when_the_task_is_built(
+    emulator: OpenAIEmulator, operator_class: type[Any], arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PSOpenAIConfigurationError, match=re.escape(message)):
+        operator_class(task_id="task", **arguments)
+    assert emulator.journal == []
+
+
+def test_a_dag_file_with_a_wrong_option_is_an_import_error(airflow_db: None, tmp_path: Path) -> None:
+    """What the DAG processor shows for the file, instead of a task failing on the day it runs."""
+    from tests.conftest import dag_bag_class
+
+    (tmp_path / "cleanup.py").write_text(
+        "from airflow.sdk import DAG\n"
+        "from airflow_psopenai.operators import StopBatchOperator\n"
+        "with DAG('cleanup', schedule=None):\n"
+        "    StopBatchOperator(task_id='cancel', batch_id='batch_1', trigger_rule='one_failed',\n"
+        "                      if_not_cancellable='ignore')\n"
+    )
+    bag = dag_bag_class()(str(tmp_path))
+    (error,) = bag.import_errors.values()
+    assert "if_not_cancellable must be one of fail, succeed, skip, got 'ignore'." in error
+
+
+def test_templates_and_xcomargs_are_left_to_the_run() -> None:
+    from airflow.sdk import DAG, task
+
+    @task
+    def ids() -> list[str]:
+        return ["batch_1"]
+
+    @task
+    def one() -> str:
+        return "batch_1"
+
+    with DAG("templated", schedule=None):
+        StopBatchOperator(task_id="by_template", batch_id="{{ dag_run.conf['batch_id'] }}", timeout_sec=5)
+        StopBatchOperator(task_id="by_xcomarg", batch_id=one(), wait_timeout=timedelta(minutes=5))
+        StopBatchOperator(task_id="by_object_template", batch="{{ ti.xcom_pull(task_ids='submit') }}")
+        StopThreadRunOperator(task_id="run", thread_id="thread_1", run_id="{% if true %}run_1{% endif %}")
+        BatchCancelledSensor(task_id="sensor", batch=one())
+        StopBatchesOperator(task_id="ids_template", batch_ids="{{ dag_run.conf['ids'] | tojson }}")
+        StopBatchesOperator(task_id="ids_xcomarg", batch_ids=ids())
+        StopBatchesOperator(task_id="ids_items", batch_ids=["{{ dag_run.conf['id'] }}", one()])
+        StopBatchesOperator(
+            task_id="metadata", metadata="{{ dag_run.conf['metadata'] | tojson }}", created_after="{{ ts }}"
+        )
+
+
+def test_a_mapped_instance_is_checked_when_it_runs(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """.expand() values come at run time: a bad one fails its instance only, after the console link's XCom push."""
+    batch = emulator.create_batch()
+    result = run_dag("stop_batch_mapped", batch_ids=["", batch["id"]])
+
+    assert result.task_states == {"listed_ids": "success", "stop[0]": "failed", "stop[1]": "success"}
+    logs = captured_logs()
+    assert "batch_id is empty (''): give the ID" in logs
+    assert "XCom not found" not in logs
+    assert [entry.path for entry in emulator.requests(method="POST")] == [f"/v1/batches/{batch['id']}/cancel"]

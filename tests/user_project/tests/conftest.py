@@ -1,0 +1,1 @@
+pytest_plugins = ["airflow_psopenai.testing.pytest_plugin"]
