@@ -33,7 +33,6 @@ from airflow_psopenai.client import retry as retry_module
 from airflow_psopenai.client.deadline import LAST_POLL_SEC, Deadline
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.tasks.status_board import forget_boards
 from airflow_psopenai.tasks.waits import run_in_worker, wait_for_each
 from tests.gateway import HANG, Gateway, Reply, batch, corrupt, page
 from tests.hooks.conftest import conn_json, unique_key
@@ -207,7 +206,6 @@ def test_the_set_wait_ends_by_its_deadline_and_never_prints_the_key(
         id_sets = [{"batch_id": item["id"]} for item in items]
 
         async def waits() -> list[dict[str, Any]]:
-            forget_boards()
             return await wait_for_each(
                 hook,
                 BATCH,
