@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 
@@ -41,6 +42,12 @@ if TYPE_CHECKING:
     from airflow_psopenai.client.settings import ApiSettings
 
 JsonObject = dict[str, Any]
+# A batch an earlier try created is taken over while it runs or once it completed; one that failed,
+# expired or was cancelled is not: the retry creates a new one.
+REUSABLE_BATCH_STATUSES = BATCH.cancellable | {"completed"}
+# The look for it reads at most this many pages of the batch list.
+REUSE_PAGE_SIZE = 100
+REUSE_MAX_PAGES = 10
 # The statuses of the API's "cannot cancel" refusals: 409 for batches, 400 for runs.
 CANNOT_CANCEL_STATUSES = (400, 409)
 
@@ -354,6 +361,8 @@ class PSOpenAIHook(BaseHook):
         endpoint: str = "/v1/chat/completions",
         completion_window: str = "24h",
         metadata: Mapping[str, str] | None = None,
+        *,
+        reuse_earlier_batch: bool = True,
     ) -> JsonObject:
         """Create a batch from an uploaded JSONL file (not retried: it is not idempotent).
 
@@ -361,6 +370,15 @@ class PSOpenAIHook(BaseHook):
         ``airflow_run_id``, ``airflow_task_id``, ``airflow_map_index`` when mapped; your own keys win),
         so that ``StopBatchesOperator(metadata=...)`` and ``cancel_run_batches`` find it.
 
+        A retry pays for no second batch: in a running task, the batches an earlier try of the same task
+        instance created (the same run tags and the same ``input_file_id`` and ``endpoint``, still running
+        or completed) are looked for first, in the batch list, newest first, down to the DAG run's start
+        (one page for an account that created fewer than 100 batches since). The oldest one not yet
+        returned in this try is returned instead of creating a new one, so the n-th call of a try gets
+        the n-th batch of the try before. ``reuse_earlier_batch=False`` always creates. Outside a task,
+        nothing is looked for.
+
+        :param reuse_earlier_batch: Return a batch an earlier try created instead of creating another.
         :raises PSOpenAIConfigurationError: Before the request, when the metadata is over the API's limits.
         """
         settings = self.settings
@@ -369,16 +387,74 @@ class PSOpenAIHook(BaseHook):
             "endpoint": endpoint,
             "completion_window": completion_window,
         }
-        tagged = tagged_metadata(_current_run_tags(), metadata)
+        context = _current_context()
+        tags = run_tags(context) if context is not None else {}
+        tagged = tagged_metadata(tags, metadata)
         if tagged:
             body["metadata"] = tagged
+        if context is None:
+            return self._create(settings, body)
+        with _CLAIMS.lock:
+            claimed = _CLAIMS.of(context["ti"])
+            if reuse_earlier_batch:
+                wanted = {key: tagged[key] for key in tags}
+                earlier = self._earlier_batch(body, wanted, _run_started_at(context), claimed)
+                if earlier is not None:
+                    claimed.add(str(earlier["id"]))
+                    self.log.info(
+                        "Batch %r (%s) was created by an earlier try of this task instance with the same input "
+                        "file and endpoint: returning it instead of creating a second batch "
+                        "(reuse_earlier_batch=False creates one).",
+                        earlier["id"],
+                        status_of(earlier),
+                    )
+                    return earlier
+            created = self._create(settings, body)
+            claimed.add(str(created.get("id")))
+            return created
+
+    def _create(self, settings: ApiSettings, body: JsonObject) -> JsonObject:
         return self._request(
-            "POST",
-            settings.url("/batches"),
-            headers=settings.headers({}),
-            target="a new batch",
-            body=body,
+            "POST", settings.url("/batches"), headers=settings.headers({}), target="a new batch", body=body
         )
+
+    def _earlier_batch(
+        self, body: Mapping[str, Any], tags: Mapping[str, str], since: float | None, claimed: set[str]
+    ) -> JsonObject | None:
+        """Return the oldest batch created since ``since`` with ``body``'s input file and endpoint and ``tags``.
+
+        Batches in ``claimed`` (this try's own) and batches that failed, expired or were cancelled are
+        left out. At most ``REUSE_MAX_PAGES`` pages are read: past them a warning says so and None is returned.
+        """
+        cutoff = None if since is None else int(since) - 1
+        found: JsonObject | None = None
+        after: str | None = None
+        for _ in range(REUSE_MAX_PAGES):
+            page = self.list_page(BATCH, after=after, limit=REUSE_PAGE_SIZE)
+            items = [item for item in page.get("data") or [] if isinstance(item, dict)]
+            for item in items:
+                created_at = item.get("created_at")
+                if cutoff is not None and isinstance(created_at, int | float) and created_at < cutoff:
+                    return found
+                held = item.get("metadata")
+                held = held if isinstance(held, dict) else {}
+                if (
+                    item.get("input_file_id") == body["input_file_id"]
+                    and item.get("endpoint") == body["endpoint"]
+                    and all(held.get(key) == value for key, value in tags.items())
+                    and status_of(item) in REUSABLE_BATCH_STATUSES
+                    and str(item.get("id")) not in claimed
+                ):
+                    found = item  # the list is newest first: the last match is the oldest
+            if not page.get("has_more") or not items:
+                return found
+            after = str(items[-1].get("id"))
+        self.log.warning(
+            "Looked for a batch an earlier try of this task created in the newest %d batches of the account and "
+            "did not reach the DAG run's start: creating a new batch.",
+            REUSE_MAX_PAGES * REUSE_PAGE_SIZE,
+        )
+        return found
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated GET (list one batch), for the UI's Test button and the CLI."""
@@ -520,15 +596,42 @@ class _Cancel:
         return current
 
 
-def _current_run_tags() -> dict[str, str]:
-    """Return the run tags of the task running now, or nothing outside a task."""
+def _current_context() -> Mapping[str, Any] | None:
+    """Return the context of the task running now, or None outside a task."""
     from airflow.providers.common.compat.sdk import get_current_context
 
     try:
-        context = get_current_context()
+        return get_current_context()
     except Exception:  # no task is running (a script, a test, the DAG processor)
-        return {}
-    return run_tags(context)
+        return None
+
+
+def _run_started_at(context: Mapping[str, Any]) -> float | None:
+    """Return when the task's DAG run started (or, not started yet, its ``run_after``), in epoch seconds."""
+    dag_run = context.get("dag_run")
+    started = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
+    return started.timestamp() if started is not None else None
+
+
+class _Claims:
+    """The batches one execution of a task instance created or took over, so none is returned twice.
+
+    Kept for the task instance object running now: each try (and each run of a try) has its own.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._ti: object = None
+        self._ids: set[str] = set()
+
+    def of(self, ti: object) -> set[str]:
+        """Return the batch IDs claimed by the execution of ``ti`` (forgetting an earlier execution's)."""
+        if self._ti is not ti:
+            self._ti, self._ids = ti, set()
+        return self._ids
+
+
+_CLAIMS = _Claims()
 
 
 def _checked_ids(resource: CancellableResource, ids: Mapping[str, object]) -> dict[str, str]:

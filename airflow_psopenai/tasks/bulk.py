@@ -56,20 +56,42 @@ class BatchOutcome:
 
 
 def batches_by_metadata(
-    hook: PSOpenAIHook, metadata: Mapping[str, str], created_after: float | None, log: Any
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
 ) -> list[dict[str, Any]]:
-    """Return every batch whose metadata holds all of ``metadata``, newest first.
+    """Return every batch whose metadata holds all of ``metadata``, newest first (in the worker).
+
+    :func:`abatches_by_metadata` in an event loop of its own; the connection is looked up synchronously.
+    """
+    from airflow_psopenai.tasks.waits import run_in_worker
+
+    return run_in_worker(hook, lambda: abatches_by_metadata(hook, metadata, created_after, log, deadline=deadline))
+
+
+async def abatches_by_metadata(
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
+) -> list[dict[str, Any]]:
+    """Return every batch whose metadata holds all of ``metadata``, newest first, without blocking the loop.
 
     The list is read page by page (newest first) and stops at the first batch created before
     ``created_after`` (epoch seconds; the API's ``created_at`` is whole seconds, so the cut is at the
-    second before): batches of older runs are never scanned.
+    second before): batches of older runs are never scanned. ``deadline`` bounds each page and its retries.
     """
     cutoff = None if created_after is None else int(created_after) - 1
     found: list[dict[str, Any]] = []
     pages = scanned = 0
     after: str | None = None
     while True:
-        page = hook.list_page(BATCH, after=after, limit=PAGE_SIZE)
+        page = await hook.alist_page(BATCH, after=after, limit=PAGE_SIZE, deadline=deadline)
         pages += 1
         items = [item for item in page.get("data") or [] if isinstance(item, dict)]
         older = [item for item in items if _created_before(item, cutoff)]
