@@ -614,20 +614,22 @@ def _run_started_at(context: Mapping[str, Any]) -> float | None:
 
 
 class _Claims:
-    """The batches one execution of a task instance created or took over, so none is returned twice.
+    """The batches one execution of a task instance created or took over, so that none is returned twice.
 
-    Kept for the task instance object running now: each try (and each run of a try) has its own.
+    An execution is a process running one try of one task instance: a try run again (apache/airflow#67287)
+    runs in another process, and a retry has another try number.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._ti: object = None
+        self._execution: tuple[object, ...] = ()
         self._ids: set[str] = set()
 
-    def of(self, ti: object) -> set[str]:
-        """Return the batch IDs claimed by the execution of ``ti`` (forgetting an earlier execution's)."""
-        if self._ti is not ti:
-            self._ti, self._ids = ti, set()
+    def of(self, ti: Any) -> set[str]:
+        """Return the batch IDs claimed by this process's execution of ``ti`` (forgetting any other's)."""
+        execution = (os.getpid(), ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), ti.try_number)
+        if execution != self._execution:
+            self._execution, self._ids = execution, set()
         return self._ids
 
 
