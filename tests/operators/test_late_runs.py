@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import pytest
 from airflow_psopenai.callbacks import acancel_run_batches, cancel_run_batches
 from airflow_psopenai.compat import DEADLINE_ALERTS, MISSING_DEADLINE_ALERTS
 from airflow_psopenai.testing import Fault
+from tests.conftest import deadline_context, run_as_the_triggerer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,42 +35,6 @@ CALLBACK_PATH = "airflow_psopenai.callbacks.acancel_run_batches"
 
 def cancels(emulator: OpenAIEmulator) -> list[str]:
     return [entry.path.split("/")[3] for entry in emulator.requests(method="POST", path="/v1/batches/*/cancel")]
-
-
-def deadline_context(result: DagRunResult) -> dict[str, Any]:
-    """Return the context Airflow gives a deadline's callback (airflow/models/deadline.py ``handle_miss``)."""
-    from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        dag_run = session.get(DagRun, result.dag_run.id)
-        return {
-            "dag_run": DAGRunResponse.model_validate(dag_run).model_dump(mode="json"),
-            "deadline": {"id": str(uuid.uuid4()), "deadline_time": datetime.now(UTC)},
-        }
-
-
-def run_as_the_triggerer(context: dict[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
-    """Run the trigger Airflow runs for a deadline's AsyncCallback(acancel_run_batches, kwargs); return its events."""
-    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS
-
-    from airflow_psopenai.client.pool import aclose_shared_clients
-
-    if AIRFLOW_V_3_2_PLUS:
-        from airflow.triggers.callback import CallbackTrigger
-    else:
-        from airflow.triggers.deadline import DeadlineCallbackTrigger as CallbackTrigger
-
-    trigger = CallbackTrigger(callback_path=CALLBACK_PATH, callback_kwargs={**kwargs, "context": context})
-
-    async def events() -> list[dict[str, Any]]:
-        try:
-            return [event.payload async for event in trigger.run()]
-        finally:
-            await aclose_shared_clients()
-
-    return asyncio.run(events())
 
 
 def late_run(emulator: OpenAIEmulator, run_dag: RunDag) -> tuple[DagRunResult, list[str], list[str]]:
@@ -93,10 +57,10 @@ def test_the_deadline_callback_cancels_the_late_runs_batches_once_as_the_trigger
     emulator: OpenAIEmulator, run_dag: RunDag, caplog: pytest.LogCaptureFixture
 ) -> None:
     result, batch_ids, others = late_run(emulator, run_dag)
-    context = deadline_context(result)
+    context = deadline_context(result.dag_run.id)
     caplog.set_level("INFO", logger="airflow_psopenai")
 
-    events = run_as_the_triggerer(context, timeout_sec=30)
+    events = run_as_the_triggerer(CALLBACK_PATH, {"timeout_sec": 30}, context)
 
     assert [event["state"] for event in events] == ["running", "success"]
     assert events[1]["body"] == {
@@ -115,7 +79,7 @@ def test_the_deadline_callback_cancels_the_late_runs_batches_once_as_the_trigger
     assert emulator.api_key not in json.dumps(events)
 
     # Idempotent: a second deadline (or a failure callback after it) sends no cancel.
-    again = run_as_the_triggerer(context)
+    again = run_as_the_triggerer(CALLBACK_PATH, {}, context)
     assert again[1]["body"]["cancels_sent"] == 0
     assert sorted(cancels(emulator)) == sorted(batch_ids)
 
@@ -124,7 +88,7 @@ def test_the_deadline_callback_cancels_the_late_runs_batches_once_as_the_trigger
 def test_the_sync_callback_takes_the_deadlines_context_and_kwargs(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
     """Airflow 3.2+'s SyncCallback calls ``cancel_run_batches(**kwargs, context=context)`` in the executor."""
     result, batch_ids, _ = late_run(emulator, run_dag)
-    cancel_run_batches(conn_id="psopenai_default", timeout_sec=30, context=deadline_context(result))
+    cancel_run_batches(conn_id="psopenai_default", timeout_sec=30, context=deadline_context(result.dag_run.id))
     assert sorted(cancels(emulator)) == sorted(batch_ids)
 
 
