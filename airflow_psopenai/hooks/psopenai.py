@@ -372,11 +372,11 @@ class PSOpenAIHook(BaseHook):
 
         A retry pays for no second batch: in a running task, the batches an earlier try of the same task
         instance created (the same run tags and the same ``input_file_id`` and ``endpoint``, still running
-        or completed) are looked for first, in the batch list, newest first, down to the DAG run's start
-        (one page for an account that created fewer than 100 batches since). The oldest one not yet
-        returned in this try is returned instead of creating a new one, so the n-th call of a try gets
-        the n-th batch of the try before. ``reuse_earlier_batch=False`` always creates. Outside a task,
-        nothing is looked for.
+        or completed) are looked for first: the batch list is read once per try, newest first, down to
+        the DAG run's start (one page for an account that created fewer than 100 batches since). The
+        oldest one not yet returned in this try is returned instead of creating a new one, so the n-th
+        call of a try gets the n-th batch of the try before. ``reuse_earlier_batch=False`` always creates.
+        Outside a task, nothing is looked for.
 
         :param reuse_earlier_batch: Return a batch an earlier try created instead of creating another.
         :raises PSOpenAIConfigurationError: Before the request, when the metadata is over the API's limits.
@@ -392,42 +392,32 @@ class PSOpenAIHook(BaseHook):
         tagged = tagged_metadata(tags, metadata)
         if tagged:
             body["metadata"] = tagged
-        if context is None:
-            return self._create(settings, body)
-        with _CLAIMS.lock:
-            claimed = _CLAIMS.of(context["ti"])
-            if reuse_earlier_batch:
-                wanted = {key: tagged[key] for key in tags}
-                earlier = self._earlier_batch(body, wanted, _run_started_at(context), claimed)
-                if earlier is not None:
-                    claimed.add(str(earlier["id"]))
-                    self.log.info(
-                        "Batch %r (%s) was created by an earlier try of this task instance with the same input "
-                        "file and endpoint: returning it instead of creating a second batch "
-                        "(reuse_earlier_batch=False creates one).",
-                        earlier["id"],
-                        status_of(earlier),
-                    )
-                    return earlier
-            created = self._create(settings, body)
-            claimed.add(str(created.get("id")))
-            return created
-
-    def _create(self, settings: ApiSettings, body: JsonObject) -> JsonObject:
+        if context is not None and reuse_earlier_batch:
+            with _CLAIMS.lock:
+                execution = _CLAIMS.of(context["ti"])
+                if execution.earlier is None:
+                    execution.earlier = self._batches_since(_run_started_at(context))
+                earlier = execution.take(body, {key: tagged[key] for key in tags})
+            if earlier is not None:
+                self.log.info(
+                    "Batch %r (%s) was created by an earlier try of this task instance with the same input file "
+                    "and endpoint: returning it instead of creating a second batch "
+                    "(reuse_earlier_batch=False creates one).",
+                    earlier["id"],
+                    status_of(earlier),
+                )
+                return earlier
         return self._request(
             "POST", settings.url("/batches"), headers=settings.headers({}), target="a new batch", body=body
         )
 
-    def _earlier_batch(
-        self, body: Mapping[str, Any], tags: Mapping[str, str], since: float | None, claimed: set[str]
-    ) -> JsonObject | None:
-        """Return the oldest batch created since ``since`` with ``body``'s input file and endpoint and ``tags``.
+    def _batches_since(self, since: float | None) -> list[JsonObject]:
+        """Return the batches created since ``since`` (epoch seconds) that a retry may take over, oldest first.
 
-        Batches in ``claimed`` (this try's own) and batches that failed, expired or were cancelled are
-        left out. At most ``REUSE_MAX_PAGES`` pages are read: past them a warning says so and None is returned.
+        At most ``REUSE_MAX_PAGES`` pages are read: past them a warning says so.
         """
-        cutoff = None if since is None else int(since) - 1
-        found: JsonObject | None = None
+        cutoff = None if since is None else int(since) - 1  # created_at is whole seconds
+        found: list[JsonObject] = []
         after: str | None = None
         for _ in range(REUSE_MAX_PAGES):
             page = self.list_page(BATCH, after=after, limit=REUSE_PAGE_SIZE)
@@ -435,26 +425,18 @@ class PSOpenAIHook(BaseHook):
             for item in items:
                 created_at = item.get("created_at")
                 if cutoff is not None and isinstance(created_at, int | float) and created_at < cutoff:
-                    return found
-                held = item.get("metadata")
-                held = held if isinstance(held, dict) else {}
-                if (
-                    item.get("input_file_id") == body["input_file_id"]
-                    and item.get("endpoint") == body["endpoint"]
-                    and all(held.get(key) == value for key, value in tags.items())
-                    and status_of(item) in REUSABLE_BATCH_STATUSES
-                    and str(item.get("id")) not in claimed
-                ):
-                    found = item  # the list is newest first: the last match is the oldest
+                    return found[::-1]
+                if status_of(item) in REUSABLE_BATCH_STATUSES:
+                    found.append(item)
             if not page.get("has_more") or not items:
-                return found
+                return found[::-1]
             after = str(items[-1].get("id"))
         self.log.warning(
-            "Looked for a batch an earlier try of this task created in the newest %d batches of the account and "
-            "did not reach the DAG run's start: creating a new batch.",
+            "Looked for batches earlier tries of this task created in the newest %d batches of the account "
+            "without reaching the DAG run's start: older ones are not taken over.",
             REUSE_MAX_PAGES * REUSE_PAGE_SIZE,
         )
-        return found
+        return found[::-1]
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated GET (list one batch), for the UI's Test button and the CLI."""
@@ -613,24 +595,48 @@ def _run_started_at(context: Mapping[str, Any]) -> float | None:
     return started.timestamp() if started is not None else None
 
 
-class _Claims:
-    """The batches one execution of a task instance created or took over, so that none is returned twice.
+class _Execution:
+    """What one execution of a task instance knows: the batches earlier ones created, those it returned."""
 
-    An execution is a process running one try of one task instance: a try run again (apache/airflow#67287)
-    runs in another process, and a retry has another try number.
+    def __init__(self, key: tuple[object, ...]) -> None:
+        self.key = key
+        # Listed at the first create_batch of the execution: earlier executions ended before it started.
+        self.earlier: list[JsonObject] | None = None
+        self.taken: set[str] = set()
+
+    def take(self, body: Mapping[str, Any], tags: Mapping[str, str]) -> JsonObject | None:
+        """Return the oldest earlier batch with ``body``'s input file and endpoint and ``tags``, not yet returned."""
+        for item in self.earlier or []:
+            held = item.get("metadata")
+            held = held if isinstance(held, dict) else {}
+            if (
+                str(item.get("id")) not in self.taken
+                and item.get("input_file_id") == body["input_file_id"]
+                and item.get("endpoint") == body["endpoint"]
+                and all(held.get(key) == value for key, value in tags.items())
+            ):
+                self.taken.add(str(item.get("id")))
+                return item
+        return None
+
+
+class _Claims:
+    """The execution of a task instance running in this process: a process running one try of it.
+
+    A try run again (apache/airflow#67287) runs in another process, and a retry has another try number:
+    each is an execution of its own, which takes over the batches of the executions before it.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._execution: tuple[object, ...] = ()
-        self._ids: set[str] = set()
+        self._execution = _Execution(())
 
-    def of(self, ti: Any) -> set[str]:
-        """Return the batch IDs claimed by this process's execution of ``ti`` (forgetting any other's)."""
-        execution = (os.getpid(), ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), ti.try_number)
-        if execution != self._execution:
-            self._execution, self._ids = execution, set()
-        return self._ids
+    def of(self, ti: Any) -> _Execution:
+        """Return this process's execution of ``ti`` (forgetting any other)."""
+        key = (os.getpid(), ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), ti.try_number)
+        if self._execution.key != key:
+            self._execution = _Execution(key)
+        return self._execution
 
 
 _CLAIMS = _Claims()

@@ -54,6 +54,19 @@ for dag_id, reuse in (("create_batch_retried", True), ("create_batch_retried_no_
         task(task_id="create", retries=1, retry_delay=timedelta(0))(created_then_failed)(reuse)
 
 
+@task(retries=1, retry_delay=timedelta(0))
+def create_three_then_fail() -> list[str]:
+    """Create three batches of one input file, then fail on the first try."""
+    ids = [create() for _ in range(3)]
+    if get_current_context()["ti"].try_number == 1:
+        raise RuntimeError(f"try 1 fails after creating batches {ids}")
+    return ids
+
+
+with DAG("create_batches_retried", schedule=None, start_date=START, catchup=False, tags=["psopenai-test"]):
+    create_three_then_fail()
+
+
 def first_run_of_the_try() -> None:
     """The try's first run, in a process of its own that ends once its batch is created."""
     code = 1

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from airflow_psopenai.callbacks import acancel_run_batches, cancel_run_batches
@@ -181,6 +182,19 @@ def test_a_retry_returns_the_batch_its_first_try_created(
     assert f"Batch {batch['id']!r} (in_progress) was created by an earlier try of this task instance" in (
         captured_logs()
     )
+
+
+def test_the_nth_call_of_a_retry_returns_the_nth_batch_of_the_try_before_for_one_list_page(
+    emulator: OpenAIEmulator, run_dag: RunDag
+) -> None:
+    result = run_dag("create_batches_retried", input_file_id="file-same")
+    assert result.task_states["create_three_then_fail"] == "success"
+    assert len(batch_posts(emulator)) == 3  # try 1 created three batches of one input file; try 2 took them over
+    assert len(emulator.requests(method="GET", path="/v1/batches")) == 2  # one list page per try
+    listed = httpx.get(f"{emulator.api_base}/batches", headers={"Authorization": f"Bearer {emulator.api_key}"}).json()[
+        "data"
+    ]
+    assert result.xcom("create_three_then_fail") == [batch["id"] for batch in reversed(listed)]  # in creation order
 
 
 def test_reuse_earlier_batch_false_creates_again(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
