@@ -15,7 +15,7 @@ if AIRFLOW_V_3_2_PLUS:
 else:  # importing them from airflow.exceptions is deprecated from 3.2 on
     from airflow.exceptions import TaskDeferralError, TaskDeferralTimeout  # type: ignore[no-redef]
 
-__all__ = ["DEADLINE_ALERTS", "TaskDeferralError", "TaskDeferralTimeout", "amask_secret"]
+__all__ = ["DEADLINE_ALERTS", "MISSING_DEADLINE_ALERTS", "TaskDeferralError", "TaskDeferralTimeout", "amask_secret"]
 
 # Deadline Alerts came with Airflow 3.1 (AsyncCallback, run in the triggerer); 3.2 added SyncCallback,
 # run by the executor, and exports the names from airflow.sdk (3.1 has them in airflow.sdk.definitions.deadline).

@@ -266,7 +266,9 @@ def run_deadline_example(run_dag: RunDag, dagbag: Any, monkeypatch: pytest.Monke
     """
     from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS
 
-    if not AIRFLOW_V_3_2_PLUS:
+    from airflow_psopenai.compat import DEADLINE_ALERTS
+
+    if DEADLINE_ALERTS and not AIRFLOW_V_3_2_PLUS:
         monkeypatch.setattr(dagbag.get_dag("example_psopenai_deadline"), "deadline", None)
     return run_dag("example_psopenai_deadline", **conf)
 
