@@ -92,7 +92,7 @@ async def acancel_run_batches(
     conn_id: str = DEFAULT_CONN_ID,
     timeout_sec: float = DEFAULT_TIMEOUT_SEC,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-) -> dict[str, Any] | None:
+) -> str | None:
     """Cancel every running batch tagged with the context's DAG run, without blocking the event loop.
 
     A deadline's callback (Airflow 3.1+), awaited in the triggerer as
@@ -104,7 +104,8 @@ async def acancel_run_batches(
     :param conn_id: The connection.
     :param timeout_sec: Longest time the callback takes, connection lookup, listing and cancels included.
     :param max_concurrency: Cancels sent at once.
-    :return: What was done (counts of the run's batches), or None when it could not be done.
+    :return: The summary line, or None when it could not be done. Text: Airflow stores it in its
+        callback table's text column, which a dict would not fit (the triggerer would stop on it).
     """
     from airflow_psopenai.hooks import PSOpenAIHook
 
@@ -127,7 +128,7 @@ async def _closing(cancel: Awaitable[_T]) -> _T:
 
 async def _cancel_run_batches(
     hook: PSOpenAIHook, context: Mapping[str, Any], timeout_sec: float, max_concurrency: int, name: str
-) -> dict[str, Any]:
+) -> str:
     """List the run's batches and cancel the running ones, all of it within ``timeout_sec``."""
     import asyncio
 
@@ -153,17 +154,12 @@ async def _cancel_run_batches(
         log.info("%s: %s", name, outcome.line())
     sent = sum(1 for outcome in outcomes if outcome.action == CANCEL_SENT)
     failed = sum(1 for outcome in outcomes if outcome.error is not None)
-    log.info(
-        "%s: run %r of %r: %d batches tagged with it, %d running: %d cancels sent, %d could not be cancelled.",
-        name,
-        run_id,
-        dag_id,
-        len(batches),
-        len(pending),
-        sent,
-        failed,
+    summary = (
+        f"{name}: run {run_id!r} of {dag_id!r}: {len(batches)} batches tagged with it, {len(pending)} running: "
+        f"{sent} cancels sent, {failed} could not be cancelled."
     )
-    return {"dag_id": dag_id, "run_id": run_id, "batches": len(batches), "cancels_sent": sent, "failed": failed}
+    log.info(summary)
+    return summary
 
 
 def run_of(context: Mapping[str, Any]) -> tuple[str, str, float | None]:

@@ -83,6 +83,8 @@ def test_a_late_runs_batches_are_cancelled_once_by_its_deadline_callback(airflow
     cancelled_at = max(stack.batch_cancels(batch_id)[0]["time"] for batch_id in batch_ids)
     assert deadline <= min(stack.batch_cancels(batch_id)[0]["time"] for batch_id in batch_ids)
     assert cancelled_at - deadline < LATE_CANCEL_BOUND_SEC
+    # The triggerer stored the callback's result and runs on (a dict result would have stopped it).
+    stack.assert_running()
     # The run is still running: the deadline's callback cancelled, not a failure.
     assert stack.dag_run(DAG_ID, run_id)["state"] == "running"
     assert stack.task_instances(DAG_ID, run_id)["work_for_long"]["state"] == "running"
@@ -97,5 +99,6 @@ def test_a_late_runs_batches_are_cancelled_once_by_its_deadline_callback(airflow
     for batch_id in untouched:
         assert stack.batch_cancels(batch_id) == [], batch_id
         assert stack.batch(batch_id)["status"] == "in_progress", batch_id
+    stack.assert_running()
     for proc in stack.processes.values():
         assert EMULATOR_KEY not in proc.log_path.read_text(errors="replace"), proc.name
