@@ -1,14 +1,22 @@
-"""A safety net for the failure paths no task handles: cancel every batch the failing DAG run launched.
+"""Callbacks that cancel every batch a DAG run launched: when the run fails, and when it is late.
 
 ``on_failure_callback=cancel_run_batches`` on a DAG (or a task) cancels every batch tagged with the
 run's ``airflow_dag_id`` and ``airflow_run_id`` (see :mod:`airflow_psopenai.run_tags`), with the
 default connection; ``cancel_run_batches_with(conn_id=...)`` chooses another. The same listing and
 cancels as ``StopBatchesOperator(metadata=...)``, without a wait. It never raises into Airflow (it
-logs and goes on), is bounded in time, and is idempotent: a batch already cancelling is left alone.
+logs and goes on), is bounded in time as a whole, and is idempotent: a batch already cancelling is
+left alone.
 
-Where it runs: a DAG's ``on_failure_callback`` runs in the DAG processor (a run failed by a task,
-by ``dagrun_timeout``), a task's in the worker that ran the task. Both reach the connection the way
-tasks do. Light to import: DAG files import it.
+A run that is late (Deadline Alerts, Airflow 3.1+):
+``DAG(deadline=DeadlineAlert(..., callback=AsyncCallback(acancel_run_batches, kwargs={"conn_id": ...})))``
+cancels the same set from the triggerer; on 3.2+ ``SyncCallback(cancel_run_batches, kwargs=...)``
+does it from the executor. Both take the deadline's context, whose ``dag_run`` is the REST API's DAG
+run as a dict, as well as a task's.
+
+Where they run: a DAG's ``on_failure_callback`` runs in the DAG processor (a run failed by a task,
+by ``dagrun_timeout``), a task's in the worker that ran the task, an ``AsyncCallback`` in the
+triggerer, a ``SyncCallback`` in the executor's workers. Each reaches the connection the way the
+code around it does. Light to import: DAG files import it.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from airflow_psopenai.client.deadline import Deadline
+    from airflow_psopenai.hooks import PSOpenAIHook
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SEC = 120.0
 DEFAULT_MAX_CONCURRENCY = 20
+MAX_CONCURRENCY_LIMIT = 200
 
 
 def cancel_run_batches_with(
@@ -43,71 +53,188 @@ def cancel_run_batches_with(
     :param max_concurrency: Cancels sent at once, 1 to 200.
     :raises PSOpenAIConfigurationError: For a ``timeout_sec`` or ``max_concurrency`` out of range (NaN, infinite).
     """
-    from airflow_psopenai.client.validation import require_positive_seconds
-    from airflow_psopenai.exceptions import PSOpenAIConfigurationError
-
-    require_positive_seconds(timeout_sec, "timeout_sec")
-    if not (isinstance(max_concurrency, int) and not isinstance(max_concurrency, bool) and 1 <= max_concurrency <= 200):
-        raise PSOpenAIConfigurationError(f"max_concurrency must be 1 to 200, got {max_concurrency!r}.")
+    _check_options(timeout_sec, max_concurrency)
 
     def callback(context: Mapping[str, Any]) -> None:
-        from airflow_psopenai.client.deadline import Deadline
-
-        cancel_batches_of_run(context["dag_run"], conn_id, Deadline.budget(timeout_sec), max_concurrency)
+        cancel_run_batches(context, conn_id=conn_id, timeout_sec=timeout_sec, max_concurrency=max_concurrency)
 
     return callback
 
 
-def cancel_run_batches(context: Mapping[str, Any]) -> None:
-    """Cancel every batch tagged with the failing DAG run (default connection); log, never raise."""
-    cancel_run_batches_with()(context)
+def cancel_run_batches(
+    context: Mapping[str, Any],
+    *,
+    conn_id: str = DEFAULT_CONN_ID,
+    timeout_sec: float = DEFAULT_TIMEOUT_SEC,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+) -> None:
+    """Cancel every running batch tagged with the context's DAG run; log, never raise.
 
+    A failure callback (``on_failure_callback=cancel_run_batches``) or, on Airflow 3.2+, a deadline's
+    ``SyncCallback(cancel_run_batches, kwargs={"conn_id": ..., "timeout_sec": ...})``.
 
-def cancel_batches_of_run(dag_run: Any, conn_id: str, deadline: Deadline, max_concurrency: int) -> None:
-    """Cancel the running batches tagged with ``dag_run`` (its ``dag_id``, ``run_id``, ``run_after``), all of
-    it within ``deadline`` (a budget); log, never raise."""
-    from airflow_psopenai.exceptions import PSOpenAIError
+    :param context: A task's or a DAG's callback context, or a deadline's (``dag_run`` a dict).
+    :param conn_id: The connection.
+    :param timeout_sec: Longest time the callback takes, connection lookup, listing and cancels included.
+    :param max_concurrency: Cancels sent at once, 1 to 200.
+    """
+    from airflow_psopenai.client.deadline import Deadline
 
     try:
-        _cancel_run_batches(dag_run, conn_id, deadline, max_concurrency)
-    except PSOpenAIError as error:  # says what went wrong by itself: one line, no traceback
-        log.error("cancel_run_batches could not cancel the run's batches (connection %r): %s", conn_id, error)
-    except Exception:  # a callback must never fail the run's bookkeeping
-        log.exception("cancel_run_batches could not cancel the run's batches (connection %r).", conn_id)
+        _check_options(timeout_sec, max_concurrency)
+        deadline = Deadline.budget(timeout_sec)
+    except Exception as error:  # a callback must never fail the run's bookkeeping
+        log.error("cancel_run_batches: %s", error)
+        return
+    cancel_batches_of_run(context, conn_id, deadline, max_concurrency)
 
 
-def _cancel_run_batches(dag_run: Any, conn_id: str, deadline: Deadline, max_concurrency: int) -> None:
+def cancel_batches_of_run(
+    context: Mapping[str, Any], conn_id: str, deadline: Deadline, max_concurrency: int, name: str = "cancel_run_batches"
+) -> None:
+    """Cancel the running batches tagged with the context's DAG run, all of it within ``deadline`` (a budget,
+    which its owner may end early); log, never raise. Runs its own event loop."""
     import asyncio
 
     from airflow_psopenai.hooks import PSOpenAIHook
+
+    try:
+        hook = PSOpenAIHook(conn_id, timeout_sec=_request_timeout(deadline))
+        _ = hook.settings  # looked up synchronously, as tasks do; the async core finds it resolved
+        asyncio.run(_closing(_cancel_run_batches(hook, context, deadline, max_concurrency, name)))
+    except Exception as error:  # a callback must never fail the run's bookkeeping
+        _log_failure(name, conn_id, error)
+
+
+async def acancel_run_batches(
+    context: Mapping[str, Any],
+    *,
+    conn_id: str = DEFAULT_CONN_ID,
+    timeout_sec: float = DEFAULT_TIMEOUT_SEC,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+) -> str | None:
+    """Cancel every running batch tagged with the context's DAG run, without blocking the event loop.
+
+    A deadline's callback (Airflow 3.1+), awaited in the triggerer as
+    ``AsyncCallback(acancel_run_batches, kwargs={"conn_id": ..., "timeout_sec": ...})``; or awaited
+    with a task's context. Sends the cancels and does not wait for them to settle. Never raises
+    (a cancelled await still stops it); logs one line per batch and a summary.
+
+    :param context: A deadline's context (``dag_run`` the REST API's DAG run as a dict) or a task's.
+    :param conn_id: The connection.
+    :param timeout_sec: Longest time the callback takes, connection lookup, listing and cancels included.
+    :param max_concurrency: Cancels sent at once, 1 to 200.
+    :return: The summary line, or None when it could not be done. Text: Airflow stores it in its
+        callback table's text column, which a dict would not fit (the triggerer would stop on it).
+    """
+    from airflow_psopenai.client.deadline import Deadline
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+    name = "acancel_run_batches"
+    try:
+        _check_options(timeout_sec, max_concurrency)
+        deadline = Deadline.budget(timeout_sec)
+        hook = PSOpenAIHook(conn_id, timeout_sec=timeout_sec)
+        return await _cancel_run_batches(hook, context, deadline, max_concurrency, name)
+    except Exception as error:  # a callback must never fail the run's bookkeeping
+        _log_failure(name, conn_id, error)
+        return None
+
+
+def _check_options(timeout_sec: object, max_concurrency: object) -> None:
+    from airflow_psopenai.client.validation import require_positive_seconds
+    from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+
+    require_positive_seconds(timeout_sec, "timeout_sec")
+    if not (
+        isinstance(max_concurrency, int)
+        and not isinstance(max_concurrency, bool)
+        and 1 <= max_concurrency <= MAX_CONCURRENCY_LIMIT
+    ):
+        raise PSOpenAIConfigurationError(f"max_concurrency must be 1 to 200, got {max_concurrency!r}.")
+
+
+def _request_timeout(deadline: Deadline) -> float | None:
+    left = deadline.poll_limit()
+    return None if left is None else max(left, 0.001)
+
+
+def _log_failure(name: str, conn_id: str, error: Exception) -> None:
+    from airflow_psopenai.exceptions import PSOpenAIError
+
+    if isinstance(error, PSOpenAIError | TimeoutError):  # says what went wrong by itself: one line, no traceback
+        log.error("%s could not cancel the run's batches (connection %r): %s", name, conn_id, error)
+    else:
+        log.exception("%s could not cancel the run's batches (connection %r).", name, conn_id)
+
+
+async def _closing(cancel: Any) -> None:
+    from airflow_psopenai.client.pool import aclose_shared_clients
+
+    try:
+        await cancel
+    finally:
+        await aclose_shared_clients()
+
+
+async def _cancel_run_batches(
+    hook: PSOpenAIHook, context: Mapping[str, Any], deadline: Deadline, max_concurrency: int, name: str
+) -> str:
+    """List the run's batches and cancel the running ones, all of it within ``deadline``."""
+    import asyncio
+
     from airflow_psopenai.resources import BATCH, has_status, status_of
     from airflow_psopenai.run_tags import run_selector
-    from airflow_psopenai.tasks.bulk import batches_by_metadata, cancel_each
+    from airflow_psopenai.tasks.bulk import CANCEL_SENT, abatches_by_metadata, cancel_each
     from airflow_psopenai.tasks.cancel import CancelPolicy
 
-    selector = run_selector(str(dag_run.dag_id), str(dag_run.run_id))
+    dag_id, run_id, run_after = run_of(context)
     left = deadline.poll_limit()
-    hook = PSOpenAIHook(conn_id, timeout_sec=max(left, 0.001) if left is not None else None)
-    run_after = getattr(dag_run, "run_after", None)
-    created_after = run_after.timestamp() if run_after is not None else None
-    batches = batches_by_metadata(hook, selector, created_after, log, deadline=deadline)
-    # A listed status that is no status at all is looked at (each look falls back to its own GET).
-    pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable or not has_status(b)]
-    if not pending:
-        log.info("cancel_run_batches: no running batch of run %r of %r.", selector["airflow_run_id"], dag_run.dag_id)
-        return
-    policy = CancelPolicy(if_not_cancellable="succeed")
-
-    async def cancel() -> list[Any]:
-        from airflow_psopenai.client.pool import aclose_shared_clients
-
-        try:
-            return await cancel_each(hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline)
-        finally:
-            await aclose_shared_clients()
-
-    outcomes = asyncio.run(cancel())
+    try:
+        # The budget's guard of last resort: a connection lookup or anything else that does not take a deadline.
+        async with asyncio.timeout(left):
+            batches = await abatches_by_metadata(hook, run_selector(dag_id, run_id), run_after, log, deadline=deadline)
+            # A listed status that is no status at all is looked at (each look falls back to its own GET).
+            pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable or not has_status(b)]
+            policy = CancelPolicy(if_not_cancellable="succeed")
+            outcomes = await cancel_each(hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline)
+    except TimeoutError:
+        raise TimeoutError(f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r}.") from None
     for outcome in outcomes:
-        log.info("cancel_run_batches: %s", outcome.line())
+        log.info("%s: %s", name, outcome.line())
+    sent = sum(1 for outcome in outcomes if outcome.action == CANCEL_SENT)
     failed = sum(1 for outcome in outcomes if outcome.error is not None)
-    log.info("cancel_run_batches: %d batches of the run, %d could not be cancelled.", len(outcomes), failed)
+    summary = (
+        f"{name}: run {run_id!r} of {dag_id!r}: {len(batches)} batches tagged with it, {len(pending)} running: "
+        f"{sent} cancels sent, {failed} could not be cancelled."
+    )
+    log.info(summary)
+    return summary
+
+
+def run_of(context: Mapping[str, Any]) -> tuple[str, str, float | None]:
+    """Return the DAG ID, run ID and ``run_after`` (epoch seconds) of the DAG run in a callback's ``context``.
+
+    A task's or a failure callback's context holds a DagRun object; a deadline's holds the REST API's
+    DAG run as a dict (``dag_id``, ``dag_run_id``, ``run_after`` as ISO 8601 text).
+
+    :raises PSOpenAIConfigurationError: When the context holds no DAG run.
+    """
+    from datetime import datetime
+
+    from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+
+    dag_run = context.get("dag_run") if hasattr(context, "get") else None
+    if isinstance(dag_run, dict):
+        dag_id, run_id, run_after = dag_run.get("dag_id"), dag_run.get("dag_run_id"), dag_run.get("run_after")
+    else:
+        dag_id, run_id = getattr(dag_run, "dag_id", None), getattr(dag_run, "run_id", None)
+        run_after = getattr(dag_run, "run_after", None)
+    if not dag_id or not run_id:
+        raise PSOpenAIConfigurationError(
+            f"The callback's context names no DAG run (its dag_run is {type(dag_run).__name__}): "
+            "pass the context Airflow gives the callback."
+        )
+    if isinstance(run_after, str):
+        run_after = datetime.fromisoformat(run_after)
+    return str(dag_id), str(run_id), run_after.timestamp() if isinstance(run_after, datetime) else None

@@ -6,14 +6,39 @@ Everything else that moved between 3.0 and 3.3 is imported from
 
 from __future__ import annotations
 
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
+from typing import Any
+
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
 
 if AIRFLOW_V_3_2_PLUS:
     from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 else:  # importing them from airflow.exceptions is deprecated from 3.2 on
     from airflow.exceptions import TaskDeferralError, TaskDeferralTimeout  # type: ignore[no-redef]
 
-__all__ = ["TaskDeferralError", "TaskDeferralTimeout", "amask_secret"]
+__all__ = ["DEADLINE_ALERTS", "MISSING_DEADLINE_ALERTS", "TaskDeferralError", "TaskDeferralTimeout", "amask_secret"]
+
+# Deadline Alerts came with Airflow 3.1 (AsyncCallback, run in the triggerer); 3.2 added SyncCallback,
+# run by the executor, and exports the names from airflow.sdk (3.1 has them in airflow.sdk.definitions.deadline).
+DEADLINE_ALERTS = AIRFLOW_V_3_1_PLUS
+MISSING_DEADLINE_ALERTS = "Deadline Alerts (DAG(deadline=DeadlineAlert(...))) came with Airflow 3.1"
+_DEADLINE_NAMES = frozenset({"AsyncCallback", "SyncCallback", "DeadlineAlert", "DeadlineReference"})
+
+
+def __getattr__(name: str) -> Any:
+    """Return ``AsyncCallback``, ``SyncCallback``, ``DeadlineAlert`` or ``DeadlineReference`` from where this
+    Airflow has them, imported only when asked for (on 3.1 they come with the metadata database's models).
+
+    :raises ImportError: On Airflow 3.0, naming the missing feature.
+    """
+    if name not in _DEADLINE_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not DEADLINE_ALERTS:
+        raise ImportError(f"{name}: {MISSING_DEADLINE_ALERTS}; this Airflow has none.")
+    if AIRFLOW_V_3_2_PLUS:
+        import airflow.sdk as where
+    else:
+        import airflow.sdk.definitions.deadline as where  # type: ignore[no-redef]
+    return getattr(where, name)
 
 
 async def amask_secret(secret: str) -> None:

@@ -94,6 +94,51 @@ def run_dag(dagbag: Any) -> Callable[..., DagRunResult]:
     return dag_runner(dagbag)
 
 
+def deadline_context(dag_run_id: int) -> dict[str, Any]:
+    """Return the context Airflow gives a deadline's callback (airflow/models/deadline.py ``handle_miss``):
+    the REST API's DAG run as a dict, and the deadline."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag_run = session.get(DagRun, dag_run_id)
+        return {
+            "dag_run": DAGRunResponse.model_validate(dag_run).model_dump(mode="json"),
+            "deadline": {"id": str(uuid.uuid4()), "deadline_time": datetime.now(UTC)},
+        }
+
+
+def run_as_the_triggerer(path: str, kwargs: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the trigger Airflow's triggerer runs for a deadline's ``AsyncCallback(path, kwargs)``; return its events.
+
+    ``CallbackTrigger`` from Airflow 3.2 on, ``DeadlineCallbackTrigger`` on 3.1 (Airflow 3.0 has no Deadline Alerts).
+    """
+    import asyncio
+
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS
+
+    from airflow_psopenai.client.pool import aclose_shared_clients
+
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.triggers.callback import CallbackTrigger
+    else:
+        from airflow.triggers.deadline import DeadlineCallbackTrigger as CallbackTrigger
+
+    trigger = CallbackTrigger(callback_path=path, callback_kwargs={**kwargs, "context": context})
+
+    async def events() -> list[dict[str, Any]]:
+        try:
+            return [event.payload async for event in trigger.run()]
+        finally:
+            await aclose_shared_clients()
+
+    return asyncio.run(events())
+
+
 # Airflow 3.0's dag.test() prints every message a task sends its in-process supervisor, at debug
 # level, the secrets it asks to mask among them (InProcessSupervisorComms.send): Airflow's own line,
 # which no provider can keep quiet.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 
@@ -20,6 +21,7 @@ from airflow_psopenai.client.errors import (
     transport_error,
     unreadable_body,
 )
+from airflow_psopenai.client.listing import ListWalk
 from airflow_psopenai.client.pool import TLSContextError, UnreadableBodyError, shared_pool
 from airflow_psopenai.client.retry import RetryPolicy
 from airflow_psopenai.client.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
@@ -49,6 +51,12 @@ if TYPE_CHECKING:
     from airflow_psopenai.client.settings import ApiSettings
 
 JsonObject = dict[str, Any]
+# A batch an earlier try created is taken over while it runs or once it completed; one that failed,
+# expired or was cancelled is not: the retry creates a new one.
+REUSABLE_BATCH_STATUSES = BATCH.cancellable | {"completed"}
+# The look for it reads at most this many pages of the batch list.
+REUSE_PAGE_SIZE = 100
+REUSE_MAX_PAGES = 10
 # The statuses of the API's "cannot cancel" refusals: 409 for batches, 400 for runs.
 CANNOT_CANCEL_STATUSES = (400, 409)
 
@@ -365,6 +373,8 @@ class PSOpenAIHook(BaseHook):
         endpoint: str = "/v1/chat/completions",
         completion_window: str = "24h",
         metadata: Mapping[str, str] | None = None,
+        *,
+        reuse_earlier_batch: bool = True,
     ) -> JsonObject:
         """Create a batch from an uploaded JSONL file (not retried: it is not idempotent).
 
@@ -372,10 +382,19 @@ class PSOpenAIHook(BaseHook):
         ``airflow_run_id``, ``airflow_task_id``, ``airflow_map_index`` when mapped; your own keys win),
         so that ``StopBatchesOperator(metadata=...)`` and ``cancel_run_batches`` find it.
 
+        A retry pays for no second batch: in a running task, the batches an earlier try of the same task
+        instance created (the same run tags and the same ``input_file_id`` and ``endpoint``, still running
+        or completed) are looked for first: the batch list is read once per try, newest first, down to
+        the DAG run's start (one page for an account that created fewer than 100 batches since). The
+        oldest one not yet returned in this try is returned instead of creating a new one, so the n-th
+        call of a try gets the n-th batch of the try before. ``reuse_earlier_batch=False`` always creates.
+        Outside a task, nothing is looked for.
+
         :param input_file_id: ID of a JSONL file uploaded with ``purpose="batch"``.
         :param endpoint: The endpoint every request of the file goes to (``/v1/responses``, ``/v1/embeddings``, ...).
         :param completion_window: How long the batch may take.
         :param metadata: Your own text keys and values, merged with the run tags (at most 16 pairs in all).
+        :param reuse_earlier_batch: Return a batch an earlier try created instead of creating another.
         :return: The batch object, as the API returns it.
         :raises PSOpenAIConfigurationError: Before the request, when the metadata is over the API's limits.
         """
@@ -385,16 +404,56 @@ class PSOpenAIHook(BaseHook):
             "endpoint": endpoint,
             "completion_window": completion_window,
         }
-        tagged = tagged_metadata(_current_run_tags(), metadata)
+        context = _current_context()
+        tags = run_tags(context) if context is not None else {}
+        tagged = tagged_metadata(tags, metadata)
         if tagged:
             body["metadata"] = tagged
+        if context is not None and reuse_earlier_batch:
+            with _CLAIMS.lock:
+                execution = _CLAIMS.of(context["ti"])
+                if execution.earlier is None:
+                    execution.earlier = self._batches_since(_run_started_at(context))
+                earlier = execution.take(body, {key: tagged[key] for key in tags})
+            if earlier is not None:
+                self.log.info(
+                    "Batch %r (%s) was created by an earlier try of this task instance with the same input file "
+                    "and endpoint: returning it instead of creating a second batch "
+                    "(reuse_earlier_batch=False creates one).",
+                    earlier["id"],
+                    status_of(earlier),
+                )
+                return earlier
         return self._request(
-            "POST",
-            settings.url("/batches"),
-            headers=settings.headers({}),
-            target="a new batch",
-            body=body,
+            "POST", settings.url("/batches"), headers=settings.headers({}), target="a new batch", body=body
         )
+
+    def _batches_since(self, since: float | None) -> list[JsonObject]:
+        """Return the batches created since ``since`` (epoch seconds) that a retry may take over, oldest first.
+
+        At most ``REUSE_MAX_PAGES`` pages are read: past them a warning says so.
+        """
+        cutoff = None if since is None else int(since) - 1  # created_at is whole seconds
+        found: list[JsonObject] = []
+        after: str | None = None
+        walk = ListWalk(BATCH, self.settings.redact)
+        for _ in range(REUSE_MAX_PAGES):
+            page = self.list_page(BATCH, after=after, page_size=REUSE_PAGE_SIZE)
+            for item in walk.read(page, after):
+                created_at = item.get("created_at")
+                if cutoff is not None and isinstance(created_at, int | float) and created_at < cutoff:
+                    return found[::-1]
+                if status_of(item) in REUSABLE_BATCH_STATUSES:
+                    found.append(item)
+            after = walk.next_after(page)
+            if after is None:
+                return found[::-1]
+        self.log.warning(
+            "Looked for batches earlier tries of this task created in the newest %d batches of the account "
+            "without reaching the DAG run's start: older ones are not taken over.",
+            REUSE_MAX_PAGES * REUSE_PAGE_SIZE,
+        )
+        return found[::-1]
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated GET (list one batch), for the UI's Test button and the CLI."""
@@ -555,15 +614,68 @@ class _Cancel:
         return current
 
 
-def _current_run_tags() -> dict[str, str]:
-    """Return the run tags of the task running now, or nothing outside a task."""
+def _current_context() -> Mapping[str, Any] | None:
+    """Return the context of the task running now, or None outside a task."""
     from airflow.providers.common.compat.sdk import get_current_context
 
     try:
-        context = get_current_context()
+        return get_current_context()
     except Exception:  # no task is running (a script, a test, the DAG processor)
-        return {}
-    return run_tags(context)
+        return None
+
+
+def _run_started_at(context: Mapping[str, Any]) -> float | None:
+    """Return when the task's DAG run started (or, not started yet, its ``run_after``), in epoch seconds."""
+    dag_run = context.get("dag_run")
+    started = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
+    return started.timestamp() if started is not None else None
+
+
+class _Execution:
+    """What one execution of a task instance knows: the batches earlier ones created, those it returned."""
+
+    def __init__(self, key: tuple[object, ...]) -> None:
+        self.key = key
+        # Listed at the first create_batch of the execution: earlier executions ended before it started.
+        self.earlier: list[JsonObject] | None = None
+        self.taken: set[str] = set()
+
+    def take(self, body: Mapping[str, Any], tags: Mapping[str, str]) -> JsonObject | None:
+        """Return the oldest earlier batch with ``body``'s input file and endpoint and ``tags``, not yet returned."""
+        for item in self.earlier or []:
+            held = item.get("metadata")
+            held = held if isinstance(held, dict) else {}
+            if (
+                str(item.get("id")) not in self.taken
+                and item.get("input_file_id") == body["input_file_id"]
+                and item.get("endpoint") == body["endpoint"]
+                and all(held.get(key) == value for key, value in tags.items())
+            ):
+                self.taken.add(str(item.get("id")))
+                return item
+        return None
+
+
+class _Claims:
+    """The execution of a task instance running in this process: a process running one try of it.
+
+    A try run again (apache/airflow#67287) runs in another process, and a retry has another try number:
+    each is an execution of its own, which takes over the batches of the executions before it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._execution = _Execution(())
+
+    def of(self, ti: Any) -> _Execution:
+        """Return this process's execution of ``ti`` (forgetting any other)."""
+        key = (os.getpid(), ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), ti.try_number)
+        if self._execution.key != key:
+            self._execution = _Execution(key)
+        return self._execution
+
+
+_CLAIMS = _Claims()
 
 
 def _checked_ids(resource: CancellableResource, ids: Mapping[str, object]) -> dict[str, str]:

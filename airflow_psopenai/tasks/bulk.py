@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
+from airflow_psopenai.client.listing import ListWalk
 from airflow_psopenai.client.validation import require_epoch_seconds
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.tasks.cancel import Action, cancel_one
-from airflow_psopenai.tasks.listing import ListWalk
 from airflow_psopenai.tasks.status_board import status_poller
 
 if TYPE_CHECKING:
@@ -65,7 +65,25 @@ def batches_by_metadata(
     *,
     deadline: Deadline = NO_DEADLINE,
 ) -> list[dict[str, Any]]:
-    """Return every batch whose metadata holds all of ``metadata``, newest first, each once.
+    """Return every batch whose metadata holds all of ``metadata``, newest first, each once (in the worker).
+
+    :func:`abatches_by_metadata` in an event loop of its own; the connection is looked up synchronously.
+    """
+    from airflow_psopenai.tasks.waits import run_in_worker
+
+    return run_in_worker(hook, lambda: abatches_by_metadata(hook, metadata, created_after, log, deadline=deadline))
+
+
+async def abatches_by_metadata(
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
+) -> list[dict[str, Any]]:
+    """Return every batch whose metadata holds all of ``metadata``, newest first, each once, without blocking
+    the event loop.
 
     The list is read page by page (newest first) and stops at the first batch created before
     ``created_after`` (epoch seconds; the API's ``created_at`` is whole seconds, so the cut is at the
@@ -76,12 +94,12 @@ def batches_by_metadata(
     :raises PSOpenAIConfigurationError: For a ``created_after`` that is not a finite number.
     """
     cutoff = None if created_after is None else int(require_epoch_seconds(created_after, "created_after")) - 1
-    walk = ListWalk(BATCH, hook.settings.redact)
+    walk = ListWalk(BATCH, (await hook.asettings()).redact)
     found: list[dict[str, Any]] = []
     scanned = 0
     after: str | None = None
     while True:
-        page = hook.list_page(BATCH, after=after, page_size=PAGE_SIZE, deadline=deadline)
+        page = await hook.alist_page(BATCH, after=after, page_size=PAGE_SIZE, deadline=deadline)
         items = walk.read(page, after)
         older = [item for item in items if _created_before(item, cutoff)]
         for item in items[: items.index(older[0])] if older else items:

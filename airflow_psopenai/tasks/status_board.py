@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
+from airflow_psopenai.client.listing import ListWalk
 from airflow_psopenai.client.retry import is_retryable
 from airflow_psopenai.exceptions import PSOpenAIAPIError, PSOpenAIError, PSOpenAIInvalidResponseError
 from airflow_psopenai.resources import has_status
-from airflow_psopenai.tasks.listing import ListWalk
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping

@@ -29,6 +29,7 @@ E2E_DAG_IDS = {
     "e2e_psopenai_cleanup_last_try",
     "e2e_psopenai_cleanup_timeout",
     "e2e_psopenai_cleanup_marked",
+    "e2e_psopenai_late_run",
 }
 
 

@@ -30,6 +30,8 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
     "example_psopenai_teardown": ("success", {"cancel_on_failure": "skipped", "fail_run": "skipped"}),
     "example_psopenai_thread_run": ("success", {}),
     "example_psopenai_xcom_ids": ("success", {}),
+    # wait_for_results gives up after 30 s (batches never complete on the emulator); the teardown cancels.
+    "example_psopenai_deadline": ("failed", {"wait_for_results": "failed"}),
 }
 
 

@@ -6,8 +6,10 @@ import ast
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -32,6 +34,7 @@ EXPECTED_DAG_IDS = {
     "example_psopenai_thread_run",
     "example_psopenai_response",
     "example_psopenai_run_cleanup",
+    "example_psopenai_deadline",
 }
 
 
@@ -275,6 +278,118 @@ def test_run_cleanup_cancels_every_batch_of_the_run_in_one_task(emulator: OpenAI
     assert sorted(batch_cancels(emulator)) == sorted(launched)  # one task, each batch once
     assert [batch["status"] for batch in result.xcom("cancel_run_batches")] == ["cancelled"] * 4
     assert emulator.get_batch(other_run["id"])["status"] == "in_progress"  # another run's batch
+
+
+# -- late runs: a deadline's callback ----------------------------------------------------------------------
+
+
+def deadline_alert_of(dagbag: Any, dag_id: str) -> Any:
+    """Return the one deadline alert of a DAG, checking it calls acancel_run_batches from the triggerer."""
+    (alert,) = dagbag.get_dag(dag_id).deadline
+    assert type(alert.callback).__name__ == "AsyncCallback"
+    assert alert.callback.path == "airflow_psopenai.callbacks.acancel_run_batches"
+    return alert
+
+
+def running_run_id(dag_id: str) -> int | None:
+    """Return the database ID of the DAG's running run (dag.test() runs one at a time), if any."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.state == "running")
+        return session.scalars(query).first()
+
+
+def run_deadline_example(run_dag: RunDag, dagbag: Any, monkeypatch: pytest.MonkeyPatch, **conf: Any) -> DagRunResult:
+    """Run example_psopenai_deadline with dag.test(), which never fires a deadline (the scheduler does).
+
+    Airflow 3.1's dag.test() evaluates a DAGRUN_QUEUED_AT deadline before its run is queued and fails
+    ("No matching record found in the database"); the scheduler creates runs queued. There the DAG
+    runs without its deadline, which dag.test() would not fire anyway.
+    """
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS
+
+    from airflow_psopenai.compat import DEADLINE_ALERTS
+
+    if DEADLINE_ALERTS and not AIRFLOW_V_3_2_PLUS:
+        monkeypatch.setattr(dagbag.get_dag("example_psopenai_deadline"), "deadline", None)
+    return run_dag("example_psopenai_deadline", **conf)
+
+
+def test_deadline_example_fails_without_its_results_and_its_teardown_cancels(
+    emulator: OpenAIEmulator, run_dag: RunDag, dagbag: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_psopenai.compat import DEADLINE_ALERTS
+
+    alert = deadline_alert_of(dagbag, "example_psopenai_deadline") if DEADLINE_ALERTS else None
+    result = run_deadline_example(run_dag, dagbag, monkeypatch, max_wait_seconds=0)
+
+    assert result.task_states == {
+        "submit_batches": "success",
+        "wait_for_results": "failed",
+        "cancel_leftover_batches": "success",
+    }
+    assert result.state == "failed"
+    launched = result.xcom("submit_batches")
+    assert len(launched) == 2
+    assert sorted(batch_cancels(emulator)) == sorted(launched)  # by the teardown, once each
+    assert [batch["status"] for batch in result.xcom("cancel_leftover_batches")] == ["cancelled"] * 2
+    if alert is not None:
+        # A deadline that fires after the run ended (apache/airflow#60927) finds nothing left to cancel.
+        from tests.conftest import deadline_context, run_as_the_triggerer
+
+        events = run_as_the_triggerer(alert.callback.path, alert.callback.kwargs, deadline_context(result.dag_run.id))
+        assert events[-1]["body"].endswith(
+            "2 batches tagged with it, 0 running: 0 cancels sent, 0 could not be cancelled."
+        )
+        assert sorted(batch_cancels(emulator)) == sorted(launched)
+
+
+def test_deadline_example_cancels_a_late_runs_batches_while_it_waits(
+    emulator: OpenAIEmulator, run_dag: RunDag, dagbag: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline passes while wait_for_results waits: the DAG's own callback runs as the triggerer runs it."""
+    from airflow_psopenai.compat import DEADLINE_ALERTS, MISSING_DEADLINE_ALERTS
+
+    if not DEADLINE_ALERTS:
+        pytest.skip(f"{MISSING_DEADLINE_ALERTS}; this is 3.0")
+    from tests.conftest import deadline_context, run_as_the_triggerer
+
+    alert = deadline_alert_of(dagbag, "example_psopenai_deadline")
+    assert alert.callback.kwargs == {"conn_id": "psopenai_default", "timeout_sec": 120}
+    fired: list[list[dict[str, Any]]] = []
+
+    def the_deadline_passes() -> None:
+        def submitted() -> int | None:
+            run_id = running_run_id("example_psopenai_deadline")
+            return run_id if run_id is not None and len(created_batch_ids(emulator)) == 2 else None
+
+        until = time.monotonic() + 120
+        while (run_id := submitted()) is None and time.monotonic() < until:
+            time.sleep(0.1)
+        if run_id is not None:
+            fired.append(run_as_the_triggerer(alert.callback.path, alert.callback.kwargs, deadline_context(run_id)))
+
+    deadline = threading.Thread(target=the_deadline_passes)
+    deadline.start()
+    try:
+        result = run_deadline_example(run_dag, dagbag, monkeypatch, max_wait_seconds=120, poll_seconds=0.2)
+    finally:
+        deadline.join(150)
+
+    (events,) = fired
+    assert events[-1]["state"] == "success"
+    assert events[-1]["body"].endswith("2 batches tagged with it, 2 running: 2 cancels sent, 0 could not be cancelled.")
+    launched = result.xcom("submit_batches")
+    assert sorted(batch_cancels(emulator)) == sorted(launched)  # by the deadline's callback; none by the teardown
+    assert result.task_states == {
+        "submit_batches": "success",
+        "wait_for_results": "failed",  # its batches were cancelled: the run was late
+        "cancel_leftover_batches": "success",
+    }
+    assert result.ended_at["wait_for_results"] - result.dag_run.start_date.timestamp() < 120
 
 
 # -- 4. mapped ------------------------------------------------------------------------------------------

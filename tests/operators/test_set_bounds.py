@@ -119,7 +119,7 @@ def test_a_list_of_fresh_pages_for_ever_stops_at_the_page_cap(
     def endless(_after: str | None, _n: int) -> Reply:
         return page([batch(f"batch_{next(numbers)}", **TAGS) for _ in range(2)])
 
-    from airflow_psopenai.tasks import listing
+    from airflow_psopenai.client import listing
 
     monkeypatch.setattr(listing, "MAX_PAGES", 5)
     with Gateway(lists=endless) as gateway:

@@ -1,11 +1,12 @@
 """Walking a list of the API page by page, with the guards every listing shares.
 
 A gateway may ignore ``after`` (the same page again and again, or pages in a cycle) or answer junk.
-Every listing (``StopBatchesOperator(metadata=...)``, the failure callback, the listener, the status
-board's walk) reads pages through :class:`ListWalk`, which makes each of those an error named as such,
-once: a cursor used before or a page with no new ID means the list repeats itself; a page whose
-``data`` is not a list of objects is malformed; and :data:`MAX_PAGES` is a last guard. Items are handed
-out once each (a batch listed twice is one batch), and an item without a text ``id`` is never handed out.
+Every listing (``StopBatchesOperator(metadata=...)``, the failure and deadline callbacks, the listener,
+the status board's walk, ``create_batch``'s look for an earlier try's batch) reads pages through
+:class:`ListWalk`, which makes each of those an error named as such, once: a cursor used before or a
+page with no new ID means the list repeats itself; a page whose ``data`` is not a list of objects is
+malformed; and :data:`MAX_PAGES` is a last guard. Items are handed out once each (a batch listed twice
+is one batch), and an item without a text ``id`` is never handed out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from airflow_psopenai.exceptions import PSOpenAIInvalidResponseError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_psopenai.hooks.psopenai import JsonObject
     from airflow_psopenai.resources import CancellableResource
 
 # 100,000 objects at 100 a page: far more than any run launches; past it, something repeats itself unseen.
@@ -40,7 +40,7 @@ class ListWalk:
         self._seen: set[str] = set()
         self.pages = 0
 
-    def read(self, page: JsonObject, after: str | None) -> list[JsonObject]:
+    def read(self, page: dict[str, Any], after: str | None) -> list[dict[str, Any]]:
         """Check the page read at cursor ``after``; return its objects not handed out before, in order.
 
         :raises PSOpenAIInvalidResponseError: For a malformed page, a list that repeats itself, too many pages.
@@ -57,7 +57,7 @@ class ListWalk:
             raise self._error(
                 f"a page of the {self._label} list holds something that is no object ({preview(junk[0])})"
             )
-        fresh: list[JsonObject] = []
+        fresh: list[dict[str, Any]] = []
         for item in data:
             object_id = item.get("id")
             if isinstance(object_id, str) and object_id and object_id not in self._seen:
@@ -67,7 +67,7 @@ class ListWalk:
             raise self._error(f"the {self._label} list {REPEATS_ITSELF} (a page held no object not seen before)")
         return fresh
 
-    def next_after(self, page: JsonObject) -> str | None:
+    def next_after(self, page: dict[str, Any]) -> str | None:
         """Return the cursor of the next page, or None at the end of the list.
 
         :raises PSOpenAIInvalidResponseError: When the list goes on past :data:`MAX_PAGES` pages, or its last
