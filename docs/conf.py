@@ -50,8 +50,11 @@ nitpick_ignore = [
     for name in (
         "ApiSettings",
         "Clock",
+        "DagRunResult",
+        "Deadline",
         "IfNotCancellable",
         "JsonObject",
+        "Path",
         "PokeReturnValue",
         "Response",
         "TriggerEvent",

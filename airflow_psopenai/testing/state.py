@@ -33,7 +33,7 @@ Clock = Callable[[], float]
 class ApiError(Exception):
     """An error the API answers, e.g. an unknown ID (404) or a cancel in the wrong status (409, 400).
 
-    Plain data: the HTTP layer turns it into an answer (:func:`airflow_psopenai.testing.messages.api_error_reply`).
+    Plain data: the HTTP layer turns it into an answer (``messages.api_error_reply``).
     """
 
     def __init__(
