@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SEC = 120.0
 DEFAULT_MAX_CONCURRENCY = 20
 MAX_CONCURRENCY_LIMIT = 200
+LAST_RESORT_GRACE_SEC = 0.5
 
 
 def cancel_run_batches_with(
@@ -191,8 +192,9 @@ async def _cancel_run_batches(
     dag_id, run_id, run_after = run_of(context)
     left = deadline.poll_limit()
     try:
-        # The budget's guard of last resort: a connection lookup or anything else that does not take a deadline.
-        async with asyncio.timeout(left):
+        # A guard of last resort, for what takes no deadline (a connection lookup): the budget itself ends the
+        # listing and the cancels, each batch reported, within it.
+        async with asyncio.timeout(None if left is None else left + LAST_RESORT_GRACE_SEC):
             batches = await abatches_by_metadata(hook, run_selector(dag_id, run_id), run_after, log, deadline=deadline)
             # A listed status that is no status at all is looked at (each look falls back to its own GET).
             pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable or not has_status(b)]

@@ -71,6 +71,8 @@ def batches_by_metadata(
     """
     from airflow_psopenai.tasks.waits import run_in_worker
 
+    if created_after is not None:  # refused before the connection is looked up
+        require_epoch_seconds(created_after, "created_after")
     return run_in_worker(hook, lambda: abatches_by_metadata(hook, metadata, created_after, log, deadline=deadline))
 
 

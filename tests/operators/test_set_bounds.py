@@ -187,7 +187,7 @@ def test_the_callbacks_budget_covers_the_cancels_and_reports_those_not_started(
         from airflow_psopenai.tasks.bulk import NOT_ATTEMPTED
 
         assert NOT_ATTEMPTED in logs.text
-        assert "40 batches of the run" in logs.text
+        assert "40 batches tagged with it" in logs.text
 
 
 def test_a_budget_has_no_floor_but_a_waits_last_poll_has() -> None:
@@ -504,9 +504,8 @@ def test_a_page_without_a_list_of_data_is_a_clear_error(connect: Callable[..., N
 def test_created_after_refuses_nan_and_infinities(value: float) -> None:
     from airflow_psopenai.operators import StopBatchesOperator
 
-    operator = StopBatchesOperator(task_id="stop", metadata=TAGS, created_after=value)
     with pytest.raises(PSOpenAIConfigurationError, match="created_after"):
-        operator._created_after({})
+        StopBatchesOperator(task_id="stop", metadata=TAGS, created_after=value)  # refused as the DAG is parsed
     with pytest.raises(PSOpenAIConfigurationError, match="created_after"):
         batches_by_metadata(hook(), TAGS, value, logging.getLogger("test"))
 
