@@ -42,7 +42,7 @@ os.environ.update(
 for name in ("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_ORGANIZATION", "AIRFLOW_CONN_PSOPENAI_DEFAULT"):
     os.environ.pop(name, None)
 
-pytest_plugins = ["airflow_psopenai.testing.pytest_plugin"]
+pytest_plugins = ["airflow_psopenai.testing.pytest_plugin", "tests.fast_tier", "tests.worker_groups"]
 
 # The same examples on every run (a flaky property would block every landing), no example database
 # left behind; HYPOTHESIS_PROFILE=explore draws new examples, locally.
