@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # Fixtures that start an HTTP server or a process, or use the Airflow metadata database; a fixture whose
 # name ends in one of SERVER_FIXTURE_ENDINGS (``secret_emulator``, ``proxy``) counts too.
-SERVER_FIXTURES = frozenset({"api", "run_dag", "dagbag", "airflow_db", "airflow_stack", "cli", "captured_logs"})
+SERVER_FIXTURES = frozenset({"api", "run_dag", "dagbag", "airflow_db", "airflow_stack", "cli"})
 SERVER_FIXTURE_ENDINGS = ("emulator", "server", "proxy")
 # Tests (a file, a class or a test, by node ID) that start a server or a process themselves.
 SERVER_TESTS = (
@@ -68,22 +68,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
-def _refusal(what: str) -> AssertionError:
+def _refusal(what: str, nodeid: str) -> AssertionError:
     return AssertionError(
-        f"{_current_unit_test[0]} is in the fast tier (make check), which allows no {what}: "
-        "give it a server fixture, mark it @pytest.mark.server, or list it in "
-        "tests/fast_tier.py's SERVER_TESTS."
+        f"{nodeid} is in the fast tier (make check), which allows no {what}: "
+        "ask for the fixture that provides it (emulator, airflow_db, run_dag, ...), "
+        "or mark the test @pytest.mark.server."
     )
 
 
 def _refuse_database(*_args: Any, **_kwargs: Any) -> None:
     if _current_unit_test:
-        raise _refusal("Airflow database query")
+        raise _refusal("Airflow database query", _current_unit_test[0])
 
 
-def _refuse(what: str) -> Any:
+def _refuse(what: str, nodeid: str) -> Any:
     def refuse(*_args: Any, **_kwargs: Any) -> Any:
-        raise _refusal(what)
+        raise _refusal(what, nodeid)
 
     return refuse
 
@@ -94,10 +94,11 @@ def _fast_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pyt
     if request.node.get_closest_marker("unit") is None:
         yield
         return
-    monkeypatch.setattr(socket.socket, "connect", _refuse("socket connection"))
-    monkeypatch.setattr(socket.socket, "connect_ex", _refuse("socket connection"))
-    monkeypatch.setattr(socket.socket, "bind", _refuse("listening socket"))
-    _current_unit_test.append(request.node.nodeid)
+    nodeid = request.node.nodeid
+    monkeypatch.setattr(socket.socket, "connect", _refuse("socket connection", nodeid))
+    monkeypatch.setattr(socket.socket, "connect_ex", _refuse("socket connection", nodeid))
+    monkeypatch.setattr(socket.socket, "bind", _refuse("listening socket", nodeid))
+    _current_unit_test.append(nodeid)
     try:
         yield
     finally:
