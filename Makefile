@@ -25,8 +25,8 @@ define build_venv
 endef
 
 # pytest-xdist: one worker per core. Each worker has an Airflow home and SQLite database of its own
-# (tests/conftest.py); the end-to-end tests share one Airflow stack, so they run on one worker
-# (tests/fast_tier.py groups them), while the other worker runs the rest.
+# (tests/conftest.py); the tests of a shared fixture (the end-to-end tests' Airflow stack, the CLI
+# runs) go to one worker as one unit (tests/worker_groups.py), while the other worker runs the rest.
 WORKERS ?= 2
 XDIST := -n $(WORKERS) --dist loadgroup
 
