@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine with Python 3.11+ and make: `make demo` and `make test`.
+# Two entry points for a fresh machine with Python 3.11+ and make: `make demo` and `make test`;
+# `make check` is the quick inner loop.
 PYTHON ?= python3
 VENV := .venv
 # The Airflow lines the suite also runs on besides the newest (3.3, in .venv): one venv each.
@@ -11,16 +12,36 @@ OLDEST_E2E := tests/e2e/test_deferred_waits.py
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-newest older-venvs lint typecheck unit demo bench docs e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
+# Every venv is built by uv (from PyPI, pinned, in a venv of its own): it installs the same pinned
+# locks as pip, in seconds instead of minutes.
+UV_VERSION := 0.13.9
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
+# Builds the venv $(1) from the lock $(2), then installs the project into it, editable.
+define build_venv
+	$(UV) venv --quiet --clear --python $(PYTHON) $(1)
+	$(UV) pip install --quiet --python $(1) -r $(2)
+	$(UV) pip install --quiet --python $(1) --no-deps --no-build-isolation -e .
+endef
+
+# pytest-xdist: one worker per core. Each worker has an Airflow home and SQLite database of its own
+# (tests/conftest.py); the tests of a shared fixture (the end-to-end tests' Airflow stack, the CLI
+# runs) go to one worker as one unit (tests/worker_groups.py), while the other worker runs the rest.
+WORKERS ?= 2
+XDIST := -n $(WORKERS) --dist loadgroup
+
+.PHONY: venv check test test-newest older-venvs lint typecheck integration demo bench docs e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
 
 venv: $(STAMP)
 
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
 # Pinned versions from requirements/lock.txt; the project itself is installed editable, no network
 # resolution beyond the pinned wheels.
-$(STAMP): requirements/lock.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+$(STAMP): requirements/lock.txt pyproject.toml | $(UV)
+	$(call build_venv,$(VENV),requirements/lock.txt)
 	touch $(STAMP)
 
 lint: venv
@@ -31,33 +52,38 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-unit: venv
-	$(VENV)/bin/pytest -m "not e2e and not cluster"
+# The inner loop: lint, types, and the fast tier (tests that need no server, no process and no Airflow
+# database: `-m unit`, selected and guarded by tests/fast_tier.py).
+check: lint typecheck
+	$(VENV)/bin/pytest -m unit -q
 
-# The older lines' venvs are built while the newest line's suite runs (pip waits on I/O and unpacking
-# more than on CPU), to keep make test within its 30 minutes on two cores.
+# The newest line's suite without the end-to-end tests: DAG runs with dag.test() against the emulator,
+# the emulator's own tests, the properties, make demo's tests.
+integration: venv
+	$(VENV)/bin/pytest $(XDIST) -m "not e2e"
+
+# The whole gate: lint, types, the whole suite on the newest line, then the older lines' suites.
 test: lint typecheck
-	$(MAKE) -j2 test-newest older-venvs
+	$(MAKE) test-newest
 	$(MAKE) test-lines
 
 test-newest: venv
-	$(VENV)/bin/pytest --durations=10
+	$(VENV)/bin/pytest $(XDIST) --durations=10
 
 older-venvs: $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)/.installed)
 
 # The older Airflow lines, from requirements/lock-airflow-X.txt (Airflow's constraint files are not
 # reachable here: each lock was resolved once and frozen, with the pins of its era).
-.venv-airflow-%/.installed: requirements/lock-airflow-%.txt pyproject.toml
-	$(PYTHON) -m venv .venv-airflow-$*
-	.venv-airflow-$*/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/lock-airflow-$*.txt
-	.venv-airflow-$*/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+.venv-airflow-%/.installed: requirements/lock-airflow-%.txt pyproject.toml | $(UV)
+	$(call build_venv,.venv-airflow-$*,requirements/lock-airflow-$*.txt)
 	touch $@
 
+# On 3.0 the end-to-end deferred wait runs in the same pytest run, on one worker, beside the suites.
+LINE_E2E_3.0 := $(OLDEST_E2E)
 $(foreach line,$(OLDER_LINES),test-airflow-$(line)): test-airflow-%: .venv-airflow-%/.installed
-	.venv-airflow-$*/bin/pytest -m "not e2e" $(LINE_SUITES)
+	.venv-airflow-$*/bin/pytest $(XDIST) $(LINE_SUITES) $(LINE_E2E_$*)
 
 test-lines: $(foreach line,$(OLDER_LINES),test-airflow-$(line))
-	.venv-airflow-3.0/bin/pytest -m e2e $(OLDEST_E2E)
 
 e2e: venv
 	$(VENV)/bin/pytest -m e2e
@@ -71,10 +97,10 @@ BENCH_VENV := .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-$(BENCH_STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml
-	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt -r requirements/bench.txt
-	$(BENCH_PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+$(BENCH_STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml | $(UV)
+	$(UV) venv --quiet --clear --python $(PYTHON) $(BENCH_VENV)
+	$(UV) pip install --quiet --python $(BENCH_VENV) -r requirements/lock.txt -r requirements/bench.txt
+	$(UV) pip install --quiet --python $(BENCH_VENV) --no-deps --no-build-isolation -e .
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -87,10 +113,10 @@ DOCS_VENV := .venv-docs
 DOCS_PY := $(DOCS_VENV)/bin/python
 DOCS_STAMP := $(DOCS_VENV)/.installed
 
-$(DOCS_STAMP): requirements/lock.txt requirements/lock-docs.txt pyproject.toml
-	$(PYTHON) -m venv $(DOCS_VENV)
-	$(DOCS_PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt -r requirements/lock-docs.txt
-	$(DOCS_PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+$(DOCS_STAMP): requirements/lock.txt requirements/lock-docs.txt pyproject.toml | $(UV)
+	$(UV) venv --quiet --clear --python $(PYTHON) $(DOCS_VENV)
+	$(UV) pip install --quiet --python $(DOCS_VENV) -r requirements/lock.txt -r requirements/lock-docs.txt
+	$(UV) pip install --quiet --python $(DOCS_VENV) --no-deps --no-build-isolation -e .
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
@@ -104,10 +130,8 @@ CLUSTER_VENV := .venv-cluster
 CLUSTER_STAMP := $(CLUSTER_VENV)/.installed
 CLUSTER_DEBIAN_PACKAGES := postgresql redis-server chromium
 
-$(CLUSTER_STAMP): requirements/lock-cluster.txt pyproject.toml
-	$(PYTHON) -m venv $(CLUSTER_VENV)
-	$(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/lock-cluster.txt
-	$(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+$(CLUSTER_STAMP): requirements/lock-cluster.txt pyproject.toml | $(UV)
+	$(call build_venv,$(CLUSTER_VENV),requirements/lock-cluster.txt)
 	touch $(CLUSTER_STAMP)
 
 cluster-packages:
@@ -120,5 +144,5 @@ e2e-cluster: cluster-packages $(CLUSTER_STAMP)
 	PSOPENAI_SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(CLUSTER_VENV)/bin/pytest -m cluster tests/e2e/cluster --durations=10
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(DOCS_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
+	rm -rf $(VENV) $(TOOLS) $(BENCH_VENV) $(DOCS_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
 		.pytest_cache .hypothesis docs/_build
