@@ -40,7 +40,8 @@ from tests.hooks.conftest import conn_json, unique_key
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-pytestmark = pytest.mark.timeout(600)
+# The properties run against a misbehaving gateway on 127.0.0.1.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.server]
 
 KEY = "sk-proj-" + unique_key()[8:] + "+/="
 TAGS = {"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"}

@@ -32,7 +32,8 @@ from tests.hooks.conftest import conn_json, set_connection, unique_key
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-pytestmark = pytest.mark.timeout(60)
+# Each test talks to a misbehaving gateway it starts on 127.0.0.1.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.server]
 
 KEY = unique_key()
 TAGS = {"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"}
