@@ -30,7 +30,7 @@ endef
 WORKERS ?= 2
 XDIST := -n $(WORKERS) --dist loadgroup
 
-.PHONY: venv check test test-newest older-venvs lint typecheck integration demo bench docs e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
+.PHONY: venv check check-pythons test test-newest older-venvs lint typecheck integration demo bench docs e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))
 
 venv: $(STAMP)
 
@@ -56,6 +56,14 @@ typecheck: venv
 # database: `-m unit`, selected and guarded by tests/fast_tier.py).
 check: lint typecheck
 	$(VENV)/bin/pytest -m unit -q
+
+# The fast tier on the other Pythons the package supports (.venv is 3.11): a venv each, .venv-py3.12 and
+# .venv-py3.13, from the same lock. The interpreter is python3.X on the PATH, else pyenv's.
+OTHER_PYTHONS := 3.12 3.13
+python_for = $(shell command -v python$(1) >/dev/null 2>&1 && python$(1) -c 'print(1)' >/dev/null 2>&1 && echo python$(1) || echo $$(pyenv prefix $$(pyenv latest $(1)) 2>/dev/null)/bin/python$(1))
+
+check-pythons:
+	$(foreach v,$(OTHER_PYTHONS),$(MAKE) check PYTHON=$(call python_for,$(v)) VENV=.venv-py$(v) &&) true
 
 # The newest line's suite without the end-to-end tests: DAG runs with dag.test() against the emulator,
 # the emulator's own tests, the properties, make demo's tests.
@@ -144,5 +152,5 @@ e2e-cluster: cluster-packages $(CLUSTER_STAMP)
 	PSOPENAI_SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(CLUSTER_VENV)/bin/pytest -m cluster tests/e2e/cluster --durations=10
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(BENCH_VENV) $(DOCS_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
+	rm -rf $(VENV) .venv-py3.12 .venv-py3.13 $(TOOLS) $(BENCH_VENV) $(DOCS_VENV) $(CLUSTER_VENV) $(foreach line,$(OLDER_LINES),.venv-airflow-$(line)) .mypy_cache .ruff_cache \
 		.pytest_cache .hypothesis docs/_build
