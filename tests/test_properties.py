@@ -275,7 +275,13 @@ def test_a_cancel_and_its_wait_under_any_faults(
             cancelled = error
         deadline = Deadline.after(wait_sec)
         event = await wait_until_settled(
-            hook, resource, ids, poll_interval=0.1, deadline=deadline, limit="the deadline", log=logging.getLogger("w")
+            hook,
+            resource,
+            ids,
+            poll_interval=0.1,
+            deadline=deadline,
+            deadline_name="the deadline",
+            log=logging.getLogger("w"),
         )
         assert deadline.at is not None
         return cancelled, event, time.time() - deadline.at

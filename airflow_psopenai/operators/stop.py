@@ -117,7 +117,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         obj = self._cancel(hook, ids, policy)
         if not self.wait or status_of(obj) in self.resource.settled:
             return self._finish(obj, ids)
-        seconds, limit = self._wait_limit(hook)
+        seconds, deadline_name = self._wait_limit(hook)
         deadline = Deadline.after(seconds)
         if self.deferrable:
             trigger = self.status_trigger(ids, self.poll_interval, deadline, context["ti"].try_number)
@@ -132,7 +132,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
                 ids,
                 poll_interval=self.poll_interval,
                 deadline=deadline,
-                limit=limit,
+                deadline_name=deadline_name,
                 log=self.log,
             ),
         )

@@ -133,7 +133,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         waiting = [o for o in outcomes if _waited(o)] if self.wait else []
         if not waiting:
             return self._finish(outcomes)
-        seconds, limit = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
+        seconds, deadline_name = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
         deadline = Deadline.after(seconds)
         id_sets = [{"batch_id": o.batch_id} for o in waiting]
         if self.deferrable:
@@ -151,7 +151,10 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 # Resumed in a fresh process: what the cancels found comes back in the event. Not in defer's
                 # kwargs: dag.test() resumes with the event alone. The resumed task logs each batch's outcome
                 # with the seconds since the deferral.
-                carry={**set_carry(outcomes, limit, keep_objects=self.pass_through), "wait_started": time.time()},
+                carry={
+                    **set_carry(outcomes, deadline_name, keep_objects=self.pass_through),
+                    "wait_started": time.time(),
+                },
             )
             self._check_stored_size(trigger, len(outcomes), sent=True)
             self.defer(trigger=trigger, method_name="execute_complete")
@@ -160,25 +163,36 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         events = run_in_worker(
             hook,
             lambda: wait_for_each(
-                hook, BATCH, id_sets, poll_interval=self.poll_interval, deadline=deadline, limit=limit, log=self.log
+                hook,
+                BATCH,
+                id_sets,
+                poll_interval=self.poll_interval,
+                deadline=deadline,
+                deadline_name=deadline_name,
+                log=self.log,
             ),
         )
-        return self._after_wait(outcomes, events, limit)
+        return self._after_wait(outcomes, events, deadline_name)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """Resume after the deferred wait of the set: check the event, then report as ``execute`` does."""
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)
-        outcomes, events, limit = outcomes_after_a_set_wait(event)
+        outcomes, events, deadline_name = outcomes_after_a_set_wait(event)
         carry = event.get("carry") if isinstance(event, dict) else None
         wait_started = carry.get("wait_started") if isinstance(carry, dict) else None
         seconds = time.time() - wait_started if isinstance(wait_started, int | float) else None
-        return self._after_wait(outcomes, events, limit, seconds_waited=seconds)
+        return self._after_wait(outcomes, events, deadline_name, seconds_waited=seconds)
 
     # -- steps --------------------------------------------------------------------------------------------
 
     def _after_wait(
-        self, outcomes: list[BatchOutcome], events: list[Any], limit: str, *, seconds_waited: float | None = None
+        self,
+        outcomes: list[BatchOutcome],
+        events: list[Any],
+        deadline_name: str,
+        *,
+        seconds_waited: float | None = None,
     ) -> list[dict[str, Any]] | None:
         """Report each batch's wait.
 
@@ -199,9 +213,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 if checked.get("object") is not None:
                     outcome.obj = checked["object"]
             self.log.info("%s", outcome.line())
-        return self._finish(outcomes, limit=limit)
+        return self._finish(outcomes, deadline_name=deadline_name)
 
-    def _finish(self, outcomes: list[BatchOutcome], limit: str | None = None) -> list[dict[str, Any]] | None:
+    def _finish(self, outcomes: list[BatchOutcome], deadline_name: str | None = None) -> list[dict[str, Any]] | None:
         from airflow_psopenai.tasks.bulk import NOTHING_TO_DO
 
         failed = [o for o in outcomes if o.error is not None]
@@ -213,7 +227,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             len(outcomes),
             ", ".join(f"{count} {action}" for action, count in counts.items()),
             len(failed),
-            f" (wait bounded by {limit})" if limit else "",
+            f" (wait bounded by {deadline_name})" if deadline_name else "",
         )
         if failed:
             raise PSOpenAIError(
@@ -384,7 +398,7 @@ def _waited(outcome: BatchOutcome) -> bool:
 # A waited batch's ID and final object come back in the event, so the carry holds neither.
 
 
-def set_carry(outcomes: Sequence[BatchOutcome], limit: str, *, keep_objects: bool) -> dict[str, Any]:
+def set_carry(outcomes: Sequence[BatchOutcome], deadline_name: str, *, keep_objects: bool) -> dict[str, Any]:
     """Return what the resumed task needs of the cancels' outcomes, each fact once.
 
     :param keep_objects: Keep the objects of the batches not waited for whole (for ``pass_through``);
@@ -400,7 +414,7 @@ def set_carry(outcomes: Sequence[BatchOutcome], limit: str, *, keep_objects: boo
         obj = outcome.obj if keep_objects or outcome.obj is None else {"status": outcome.status}
         row = {"at": place, **asdict(outcome), "obj": obj}
         others.append({key: value for key, value in row.items() if value is not None})
-    return {"limit": limit, "kinds": [list(kind) for kind in kinds], "waited": waited, "others": others}
+    return {"limit": deadline_name, "kinds": [list(kind) for kind in kinds], "waited": waited, "others": others}
 
 
 def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[dict[str, Any]], str]:
@@ -420,21 +434,22 @@ def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[d
         if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event["carry"], dict):
             raise TypeError("not a set's event")
         carry = event["carry"]
-        limit = str(carry.get("limit", "the deadline"))
+        deadline_name = str(carry.get("limit", "the deadline"))
         if "results" in event:
             rows = id_rows(event["ids"])
             events = [
-                unpack_result(result, BATCH, ids, limit) for result, ids in zip(event["results"], rows, strict=True)
+                unpack_result(result, BATCH, ids, deadline_name)
+                for result, ids in zip(event["results"], rows, strict=True)
             ]
         elif isinstance(event["events"], list):  # fired by release 0.1.0
             rows, events = [], event["events"]
         else:
             raise TypeError("neither results nor events")
         if "outcomes" in carry:  # deferred by release 0.1.0
-            return [restore_outcome(row) for row in carry["outcomes"]], events, limit
+            return [restore_outcome(row) for row in carry["outcomes"]], events, deadline_name
         if not rows:
             raise ValueError("the waited batches are not named")
-        return _outcomes_from_carry(carry, rows), events, limit
+        return _outcomes_from_carry(carry, rows), events, deadline_name
     except (KeyError, IndexError, TypeError, ValueError, StopIteration) as error:
         if isinstance(error, PSOpenAIEventError):
             raise

@@ -85,10 +85,12 @@ def pack_result(event: Mapping[str, Any], *, keep_object: bool) -> list[Any]:
     return [event["status"], seen]
 
 
-def unpack_result(packed: object, resource: CancellableResource, ids: Mapping[str, str], limit: str) -> dict[str, Any]:
+def unpack_result(
+    packed: object, resource: CancellableResource, ids: Mapping[str, str], deadline_name: str
+) -> dict[str, Any]:
     """Return the event of one wait of a set from its stored form, for :func:`check_event`.
 
-    :param limit: How a timeout's message names the deadline.
+    :param deadline_name: How a timeout's message names the deadline.
     :raises PSOpenAIEventError: For a form this task does not understand.
     """
     if not (isinstance(packed, list) and len(packed) == 2 and packed[0] in EVENT_STATUSES):
@@ -100,4 +102,4 @@ def unpack_result(packed: object, resource: CancellableResource, ids: Mapping[st
     if kind == EVENT_SETTLED:
         return settled_event(resource, ids, obj or {})
     last_status = status_of(obj) if obj is not None else None
-    return failure_event(EVENT_TIMEOUT, timeout_message(resource.describe(ids), limit, last_status), obj)
+    return failure_event(EVENT_TIMEOUT, timeout_message(resource.describe(ids), deadline_name, last_status), obj)

@@ -64,10 +64,10 @@ def wait_limit(
     return None, "the end of the wait"
 
 
-def timeout_message(target: str, limit: str, last_status: str | None) -> str:
-    """Return the message of a wait for ``target`` that ended at ``limit`` before the object settled."""
+def timeout_message(target: str, deadline_name: str, last_status: str | None) -> str:
+    """Return the message of a wait for ``target`` that ended at ``deadline_name`` before the object settled."""
     seen = f"last status: {last_status}" if last_status else "no status could be read"
-    return f"{target} did not settle before {limit} ({seen})."
+    return f"{target} did not settle before {deadline_name} ({seen})."
 
 
 class StatusWatch:
@@ -101,9 +101,9 @@ class StatusWatch:
             self.last_status = status
         return status in self.resource.settled
 
-    def timeout_message(self, limit: str) -> str:
-        """Return the message of a wait that ended at ``limit`` before the object settled."""
-        return timeout_message(self.target, limit, self.last_status)
+    def timeout_message(self, deadline_name: str) -> str:
+        """Return the message of a wait that ended at ``deadline_name`` before the object settled."""
+        return timeout_message(self.target, deadline_name, self.last_status)
 
     def transient(self, error: BaseException, next_delay: float) -> float:
         """Log a transient error of a status poll; return the delay before the next poll.

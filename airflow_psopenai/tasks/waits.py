@@ -37,13 +37,13 @@ async def wait_until_settled(
     *,
     poll_interval: float,
     deadline: Deadline,
-    limit: str,
+    deadline_name: str,
     log: Any,
     started_at: float | None = None,
 ) -> dict[str, Any]:
     """Poll until the object is settled, the deadline passes or a permanent error occurs; return the event.
 
-    :param limit: How timeout messages name the deadline ("its wait_timeout of 60 s").
+    :param deadline_name: How timeout messages name the deadline ("its wait_timeout of 60 s").
     :param log: A logger with ``info`` and ``warning``.
     :param started_at: When the wait began (epoch seconds; default now): each logged status and the
         settled event say the seconds since.
@@ -66,7 +66,7 @@ async def wait_until_settled(
                     return settled_event(resource, ids, last, watch.elapsed())
                 delay = next(delays)
             if deadline.passed():
-                return failure_event(EVENT_TIMEOUT, watch.timeout_message(limit), last)
+                return failure_event(EVENT_TIMEOUT, watch.timeout_message(deadline_name), last)
 
 
 async def wait_for_each(
@@ -77,17 +77,23 @@ async def wait_for_each(
     poll_interval: float,
     deadline: Deadline,
     log: Any,
-    limit: str = "the deadline",
+    deadline_name: str = "the deadline",
 ) -> list[dict[str, Any]]:
     """Wait for every object of a set at once, with one deadline; return each one's event, in order.
 
-    :param limit: How timeout messages name the deadline.
+    :param deadline_name: How timeout messages name the deadline.
     """
     return list(
         await asyncio.gather(
             *(
                 wait_until_settled(
-                    hook, resource, ids, poll_interval=poll_interval, deadline=deadline, limit=limit, log=log
+                    hook,
+                    resource,
+                    ids,
+                    poll_interval=poll_interval,
+                    deadline=deadline,
+                    deadline_name=deadline_name,
+                    log=log,
                 )
                 for ids in id_sets
             )

@@ -87,7 +87,7 @@ class ResourceStatusTrigger(BaseTrigger):
             self.ids,
             poll_interval=self.poll_interval,
             deadline=Deadline(self.deadline),
-            limit="the deadline",
+            deadline_name="the deadline",
             log=self.log,
             started_at=self.wait_started,
         )

@@ -374,7 +374,7 @@ def test_a_corrupt_answer_is_an_invalid_response_everywhere(
                 {"batch_id": "batch_done"},
                 poll_interval=0.05,
                 deadline=Deadline.after(20),
-                limit="the test",
+                deadline_name="the test",
                 log=logging.getLogger("test"),
             )
 
