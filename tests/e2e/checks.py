@@ -13,7 +13,16 @@ if TYPE_CHECKING:
     from tests.e2e.stack import AirflowStack
 
 TRIGGER_CLASSPATH = "airflow_psopenai.triggers.status.ResourceStatusTrigger"
-TRIGGER_KWARGS = {"resource", "ids", "conn_id", "hook_kwargs", "poll_interval", "deadline", "try_number", "wait_started"}
+TRIGGER_KWARGS = {
+    "resource",
+    "ids",
+    "conn_id",
+    "hook_kwargs",
+    "poll_interval",
+    "deadline",
+    "try_number",
+    "wait_started",
+}
 ON_KILL_MESSAGE = (
     "stopped here (task marked failed or cleared, or the wait moved to another triggerer); "
     "the cancel was already requested, nothing more to do."

@@ -57,7 +57,7 @@ with DAG("e2e_psopenai_restart", schedule=None, start_date=START, catchup=False,
         deferrable=True,
         pass_through=True,
         poll_interval=1.0,
-        wait_timeout=120,
+        wait_timeout=150,
         retries=0,
     )
     StopBatchOperator(
@@ -66,7 +66,7 @@ with DAG("e2e_psopenai_restart", schedule=None, start_date=START, catchup=False,
         wait=True,
         deferrable=True,
         poll_interval=1.0,
-        wait_timeout=30,
+        wait_timeout=60,
         retries=0,
     )
     cancel_sensed = StopBatchOperator(task_id="cancel_sensed", batch_id=conf_id("sensed_batch_id"), retries=0)
@@ -75,7 +75,7 @@ with DAG("e2e_psopenai_restart", schedule=None, start_date=START, catchup=False,
         batch_id=conf_id("sensed_batch_id"),
         deferrable=True,
         poke_interval=1,
-        timeout=120,
+        timeout=150,
         retries=0,
     )
     cancel_sensed >> sensor_long
