@@ -49,7 +49,7 @@ class ResourceTaskMixin:
         timeout_sec: float | None,
         max_retry_count: int | None,
     ) -> None:
-        # Only stored here: a subclass checks them once its ID arguments are set (_check_when_built).
+        # Only stored here: a subclass checks them once its own arguments are set.
         self.conn_id = conn_id
         self.api_base = api_base
         self.organization = organization

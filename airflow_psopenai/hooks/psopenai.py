@@ -388,7 +388,7 @@ class PSOpenAIHook(BaseHook):
         the DAG run's start (one page for an account that created fewer than 100 batches since). The
         oldest one not yet returned in this try is returned instead of creating a new one, so the n-th
         call of a try gets the n-th batch of the try before. ``reuse_earlier_batch=False`` always creates.
-        Outside a task, nothing is looked for.
+        Outside a task, nothing is looked for; a list that cannot be read is a warning, and the batch is created.
 
         :param input_file_id: ID of a JSONL file uploaded with ``purpose="batch"``.
         :param endpoint: The endpoint every request of the file goes to (``/v1/responses``, ``/v1/embeddings``, ...).
@@ -413,7 +413,16 @@ class PSOpenAIHook(BaseHook):
             with _CLAIMS.lock:
                 execution = _CLAIMS.of(context["ti"])
                 if execution.earlier is None:
-                    execution.earlier = self._batches_since(_run_started_at(context))
+                    try:
+                        execution.earlier = self._batches_since(_run_started_at(context))
+                    except PSOpenAIError as error:
+                        # The list only finds an earlier try's batch: a gateway that does not serve it (or
+                        # answers it wrongly) must not keep the task from creating its batch.
+                        self.log.warning(
+                            "Could not look for a batch an earlier try of this task created, so creating one: %s",
+                            error,
+                        )
+                        execution.earlier = []
                 earlier = execution.take(body, {key: tagged[key] for key in tags})
             if earlier is not None:
                 self.log.info(

@@ -53,7 +53,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     arguments mean what they mean for :class:`~airflow_psopenai.operators.StopBatchOperator`, for each
     batch. Every batch is attempted; the task fails at the end, naming each batch that failed and why.
     An Airflow retry does not cancel a batch twice. A deferred set whose trigger kwargs would not fit
-    the metadata database's TEXT column on MySQL (about a thousand batches) is refused before any request.
+    the metadata database's TEXT column on MySQL (about a thousand batches) is refused before any cancel.
     """
 
     resource = BATCH

@@ -214,7 +214,7 @@ async def cancel_one(
             return _not_cancellable(policy, refusal, found, current, found_by_look=False)
     except PSOpenAIError as error:
         if not cancel_sent and deadline.passed():
-            return CancelResult(Action.NOT_ATTEMPTED, "its cancel was not sent", found, current, error)
+            return CancelResult(Action.NOT_ATTEMPTED, f"its cancel was not sent: {error}", found, current, error)
         return CancelResult(Action.FAILED, str(error), found, current, error)
     return CancelResult(Action.SENT, f"Cancel requested for {target}: status is now {status_of(sent)}.", found, sent)
 

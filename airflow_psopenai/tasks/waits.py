@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from airflow_psopenai.resources import CancellableResource
 
 _T = TypeVar("_T")
-# The event of a set's wait: {"status": SET_EVENT, "events": [one event per object]}.
+# The status of a set's event (the set trigger sends its IDs once, a small result per wait and the carry).
 SET_EVENT = "set"
 
 

@@ -195,6 +195,19 @@ def test_the_nth_call_of_a_retry_returns_the_nth_batch_of_the_try_before_for_one
     assert result.xcom("create_three_then_fail") == [batch["id"] for batch in reversed(listed)]  # in creation order
 
 
+def test_a_list_the_gateway_does_not_serve_never_keeps_a_task_from_creating_its_batch(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    """The list only finds an earlier try's batch: when it fails, each try warns and creates, as before."""
+    emulator.add_fault(
+        Fault.answer(404, '{"error": {"message": "Not here."}}'), method="GET", path="/v1/batches", times=10
+    )
+    result = run_dag("create_batch_retried", input_file_id="file-unlisted")
+    assert result.task_states["create"] == "success"
+    assert len(batch_posts(emulator)) == 2
+    assert captured_logs().count("Could not look for a batch an earlier try of this task created") == 2
+
+
 def test_reuse_earlier_batch_false_creates_again(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
     result = run_dag("create_batch_retried_no_reuse", input_file_id="file-retried")
     assert result.task_states["create"] == "success"
