@@ -12,6 +12,7 @@ import contextlib
 import copy
 import functools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -237,10 +238,27 @@ def dag_runner(dag_bag: Any) -> Callable[..., DagRunResult]:
         dag = dag_bag.get_dag(dag_id)
         if dag is None:
             raise AirflowHomeError(f"No DAG {dag_id!r} in {dag_bag.dag_folder}; found: {sorted(dag_bag.dag_ids)}.")
-        with _params_kept(dag):
+        with _params_kept(dag), _task_log_handlers_kept():
             return DagRunResult(dag.test(run_conf=conf or None))
 
     return run
+
+
+@contextlib.contextmanager
+def _task_log_handlers_kept() -> Iterator[None]:
+    """Take away the task log handlers a run adds.
+
+    Airflow 3.0's ``dag.test()`` adds a handler on the ``sys.stdout`` of the moment to the ``airflow.task``
+    logger and never removes it: under pytest, whose captures replace ``sys.stdout`` per test, every later
+    test would log into a closed stream ("--- Logging error ---" and the message again).
+    """
+    task_logger = logging.getLogger("airflow.task")
+    before = list(task_logger.handlers)
+    try:
+        yield
+    finally:
+        for handler in [handler for handler in task_logger.handlers if handler not in before]:
+            task_logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
