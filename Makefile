@@ -24,10 +24,12 @@ define build_venv
 	$(UV) pip install --quiet --python $(1) --no-deps --no-build-isolation -e .
 endef
 
-# pytest-xdist: one worker per core. Each worker has an Airflow home and SQLite database of its own
-# (tests/conftest.py); the tests of a shared fixture (the end-to-end tests' Airflow stack, the CLI
-# runs) go to one worker as one unit (tests/worker_groups.py), while the other worker runs the rest.
-WORKERS ?= 2
+# pytest-xdist: four workers, two per core of the CI machine, because most tests spend their time
+# waiting on a server, a clock or a subprocess, not on the CPU (at two workers the cores sat half idle).
+# Each worker has an Airflow home and SQLite database of its own (tests/conftest.py); the tests of a
+# shared fixture (the end-to-end tests' Airflow stack, the CLI runs) go to one worker as one unit
+# (tests/worker_groups.py), while the other workers run the rest.
+WORKERS ?= 4
 XDIST := -n $(WORKERS) --dist loadgroup
 
 .PHONY: venv check check-pythons test test-newest older-venvs lint typecheck integration demo bench docs e2e e2e-cluster cluster-packages clean test-lines $(foreach line,$(OLDER_LINES),test-airflow-$(line))

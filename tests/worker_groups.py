@@ -1,4 +1,4 @@
-"""Which tests share a pytest-xdist worker (``make test`` runs ``-n 2 --dist loadgroup``).
+"""Which tests share a pytest-xdist worker (``make test`` runs ``-n 4 --dist loadgroup``).
 
 Tests that use the same package- or module-scoped fixture (the end-to-end Airflow stack, the
 ``airflow`` CLI runs, the properties' emulator) are sent to one worker as one unit, so that the
