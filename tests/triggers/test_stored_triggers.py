@@ -151,12 +151,12 @@ def forget_fernet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("fernet_key")
-def test_a_deferred_set_stores_a_few_dozen_bytes_a_batch(capsys: pytest.CaptureFixture[str]) -> None:
-    """Kwargs as Airflow stores them (encrypted), event as next_kwargs holds it: a bound per batch, whatever N."""
+def test_a_deferred_set_stores_a_few_dozen_bytes_a_batch() -> None:
+    """Kwargs as Airflow stores them (encrypted), event as next_kwargs holds it: a bound per batch, whatever N.
+
+    ``python -m scripts.deferred_set_sizes`` prints the figures themselves (docs/production.md).
+    """
     sizes = {count: measure(count) for count in SIZES}
-    with capsys.disabled():
-        for count, row in sizes.items():
-            print(f"\n{count} batches: {row}", end="")
 
     def per_batch(key: str) -> float:
         return (sizes[1000][key] - sizes[1][key]) / 999
