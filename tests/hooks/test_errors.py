@@ -109,6 +109,7 @@ def test_batch_cancel_409_is_cannot_cancel_with_the_status(emulator: OpenAIEmula
 
 @pytest.mark.parametrize("status", ["completed", "cancelled", "cancelling", "failed", "expired", "incomplete"])
 def test_run_cancel_400_is_cannot_cancel_with_the_runs_status(emulator: OpenAIEmulator, status: str) -> None:
+    emulator.cancel_delay = 60  # a run made `cancelling` stays so until the cancel, however slow the machine
     run = emulator.create_thread_run(status=status)
     with pytest.raises(PSOpenAICannotCancelError) as raised:
         PSOpenAIHook().cancel_thread_run(run["thread_id"], run["id"])
