@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 import psutil
 
+from tests.ports import free_port
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -67,13 +69,6 @@ def wait_until(check: Callable[[], T], timeout: float, what: str | Callable[[], 
             detail = what() if callable(what) else what
             raise AssertionError(f"Timed out after {timeout:g} s waiting for {detail}")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _alive(proc: psutil.Process) -> bool:

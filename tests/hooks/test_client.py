@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ from airflow_psopenai.exceptions import PSOpenAITransportError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import conn_json, set_connection, use_emulator
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from airflow_psopenai.testing import OpenAIEmulator
@@ -123,13 +123,6 @@ def test_test_connection_reports_a_refused_key(
     assert "The API key of connection 'bad_key' was refused" in message
     assert "HTTP 401" in message
     assert wrong not in message
-
-
-def free_port() -> int:
-    """Return a local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_test_connection_returns_false_for_an_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIServ
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import Fault
 from tests.hooks.conftest import conn_json, set_connection, use_emulator
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from airflow_psopenai.testing import OpenAIEmulator
@@ -43,10 +43,7 @@ def resolve(conn: Connection | None = None, environ: dict[str, str] | None = Non
 
 def dead_base() -> str:
     """Return an API base on a local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 # -- precedence, as a pure function ----------------------------------------------------------------------

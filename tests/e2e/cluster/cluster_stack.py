@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.stack import AIRFLOW, MARKER_ENV, REPO, AirflowStack, Process, free_port, tail, wait_until
+from tests.e2e.stack import AIRFLOW, MARKER_ENV, REPO, AirflowStack, Process, tail, wait_until
+from tests.ports import free_port
 
 CLUSTER_DAGS = Path(__file__).resolve().parent / "dags"
 # StopBatchesOperator's DAGs of the unit tests run here as they are.
