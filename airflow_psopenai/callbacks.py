@@ -76,7 +76,9 @@ def cancel_run_batches(
 
     :param context: A task's or a DAG's callback context, or a deadline's (``dag_run`` a dict).
     :param conn_id: The connection.
-    :param timeout_sec: Longest time the callback takes, connection lookup, listing and cancels included.
+    :param timeout_sec: Longest time the callback takes, listing and cancels included. The connection
+        is read first, synchronously as tasks read it, and its time counts against the budget; a
+        secrets backend that hangs holds the callback up as it would hold up a task.
     :param max_concurrency: Cancels sent at once, 1 to 200.
     """
     from airflow_psopenai.client.deadline import Deadline
