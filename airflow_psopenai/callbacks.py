@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
+from airflow_psopenai.client.validation import DEFAULT_MAX_CONCURRENCY, require_concurrency, require_positive_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SEC = 120.0
-DEFAULT_MAX_CONCURRENCY = 20
-MAX_CONCURRENCY_LIMIT = 200
 LAST_RESORT_GRACE_SEC = 0.5
 
 
@@ -145,16 +144,8 @@ async def acancel_run_batches(
 
 
 def _check_options(timeout_sec: object, max_concurrency: object) -> None:
-    from airflow_psopenai.client.validation import require_positive_seconds
-    from airflow_psopenai.exceptions import PSOpenAIConfigurationError
-
     require_positive_seconds(timeout_sec, "timeout_sec")
-    if not (
-        isinstance(max_concurrency, int)
-        and not isinstance(max_concurrency, bool)
-        and 1 <= max_concurrency <= MAX_CONCURRENCY_LIMIT
-    ):
-        raise PSOpenAIConfigurationError(f"max_concurrency must be 1 to 200, got {max_concurrency!r}.")
+    require_concurrency(max_concurrency)
 
 
 def _request_timeout(deadline: Deadline) -> float | None:

@@ -13,6 +13,9 @@ from typing import TypeVar
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 MAX_RETRY_COUNT_LIMIT = 100
+# Cancels a set operator or a cleanup callback sends at once: by default, and at most.
+DEFAULT_MAX_CONCURRENCY = 20
+MAX_CONCURRENCY_LIMIT = 200
 
 _Number = TypeVar("_Number", int, float)
 
@@ -75,6 +78,13 @@ def require_timeout(value: object, argument: str = "timeout_sec") -> float:
             f"{argument} must be a number of seconds, 0 or more (0 for no limit), got {value!r}."
         )
     return seconds
+
+
+def require_concurrency(value: object, argument: str = "max_concurrency") -> int:
+    """Return how many cancels may be sent at once, 1 to 200, or raise naming ``argument``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CONCURRENCY_LIMIT:
+        return value
+    raise PSOpenAIConfigurationError(f"{argument} must be 1 to {MAX_CONCURRENCY_LIMIT}, got {value!r}.")
 
 
 def require_positive_seconds(value: object, argument: str) -> float:

@@ -11,7 +11,13 @@ from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperat
 
 from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.client.deadline import Deadline
-from airflow_psopenai.client.validation import parse_rendered_text, require_epoch_seconds, require_id
+from airflow_psopenai.client.validation import (
+    DEFAULT_MAX_CONCURRENCY,
+    parse_rendered_text,
+    require_concurrency,
+    require_epoch_seconds,
+    require_id,
+)
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.tasks.arguments import ids_from_arguments, rendered_at_run_time
@@ -29,7 +35,6 @@ if TYPE_CHECKING:
     from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
 SELECTORS = ("batch_ids", "batches", "metadata")
-DEFAULT_MAX_CONCURRENCY = 20
 
 
 class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
@@ -285,10 +290,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
     def _check_options(self) -> None:
         check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
-        if not (isinstance(self.max_concurrency, int) and not isinstance(self.max_concurrency, bool)) or not (
-            1 <= self.max_concurrency <= 200
-        ):
-            raise PSOpenAIConfigurationError(f"max_concurrency must be 1 to 200, got {self.max_concurrency!r}.")
+        require_concurrency(self.max_concurrency)
         self.hook_kwargs()
 
     def _selected_ids(self, context: Context) -> list[str]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_psopenai.callbacks import cancel_run_batches_with
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.operators import (
     StopBatchesOperator,
@@ -95,6 +96,15 @@ def test_a_wrong_option_is_refused_when_the_task_is_built(
     with pytest.raises(PSOpenAIConfigurationError, match=re.escape(message)):
         operator_class(task_id="task", **arguments)
     assert emulator.journal == []
+
+
+@pytest.mark.parametrize("value", [0, 201, 2.5, True, "4", None])
+def test_the_set_operator_and_the_cleanup_callback_refuse_the_same_max_concurrency(value: object) -> None:
+    with pytest.raises(PSOpenAIConfigurationError) as by_operator:
+        StopBatchesOperator(task_id="task", batch_ids=["batch_1"], max_concurrency=value)
+    with pytest.raises(PSOpenAIConfigurationError) as by_callback:
+        cancel_run_batches_with(max_concurrency=value)  # type: ignore[arg-type]
+    assert str(by_operator.value) == str(by_callback.value) == f"max_concurrency must be 1 to 200, got {value!r}."
 
 
 def test_a_dag_file_with_a_wrong_option_is_an_import_error(airflow_db: None, tmp_path: Path) -> None:
