@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
 from airflow_psopenai.client.validation import DEFAULT_MAX_CONCURRENCY, require_concurrency, require_positive_seconds
+from airflow_psopenai.resource_task import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -177,10 +177,10 @@ async def _cancel_run_batches(
     """List the run's batches and cancel the running ones, all of it within ``deadline``."""
     import asyncio
 
+    from airflow_psopenai.cancelling.bulk import CANCEL_SENT, abatches_by_metadata, cancel_each
+    from airflow_psopenai.cancelling.cancel import CancelPolicy
     from airflow_psopenai.resources import BATCH, has_status, status_of
     from airflow_psopenai.run_tags import run_selector
-    from airflow_psopenai.tasks.bulk import CANCEL_SENT, abatches_by_metadata, cancel_each
-    from airflow_psopenai.tasks.cancel import CancelPolicy
 
     dag_id, run_id, run_after = run_of(context)
     left = deadline.poll_limit()

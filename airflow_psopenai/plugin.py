@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.listeners import hookimpl
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
 
-from airflow_psopenai.bases.resource_task import DEFAULT_CONN_ID
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+from airflow_psopenai.resource_task import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow_psopenai.client.deadline import Deadline

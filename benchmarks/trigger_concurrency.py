@@ -153,7 +153,7 @@ async def _poll_cost(side: str, admin_base: str, polls: int) -> dict[str, Any]:
         from airflow_psopenai.client.pool import aclose_shared_clients
         from airflow_psopenai.hooks import PSOpenAIHook
         from airflow_psopenai.resources import BATCH
-        from airflow_psopenai.tasks.polling import StatusWatch
+        from airflow_psopenai.waiting.polling import StatusWatch
 
         hook = PSOpenAIHook(OURS_CONN_ID)
         watch = StatusWatch(BATCH, {"batch_id": batch_id}, hook.log)

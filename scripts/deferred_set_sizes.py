@@ -14,12 +14,12 @@ import sys
 import time
 from typing import Any
 
+from airflow_psopenai.cancelling.bulk import CANCEL_SENT, BatchOutcome
 from airflow_psopenai.operators.stop_batches import set_carry
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.tasks.bulk import CANCEL_SENT, BatchOutcome
-from airflow_psopenai.tasks.events import failure_event, pack_result, settled_event
-from airflow_psopenai.tasks.waits import SET_EVENT
 from airflow_psopenai.triggers.status import MYSQL_TEXT_BYTES, ResourceSetStatusTrigger, stored_kwargs_size
+from airflow_psopenai.waiting.events import failure_event, pack_result, settled_event
+from airflow_psopenai.waiting.waits import SET_EVENT
 
 SIZES = (1, 100, 1000)
 # A Fernet key made for this measurement only (production encrypts trigger kwargs with its own).

@@ -31,9 +31,9 @@ from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.exceptions import PSOpenAIError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import BATCH, THREAD_RUN
-from airflow_psopenai.tasks.events import check_event
-from airflow_psopenai.tasks.waits import wait_until_settled
 from airflow_psopenai.testing import Fault, OpenAIEmulator
+from airflow_psopenai.waiting.events import check_event
+from airflow_psopenai.waiting.waits import wait_until_settled
 from tests.hooks.conftest import unique_key
 
 if TYPE_CHECKING:

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, BaseOperatorLink, conf
 
-from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.cancelling.cancel import Action, CancelPolicy, IfNotCancellable, cancel_one, check_cancel_options
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
+from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
-from airflow_psopenai.tasks.cancel import Action, CancelPolicy, IfNotCancellable, cancel_one, check_cancel_options
-from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
-from airflow_psopenai.tasks.polling import log_status, wait_limit
+from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
+from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -122,7 +122,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         if self.deferrable:
             trigger = self.status_trigger(ids, self.poll_interval, deadline, context["ti"].try_number)
             self.defer(trigger=trigger, method_name="execute_complete")
-        from airflow_psopenai.tasks.waits import run_in_worker, wait_until_settled
+        from airflow_psopenai.waiting.waits import run_in_worker, wait_until_settled
 
         event = run_in_worker(
             hook,
@@ -172,11 +172,11 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
 
     def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], policy: CancelPolicy) -> dict[str, Any]:
-        """Cancel the object by ``policy`` (:func:`~airflow_psopenai.tasks.cancel.cancel_one`) and return it.
+        """Cancel the object by ``policy`` (:func:`~airflow_psopenai.cancelling.cancel.cancel_one`) and return it.
 
         :raises AirflowSkipException: When it cannot be cancelled and ``if_not_cancellable`` is ``"skip"``.
         """
-        from airflow_psopenai.tasks.waits import run_in_worker
+        from airflow_psopenai.waiting.waits import run_in_worker
 
         result = run_in_worker(hook, lambda: cancel_one(hook, self.resource, ids, policy))
         if result.error is not None:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
-from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.cancelling.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
+from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.validation import (
     DEFAULT_MAX_CONCURRENCY,
@@ -19,11 +20,10 @@ from airflow_psopenai.client.validation import (
     require_id,
 )
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
+from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, status_of
-from airflow_psopenai.tasks.arguments import ids_from_arguments, rendered_at_run_time
-from airflow_psopenai.tasks.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
-from airflow_psopenai.tasks.events import EVENT_SETTLED, check_event
-from airflow_psopenai.tasks.polling import log_status, wait_limit
+from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
+from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_psopenai.tasks.bulk import BatchOutcome
+    from airflow_psopenai.cancelling.bulk import BatchOutcome
     from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
 SELECTORS = ("batch_ids", "batches", "metadata")
@@ -118,8 +118,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
         """Select the batches, cancel each, wait for them if asked, and report."""
-        from airflow_psopenai.tasks.bulk import cancel_each
-        from airflow_psopenai.tasks.waits import run_in_worker
+        from airflow_psopenai.cancelling.bulk import cancel_each
+        from airflow_psopenai.waiting.waits import run_in_worker
 
         self._check_options()
         batch_ids = self._selected_ids(context)
@@ -163,7 +163,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             )
             self._check_stored_size(trigger, len(outcomes), sent=True)
             self.defer(trigger=trigger, method_name="execute_complete")
-        from airflow_psopenai.tasks.waits import wait_for_each
+        from airflow_psopenai.waiting.waits import wait_for_each
 
         events = run_in_worker(
             hook,
@@ -221,7 +221,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         return self._finish(outcomes, deadline_name=deadline_name)
 
     def _finish(self, outcomes: list[BatchOutcome], deadline_name: str | None = None) -> list[dict[str, Any]] | None:
-        from airflow_psopenai.tasks.bulk import NOTHING_TO_DO
+        from airflow_psopenai.cancelling.bulk import NOTHING_TO_DO
 
         failed = [o for o in outcomes if o.error is not None]
         counts: dict[str, int] = {}
@@ -269,7 +269,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     def _set_trigger_before_the_cancels(self, batch_ids: list[str]) -> ResourceSetStatusTrigger:
         """Return the trigger of the set as if every batch were waited for (its largest stored form but for
         pass_through's objects of batches already settled, which the check at the deferral covers)."""
-        from airflow_psopenai.tasks.bulk import CANCEL_SENT, BatchOutcome
+        from airflow_psopenai.cancelling.bulk import CANCEL_SENT, BatchOutcome
         from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
         return ResourceSetStatusTrigger(
@@ -301,7 +301,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
             ids = _ids_of_batches(self.batches)
         else:
             metadata = _as_metadata(self.metadata)
-            from airflow_psopenai.tasks.bulk import batches_by_metadata
+            from airflow_psopenai.cancelling.bulk import batches_by_metadata
 
             created_after = self._created_after(context)
             ids = [str(batch["id"]) for batch in batches_by_metadata(self.hook, metadata, created_after, self.log)]
@@ -428,9 +428,9 @@ def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[d
 
     :raises PSOpenAIEventError: For an event this task does not understand.
     """
-    from airflow_psopenai.tasks.events import unpack_result
-    from airflow_psopenai.tasks.waits import SET_EVENT
     from airflow_psopenai.triggers.status import id_rows
+    from airflow_psopenai.waiting.events import unpack_result
+    from airflow_psopenai.waiting.waits import SET_EVENT
 
     try:
         if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event["carry"], dict):
@@ -462,7 +462,7 @@ def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[d
 
 def _outcomes_from_carry(carry: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> list[BatchOutcome]:
     """Return every outcome in selection order: the others as stored, each waited one from its kind and its IDs."""
-    from airflow_psopenai.tasks.bulk import BatchOutcome
+    from airflow_psopenai.cancelling.bulk import BatchOutcome
 
     if len(rows) != len(carry["waited"]):
         raise ValueError(f"{len(rows)} waited batches, {len(carry['waited'])} kinds")
@@ -483,7 +483,7 @@ def restore_outcome(row: object) -> BatchOutcome:
 
     :raises TypeError: For a row without a batch ID.
     """
-    from airflow_psopenai.tasks.bulk import BatchOutcome
+    from airflow_psopenai.cancelling.bulk import BatchOutcome
 
     if not isinstance(row, dict) or not isinstance(row.get("batch_id"), str):
         raise TypeError(f"a stored outcome without a batch_id: {row!r:.100}")

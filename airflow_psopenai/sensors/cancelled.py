@@ -21,13 +21,13 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_psopenai.bases.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.compat import TaskDeferralError, TaskDeferralTimeout
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
+from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
-from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
-from airflow_psopenai.tasks.polling import log_status
+from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
+from airflow_psopenai.waiting.polling import log_status
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context

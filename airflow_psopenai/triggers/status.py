@@ -12,8 +12,8 @@ from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import RESOURCES
-from airflow_psopenai.tasks.events import pack_result
-from airflow_psopenai.tasks.waits import SET_EVENT, wait_for_each, wait_until_settled
+from airflow_psopenai.waiting.events import pack_result
+from airflow_psopenai.waiting.waits import SET_EVENT, wait_for_each, wait_until_settled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -115,7 +115,7 @@ class ResourceSetStatusTrigger(BaseTrigger):
     so a thousand batches cost about ten list requests a round. Fires one event once every wait
     has ended: ``{"status": "set", "ids": {id field: [IDs, in order]}, "results": [one result per
     object, in order], "carry": ..., "try_number": ...}``, each result in the small form of
-    :func:`~airflow_psopenai.tasks.events.pack_result`.
+    :func:`~airflow_psopenai.waiting.events.pack_result`.
 
     Both its kwargs and its event are stored in the metadata database (the kwargs in a TEXT column,
     64 KiB on MySQL), so each object costs its IDs once and a short result; see :func:`stored_kwargs_size`.

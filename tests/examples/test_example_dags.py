@@ -540,8 +540,8 @@ def test_parsing_the_examples_loads_no_hook_trigger_or_worker_code() -> None:
         "airflow_psopenai.client.settings",
         "airflow_psopenai.client.retry",
         "airflow_psopenai.triggers",
-        "airflow_psopenai.tasks.bulk",
-        "airflow_psopenai.tasks.waits",
-        "airflow_psopenai.tasks.status_board",
+        "airflow_psopenai.cancelling.bulk",
+        "airflow_psopenai.waiting.waits",
+        "airflow_psopenai.waiting.status_board",
     )
     assert [name for name in loaded if name.startswith(run_time)] == []

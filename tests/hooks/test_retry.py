@@ -518,7 +518,7 @@ def test_retry_table(monkeypatch: pytest.MonkeyPatch, fast_backoff: None, case: 
 def test_a_wait_uses_the_server_delay_by_the_hooks_rule(retry_after: float | None, expected: float) -> None:
     """A poll's server delay counts as the hook's does: above 0 up to 60 s, else the wait's own delay applies."""
     from airflow_psopenai.resources import BATCH
-    from airflow_psopenai.tasks.polling import StatusWatch
+    from airflow_psopenai.waiting.polling import StatusWatch
 
     watch = StatusWatch(BATCH, {"batch_id": "batch_1"}, logging.getLogger("test"))
     assert watch.transient(rate_limit_error(retry_after), next_delay=0.5) == expected

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_psopenai.cancelling.cancel import Action
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.tasks.cancel import Action
 from airflow_psopenai.testing import OpenAIEmulator
 from tests.conftest import connection_json
 from tests.dags.psopenai_cancel_table_dags import CASES, OWN_CANCELS, OWN_CANCELS_TASK, SET, SINGLE, Case

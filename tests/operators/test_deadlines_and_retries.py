@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_psopenai.tasks import waits
 from airflow_psopenai.testing import Fault
+from airflow_psopenai.waiting import waits
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_psopenai.callbacks import cancel_run_batches_with
+from airflow_psopenai.cancelling.bulk import batches_by_metadata, cancel_each
+from airflow_psopenai.cancelling.cancel import CancelPolicy, check_cancel_options
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIInvalidResponseError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.tasks.bulk import batches_by_metadata, cancel_each
-from airflow_psopenai.tasks.cancel import CancelPolicy, check_cancel_options
-from airflow_psopenai.tasks.waits import run_in_worker, wait_for_each, wait_until_settled
+from airflow_psopenai.waiting.waits import run_in_worker, wait_for_each, wait_until_settled
 from tests.gateway import HANG, Gateway, Reply, batch, corrupt, page
 from tests.hooks.conftest import conn_json, set_connection, unique_key
 
@@ -185,7 +185,7 @@ def test_the_callbacks_budget_covers_the_cancels_and_reports_those_not_started(
         connect(gateway)
         bounded(lambda: cancel_run_batches_with(timeout_sec=1.5, max_concurrency=4)(context()), 1.5 + SLACK_SEC)
         assert len(gateway.cancelled()) < 40
-        from airflow_psopenai.tasks.bulk import NOT_ATTEMPTED
+        from airflow_psopenai.cancelling.bulk import NOT_ATTEMPTED
 
         assert NOT_ATTEMPTED in logs.text
         assert "40 batches tagged with it" in logs.text

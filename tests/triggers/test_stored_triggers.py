@@ -15,11 +15,11 @@ import pytest
 from airflow.models import crypto
 from airflow.providers.common.compat.module_loading import import_string
 
+from airflow_psopenai.cancelling.bulk import CANCEL_SENT, NOTHING_TO_DO, BatchOutcome
 from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.operators import StopBatchesOperator
 from airflow_psopenai.operators.stop_batches import outcomes_after_a_set_wait, restore_outcome, set_carry
-from airflow_psopenai.tasks.bulk import CANCEL_SENT, NOTHING_TO_DO, BatchOutcome
 from airflow_psopenai.triggers.status import MYSQL_TEXT_BYTES, ResourceSetStatusTrigger, stored_kwargs_size
 from scripts.deferred_set_sizes import MEASURING_FERNET_KEY, SIZES, batch_ids, measure, set_event, set_trigger
 from tests.triggers.test_status_trigger import TaskInstanceOfTry

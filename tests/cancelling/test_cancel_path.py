@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from airflow_psopenai.cancelling.cancel import Action, CancelPolicy, cancel_one
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAITransportError
 from airflow_psopenai.resources import THREAD_RUN
-from airflow_psopenai.tasks.cancel import Action, CancelPolicy, cancel_one
 
 IDS = {"thread_id": "thread_1", "run_id": "run_1"}
 RUN_STARTED = 1_750_000_000.0

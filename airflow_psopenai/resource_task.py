@@ -10,8 +10,8 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_psopenai.cancelling.object_ids import check_literal_ids, ids_from_arguments
 from airflow_psopenai.client.validation import require_retry_count, require_timeout
-from airflow_psopenai.tasks.arguments import check_literal_ids, ids_from_arguments
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context

@@ -11,19 +11,19 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_psopenai.cancelling.cancel import Action, cancel_one
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.client.listing import ListWalk
 from airflow_psopenai.client.validation import require_epoch_seconds
 from airflow_psopenai.resources import BATCH, status_of
-from airflow_psopenai.tasks.cancel import Action, cancel_one
-from airflow_psopenai.tasks.status_board import status_poller
+from airflow_psopenai.waiting.status_board import status_poller
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from airflow_psopenai.cancelling.cancel import CancelPolicy
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.hooks.psopenai import JsonObject
-    from airflow_psopenai.tasks.cancel import CancelPolicy
 
 PAGE_SIZE = 100
 
@@ -69,7 +69,7 @@ def batches_by_metadata(
 
     :func:`abatches_by_metadata` in an event loop of its own; the connection is looked up synchronously.
     """
-    from airflow_psopenai.tasks.waits import run_in_worker
+    from airflow_psopenai.waiting.waits import run_in_worker
 
     if created_after is not None:  # refused before the connection is looked up
         require_epoch_seconds(created_after, "created_after")

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.client.retry import is_retryable
 from airflow_psopenai.exceptions import PSOpenAIError
-from airflow_psopenai.tasks.events import EVENT_ERROR, EVENT_TIMEOUT, failure_event, settled_event
-from airflow_psopenai.tasks.polling import StatusWatch, poll_delays
-from airflow_psopenai.tasks.status_board import status_poller
+from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, failure_event, settled_event
+from airflow_psopenai.waiting.polling import StatusWatch, poll_delays
+from airflow_psopenai.waiting.status_board import status_poller
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,7 +47,7 @@ async def wait_until_settled(
     :param log: A logger with ``info`` and ``warning``.
     :param started_at: When the wait began (epoch seconds; default now): each logged status and the
         settled event say the seconds since.
-    :returns: A settled, timeout or error event (see :mod:`airflow_psopenai.tasks.events`).
+    :returns: A settled, timeout or error event (see :mod:`airflow_psopenai.waiting.events`).
     """
     watch = StatusWatch(resource, ids, log, started_at)
     delays = poll_delays(poll_interval)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.exceptions import PSOpenAIEventError
 from airflow_psopenai.resources import RESOURCES, CancellableResource, status_of
-from airflow_psopenai.tasks.polling import timeout_message
+from airflow_psopenai.waiting.polling import timeout_message
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

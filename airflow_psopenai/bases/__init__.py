@@ -1,1 +1,0 @@
-"""What the operators and sensors are built on: the connection arguments, the IDs and the deferral."""

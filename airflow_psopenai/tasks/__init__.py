@@ -1,1 +1,0 @@
-"""Task logic shared by operators, sensors, triggers and callbacks: waits, events, the cancel path, bulk selection."""
