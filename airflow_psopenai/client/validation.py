@@ -150,7 +150,7 @@ def preview(value: object, max_chars: int = 80) -> str:
 def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
     """Return a duration given in seconds or as a timedelta, in seconds (None stays None).
 
-    :raises ValueError: Naming ``argument``, for anything but a number or timedelta of 0 or more.
+    :raises ValueError: Naming ``argument``, for anything but a number or timedelta above 0.
     """
     if value is None:
         return None
@@ -160,8 +160,15 @@ def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
         seconds = float(value)
     else:
         seconds = float("nan")
-    if not 0 <= seconds < float("inf"):
+    if seconds == 0:
+        # Unlike timeout_sec=0 (no limit), a limit of 0 would end every wait at once.
         raise PSOpenAIConfigurationError(
-            f"{argument} must be a number of seconds (0 or more) or a timedelta, got {value!r}."
+            f"{argument}=0 would end the wait at once. For no limit of its own, leave {argument} out (None): "
+            "the wait is then bounded by timeout_sec when above 0, else by execution_timeout, else not at all; "
+            "otherwise give a number of seconds above 0."
+        )
+    if not 0 < seconds < float("inf"):
+        raise PSOpenAIConfigurationError(
+            f"{argument} must be a number of seconds above 0 or a timedelta, got {value!r}."
         )
     return seconds

@@ -7,9 +7,9 @@ from dataclasses import asdict, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowSkipException
 
-from airflow_psopenai.cancelling.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
+from airflow_psopenai.cancelling.cancel import CancelPolicy
 from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.validation import (
@@ -20,14 +20,13 @@ from airflow_psopenai.client.validation import (
     require_id,
 )
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
-from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
 from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context
 
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 SELECTORS = ("batch_ids", "batches", "metadata")
 
 
-class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
+class StopBatchesOperator(CancellingOperator):
     """Cancel a set of OpenAI Batches in one task; optionally wait for all of them, and pass them on.
 
     Give exactly one selector (each templated):
@@ -52,18 +51,16 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         when the run is cleared, so batches of earlier tries and of a cleared run are found.
     :param max_concurrency: GETs and cancels sent at once (default 20; the looks' list pages besides).
 
-    ``wait``, ``force``, ``pass_through`` (a list of the final objects, in selection order),
-    ``if_not_cancellable``, ``poll_interval``, ``wait_timeout`` (one deadline for the whole set),
-    ``deferrable`` (one trigger for the set), ``timeout_sec``, ``max_retry_count`` and the connection
-    arguments mean what they mean for :class:`~airflow_psopenai.operators.StopBatchOperator`, for each
-    batch. Every batch is attempted; the task fails at the end, naming each batch that failed and why.
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`
+    and applies to each batch: ``pass_through`` returns a list of the final objects, in selection order;
+    ``wait_timeout`` is one deadline for the whole set, and ``deferrable`` defers one trigger for the set.
+    Every batch is attempted; the task fails at the end, naming each batch that failed and why.
     An Airflow retry does not cancel a batch twice. A deferred set whose trigger kwargs would not fit
     the metadata database's TEXT column on MySQL (about a thousand batches) is refused before any cancel.
     """
 
     resource = BATCH
-    template_fields = (*SELECTORS, "created_after", *CONNECTION_TEMPLATE_FIELDS)
-    ui_color = "#f6c6b7"
+    template_fields = (*SELECTORS, "created_after", *CancellingOperator.template_fields)
 
     def __init__(
         self,
@@ -73,18 +70,6 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         metadata: dict[str, str] | str | None = None,
         created_after: datetime | float | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        wait: bool = False,
-        force: bool = False,
-        pass_through: bool = False,
-        if_not_cancellable: IfNotCancellable = "fail",
-        poll_interval: float = 1.0,
-        wait_timeout: float | timedelta | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        conn_id: str = DEFAULT_CONN_ID,
-        api_base: str | None = None,
-        organization: str | None = None,
-        timeout_sec: float | None = None,
-        max_retry_count: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -97,19 +82,11 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 + (", ".join(given) if given else "none")
                 + ". (To cancel nothing, pass batch_ids=[].)"
             )
-        self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
         self.batch_ids = batch_ids
         self.batches = batches
         self.metadata = metadata
         self.created_after = created_after
         self.max_concurrency = max_concurrency
-        self.wait = wait
-        self.force = force
-        self.pass_through = pass_through
-        self.if_not_cancellable = if_not_cancellable
-        self.poll_interval = poll_interval
-        self.wait_timeout = wait_timeout
-        self.deferrable = deferrable
         if not self._instance_of_a_mapped_task():
             self._check_options()
             self._check_written_selection()
@@ -289,9 +266,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         )
 
     def _check_options(self) -> None:
-        check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
+        super()._check_options()
         require_concurrency(self.max_concurrency)
-        self.hook_kwargs()
 
     def _selected_ids(self, context: Context) -> list[str]:
         """Return the selected batch IDs in selection order, each once; bad input raises before any request."""

@@ -37,6 +37,8 @@ class ResourceStatusTrigger(BaseTrigger):
         retried deferred task with the event of its earlier try, which the task can then tell apart.
     :param wait_started: When the task deferred, in epoch seconds: the settled event says the seconds
         since (``after``), which the resumed task logs; None counts from the trigger's start.
+    :param deadline_name: How the timeout's message names the deadline, as the task's wait in the worker
+        does ("its wait_timeout of 60 s"); kwargs stored without it say "the deadline".
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class ResourceStatusTrigger(BaseTrigger):
         deadline: float | None = None,
         try_number: int | None = None,
         wait_started: float | None = None,
+        deadline_name: str = "the deadline",
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
@@ -62,6 +65,7 @@ class ResourceStatusTrigger(BaseTrigger):
         self.deadline = deadline
         self.try_number = try_number
         self.wait_started = wait_started
+        self.deadline_name = deadline_name
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and JSON-plain keyword arguments."""
@@ -76,6 +80,7 @@ class ResourceStatusTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "try_number": self.try_number,
                 "wait_started": self.wait_started,
+                "deadline_name": self.deadline_name,
             },
         )
 
@@ -87,7 +92,7 @@ class ResourceStatusTrigger(BaseTrigger):
             self.ids,
             poll_interval=self.poll_interval,
             deadline=Deadline(self.deadline),
-            deadline_name="the deadline",
+            deadline_name=self.deadline_name,
             log=self.log,
             started_at=self.wait_started,
         )
