@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +25,6 @@ from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
 from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_psopenai.cancelling.bulk import BatchOutcome
@@ -96,6 +93,7 @@ class StopBatchesOperator(CancellingOperator):
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
         """Select the batches, cancel each, wait for them if asked, and report."""
         from airflow_psopenai.cancelling.bulk import cancel_each
+        from airflow_psopenai.cancelling.set_carry import set_carry, waited_for
         from airflow_psopenai.waiting.waits import run_in_worker
 
         self._check_options()
@@ -112,7 +110,7 @@ class StopBatchesOperator(CancellingOperator):
         )
         for outcome in outcomes:
             self.log.info("%s", outcome.line())
-        waiting = [o for o in outcomes if _waited(o)] if self.wait else []
+        waiting = [o for o in outcomes if waited_for(o)] if self.wait else []
         if not waiting:
             return self._finish(outcomes)
         seconds, deadline_name = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
@@ -133,10 +131,7 @@ class StopBatchesOperator(CancellingOperator):
                 # Resumed in a fresh process: what the cancels found comes back in the event. Not in defer's
                 # kwargs: dag.test() resumes with the event alone. The resumed task logs each batch's outcome
                 # with the seconds since the deferral.
-                carry={
-                    **set_carry(outcomes, deadline_name, keep_objects=self.pass_through),
-                    "wait_started": time.time(),
-                },
+                carry=set_carry(outcomes, deadline_name, keep_objects=self.pass_through, wait_started=time.time()),
             )
             self._check_stored_size(trigger, len(outcomes), sent=True)
             self.defer(trigger=trigger, method_name="execute_complete")
@@ -158,12 +153,13 @@ class StopBatchesOperator(CancellingOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """Resume after the deferred wait of the set: check the event, then report as ``execute`` does."""
+        from airflow_psopenai.cancelling.set_carry import outcomes_after_a_set_wait, wait_started_of
+
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)
         outcomes, events, deadline_name = outcomes_after_a_set_wait(event)
-        carry = event.get("carry") if isinstance(event, dict) else None
-        wait_started = carry.get("wait_started") if isinstance(carry, dict) else None
-        seconds = time.time() - wait_started if isinstance(wait_started, int | float) else None
+        wait_started = wait_started_of(event)
+        seconds = time.time() - wait_started if wait_started is not None else None
         return self._after_wait(outcomes, events, deadline_name, seconds_waited=seconds)
 
     # -- steps --------------------------------------------------------------------------------------------
@@ -181,7 +177,9 @@ class StopBatchesOperator(CancellingOperator):
         :param seconds_waited: After a deferred wait, the seconds since it began: each settled batch's outcome
             line (the last line of a wait in the worker) goes to the task's own log.
         """
-        waited = [o for o in outcomes if _waited(o)]
+        from airflow_psopenai.cancelling.set_carry import waited_for
+
+        waited = [o for o in outcomes if waited_for(o)]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
         for outcome, event in zip(waited, events, strict=True):
@@ -230,7 +228,7 @@ class StopBatchesOperator(CancellingOperator):
 
         :param sent: Whether the cancels were sent already (else the check runs before any request).
         """
-        from airflow_psopenai.triggers.status import MYSQL_TEXT_BYTES, stored_kwargs_size
+        from airflow_psopenai.waiting.set_event import MYSQL_TEXT_BYTES, stored_kwargs_size
 
         size = stored_kwargs_size(trigger.serialize()[1])
         if size > MYSQL_TEXT_BYTES:
@@ -247,6 +245,7 @@ class StopBatchesOperator(CancellingOperator):
         """Return the trigger of the set as if every batch were waited for (its largest stored form but for
         pass_through's objects of batches already settled, which the check at the deferral covers)."""
         from airflow_psopenai.cancelling.bulk import CANCEL_SENT, BatchOutcome
+        from airflow_psopenai.cancelling.set_carry import set_carry
         from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
         return ResourceSetStatusTrigger(
@@ -362,106 +361,3 @@ def _as_metadata(value: object) -> dict[str, str]:
             f"metadata must be a non-empty dict of text keys and values, got {value!r:.100}."
         )
     return value
-
-
-def _waited(outcome: BatchOutcome) -> bool:
-    """Return whether the set waits for this batch: its cancel did not fail and it has not settled yet."""
-    return outcome.error is None and outcome.status not in BATCH.settled
-
-
-# -- what a deferred set keeps for its resumption ------------------------------------------------------------
-# The event of the set's trigger returns the set's carry as it is: {"limit": how messages name the deadline,
-# "kinds": [[found, action], ...], "waited": [index in kinds, one per waited batch, in the trigger's order],
-# "others": [{"at": place in the selection, BatchOutcome's fields but those that are None}, ...]}.
-# A waited batch's ID and final object come back in the event, so the carry holds neither.
-
-
-def set_carry(outcomes: Sequence[BatchOutcome], deadline_name: str, *, keep_objects: bool) -> dict[str, Any]:
-    """Return what the resumed task needs of the cancels' outcomes, each fact once.
-
-    :param keep_objects: Keep the objects of the batches not waited for whole (for ``pass_through``);
-        else only their status.
-    """
-    kinds: dict[tuple[str | None, str], int] = {}
-    waited: list[int] = []
-    others: list[dict[str, Any]] = []
-    for place, outcome in enumerate(outcomes):
-        if _waited(outcome):
-            waited.append(kinds.setdefault((outcome.found, outcome.action), len(kinds)))
-            continue
-        obj = outcome.obj if keep_objects or outcome.obj is None else {"status": outcome.status}
-        row = {"at": place, **asdict(outcome), "obj": obj}
-        others.append({key: value for key, value in row.items() if value is not None})
-    return {"limit": deadline_name, "kinds": [list(kind) for kind in kinds], "waited": waited, "others": others}
-
-
-def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[dict[str, Any]], str]:
-    """Return the outcomes of the cancels, each waited batch's event (in order) and the wait's limit, from the
-    event of a set's trigger.
-
-    Both the event and the carry it returns may be in this release's form or in that of release 0.1.0
-    (whole events; whole outcomes in the carry), so that a set deferred before an upgrade resumes after it.
-
-    :raises PSOpenAIEventError: For an event this task does not understand.
-    """
-    from airflow_psopenai.triggers.status import id_rows
-    from airflow_psopenai.waiting.events import unpack_result
-    from airflow_psopenai.waiting.waits import SET_EVENT
-
-    try:
-        if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event["carry"], dict):
-            raise TypeError("not a set's event")
-        carry = event["carry"]
-        deadline_name = str(carry.get("limit", "the deadline"))
-        if "results" in event:
-            rows = id_rows(event["ids"])
-            events = [
-                unpack_result(result, BATCH, ids, deadline_name)
-                for result, ids in zip(event["results"], rows, strict=True)
-            ]
-        elif isinstance(event["events"], list):  # fired by release 0.1.0
-            rows, events = [], event["events"]
-        else:
-            raise TypeError("neither results nor events")
-        if "outcomes" in carry:  # deferred by release 0.1.0
-            return [restore_outcome(row) for row in carry["outcomes"]], events, deadline_name
-        if not rows:
-            raise ValueError("the waited batches are not named")
-        return _outcomes_from_carry(carry, rows), events, deadline_name
-    except (KeyError, IndexError, TypeError, ValueError, StopIteration) as error:
-        if isinstance(error, PSOpenAIEventError):
-            raise
-        raise PSOpenAIEventError(
-            f"The trigger sent an event this task does not understand ({error}): {event!r:.300}."
-        ) from None
-
-
-def _outcomes_from_carry(carry: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> list[BatchOutcome]:
-    """Return every outcome in selection order: the others as stored, each waited one from its kind and its IDs."""
-    from airflow_psopenai.cancelling.bulk import BatchOutcome
-
-    if len(rows) != len(carry["waited"]):
-        raise ValueError(f"{len(rows)} waited batches, {len(carry['waited'])} kinds")
-    placed = {int(row["at"]): restore_outcome(row) for row in carry["others"]}
-    waited = iter(zip(rows, carry["waited"], strict=True))
-    outcomes: list[BatchOutcome] = []
-    for place in range(len(placed) + len(rows)):
-        if place not in placed:
-            ids, kind = next(waited)
-            found, action = carry["kinds"][kind]
-            placed[place] = BatchOutcome(str(ids["batch_id"]), found, action)
-        outcomes.append(placed[place])
-    return outcomes
-
-
-def restore_outcome(row: object) -> BatchOutcome:
-    """Return a stored outcome, from this release or another: unknown fields are ignored, missing ones default.
-
-    :raises TypeError: For a row without a batch ID.
-    """
-    from airflow_psopenai.cancelling.bulk import BatchOutcome
-
-    if not isinstance(row, dict) or not isinstance(row.get("batch_id"), str):
-        raise TypeError(f"a stored outcome without a batch_id: {row!r:.100}")
-    known = {field.name for field in fields(BatchOutcome)}
-    return BatchOutcome(**{key: value for key, value in row.items() if key in known})

@@ -27,7 +27,7 @@ FIRST_POLL_DELAYS = (0.25, 0.5)
 def log_status(log: Any, target: str, status: str, after: float | None) -> None:
     """Log an object's status and the seconds since its wait began: the line of each change, and the outcome.
 
-    :param after: The seconds since the wait began; None when unknown (a wait deferred by an older release).
+    :param after: The seconds since the wait began; None when unknown (an event of format 1).
     """
     if after is None:
         log.info("%s is %s.", target, status)

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from airflow_psopenai.resources import CancellableResource
 
 _T = TypeVar("_T")
-# The status of a set's event (the set trigger sends its IDs once, a small result per wait and the carry).
-SET_EVENT = "set"
 
 
 async def wait_until_settled(
