@@ -5,17 +5,13 @@ Standard library only, but for this provider's exceptions: operators import this
 
 from __future__ import annotations
 
-import ast
-import json
 from datetime import timedelta
 from typing import TypeVar
 
+from airflow_psopenai.client.rendered import parse_rendered_text
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 MAX_RETRY_COUNT_LIMIT = 100
-# Cancels a set operator or a cleanup callback sends at once: by default, and at most.
-DEFAULT_MAX_CONCURRENCY = 20
-MAX_CONCURRENCY_LIMIT = 200
 
 _Number = TypeVar("_Number", int, float)
 
@@ -80,13 +76,6 @@ def require_timeout(value: object, argument: str = "timeout_sec") -> float:
     return seconds
 
 
-def require_concurrency(value: object, argument: str = "max_concurrency") -> int:
-    """Return how many cancels may be sent at once, 1 to 200, or raise naming ``argument``."""
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CONCURRENCY_LIMIT:
-        return value
-    raise PSOpenAIConfigurationError(f"{argument} must be 1 to {MAX_CONCURRENCY_LIMIT}, got {value!r}.")
-
-
 def require_positive_seconds(value: object, argument: str) -> float:
     """Return a number of seconds above 0 (``poll_interval`` and the like), or raise naming ``argument``.
 
@@ -129,16 +118,6 @@ def _number(value: object, kind: type[_Number], argument: str, expected: str) ->
             if not isinstance(value, float) or number == value:  # 1.5 is not a retry count
                 return number
     raise PSOpenAIConfigurationError(f"{argument} must be {expected}, got {value!r}.")
-
-
-def parse_rendered_text(text: str) -> object:
-    """Return what a non-native Jinja template rendered to text (JSON or a Python repr), or None."""
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            return parse(text)
-        except (ValueError, SyntaxError):
-            continue
-    return None
 
 
 def preview(value: object, max_chars: int = 80) -> str:

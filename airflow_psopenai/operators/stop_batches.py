@@ -9,15 +9,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowSkipException
 
 from airflow_psopenai.cancelling.cancel import CancelPolicy
+from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY, require_concurrency
 from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.client.deadline import Deadline
-from airflow_psopenai.client.validation import (
-    DEFAULT_MAX_CONCURRENCY,
-    parse_rendered_text,
-    require_concurrency,
-    require_epoch_seconds,
-    require_id,
-)
+from airflow_psopenai.client.rendered import parse_rendered_text
+from airflow_psopenai.client.validation import require_epoch_seconds, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, status_of
