@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
 
+__all__ = ["acancel_run_batches", "cancel_run_batches", "cancel_run_batches_with"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SEC = 120.0
