@@ -39,8 +39,8 @@ class CancellingOperator(ResourceTaskMixin, BaseOperator):
     :param max_retry_count: Retries of a failed call (0 to 100); a wait's status polls always ride
         out transient errors.
 
-    Options that no run can fix are refused when the task is built (the DAG is parsed), by
-    :meth:`_check_options`; a subclass adds the template fields of what it cancels to these.
+    Options that no run can fix are refused when the task is built (the DAG is parsed), with the
+    messages of a run; a subclass adds the template fields of what it cancels to these.
     """
 
     template_fields: Sequence[str] = CONNECTION_TEMPLATE_FIELDS
