@@ -79,7 +79,7 @@ def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[d
         carry = checked["carry"]
         deadline_name = str(carry.get("limit", "the deadline"))
         rows, events = waits_of(checked, BATCH, deadline_name)
-        if "outcomes" in carry:  # format 1
+        if carry_format(carry) == 1:
             return [restore_outcome(row) for row in carry["outcomes"]], events, deadline_name
         if not rows:
             raise ValueError("the waited batches are not named")
@@ -90,6 +90,11 @@ def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[d
         raise PSOpenAIEventError(
             f"The trigger sent an event this task does not understand ({error}): {event!r:.300}."
         ) from None
+
+
+def carry_format(carry: Mapping[str, Any]) -> int:
+    """Return the format of a set's carry: 1 when it holds the whole ``outcomes``, else 2."""
+    return 1 if "outcomes" in carry else CARRY_FORMAT
 
 
 def wait_started_of(event: object) -> float | None:

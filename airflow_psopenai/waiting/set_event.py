@@ -146,7 +146,7 @@ def waits_of(
     :param deadline_name: How a timeout's message names the deadline.
     :raises TypeError: For an event of neither format (``KeyError``, ``ValueError`` for a broken one).
     """
-    if "results" in event:
+    if set_event_format(event) == SET_EVENT_FORMAT:
         rows = id_rows(event["ids"])
         return rows, [
             unpack_result(result, resource, ids, deadline_name)
@@ -155,6 +155,11 @@ def waits_of(
     if isinstance(event.get("events"), list):
         return [], list(event["events"])
     raise TypeError("neither results nor events")
+
+
+def set_event_format(event: Mapping[str, Any]) -> int:
+    """Return the format of a set's event: 2 when it holds ``results``, else 1."""
+    return SET_EVENT_FORMAT if "results" in event else 1
 
 
 # Airflow keeps trigger kwargs in the trigger table's ``kwargs`` column: TEXT, at most 65,535 bytes on MySQL.
