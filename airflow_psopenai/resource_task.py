@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_psopenai.cancelling.object_ids import check_literal_ids, ids_from_arguments
 from airflow_psopenai.client.validation import require_retry_count, require_timeout
+from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -111,7 +112,7 @@ class ResourceTaskMixin:
         poll_interval: float,
         deadline: Deadline,
         try_number: int | None,
-        deadline_name: str = "the deadline",
+        deadline_name: str = UNNAMED_DEADLINE,
     ) -> ResourceStatusTrigger:
         """Return the trigger that waits in the triggerer until the object is settled or ``deadline`` passes.
 

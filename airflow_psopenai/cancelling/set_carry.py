@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_psopenai.cancelling.bulk import BatchOutcome
 from airflow_psopenai.exceptions import PSOpenAIEventError
 from airflow_psopenai.resources import BATCH
+from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE
 from airflow_psopenai.waiting.set_event import checked_set_event, waits_of
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[d
     try:
         checked = checked_set_event(event)
         carry = checked["carry"]
-        deadline_name = str(carry.get("limit", "the deadline"))
+        deadline_name = str(carry.get("limit", UNNAMED_DEADLINE))
         rows, events = waits_of(checked, BATCH, deadline_name)
         if carry_format(carry) == 1:
             return [restore_outcome(row) for row in carry["outcomes"]], events, deadline_name

@@ -10,6 +10,7 @@ from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import RESOURCES
+from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE
 from airflow_psopenai.waiting.set_event import id_columns, pack_set_event, stored_id_sets
 from airflow_psopenai.waiting.waits import wait_for_each, wait_until_settled
 
@@ -48,7 +49,7 @@ class ResourceStatusTrigger(BaseTrigger):
         deadline: float | None = None,
         try_number: int | None = None,
         wait_started: float | None = None,
-        deadline_name: str = "the deadline",
+        deadline_name: str = UNNAMED_DEADLINE,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:

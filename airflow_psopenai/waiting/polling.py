@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # The first polls come sooner than the interval: a cancel often settles within a second.
 FIRST_POLL_DELAYS = (0.25, 0.5)
+# How messages name a deadline that came without a name (a sensor's, a trigger's stored without one).
+UNNAMED_DEADLINE = "the deadline"
 
 
 def log_status(log: Any, target: str, status: str, after: float | None) -> None:
