@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 # The Airflow lines the suite also runs on besides the newest (3.3, in .venv): one venv each.
 OLDER_LINES := 3.0 3.1 3.2
-# What runs on them: the hook, operator, sensor, trigger and example-DAG suites (the end-to-end tests,
-# the emulator's own tests, the properties and make demo's run on the newest line), and the
-# end-to-end deferred wait on 3.0.
-LINE_SUITES := tests/hooks tests/operators tests/sensors tests/triggers tests/examples/test_example_dags.py tests/test_dag_harness.py
+# What runs on them: the client, hook, waiting, operator, sensor, trigger, listener and example-DAG suites
+# (the end-to-end tests, the emulator's own tests, the properties and make demo's run on the newest line),
+# and the end-to-end deferred wait on 3.0.
+LINE_SUITES := tests/client tests/hooks tests/waiting tests/operators tests/sensors tests/triggers tests/test_plugin.py \
+	tests/examples/test_example_dags.py tests/test_dag_harness.py
 OLDEST_E2E := tests/e2e/test_deferred_waits.py
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

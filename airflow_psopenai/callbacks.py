@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow_psopenai.client.validation import DEFAULT_MAX_CONCURRENCY, require_concurrency, require_positive_seconds
+from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY, require_concurrency
+from airflow_psopenai.client.validation import require_positive_seconds
 from airflow_psopenai.resource_task import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
     from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
+
+__all__ = ["acancel_run_batches", "cancel_run_batches", "cancel_run_batches_with"]
 
 log = logging.getLogger(__name__)
 

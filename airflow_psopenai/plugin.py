@@ -151,7 +151,7 @@ def _cleanup_timeout() -> float:
 
 def _cancel(run: Any, conn_id: str, deadline: Deadline) -> None:
     from airflow_psopenai.callbacks import cancel_batches_of_run
-    from airflow_psopenai.client.validation import DEFAULT_MAX_CONCURRENCY
+    from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY
 
     log.info("DAG run %r of %r failed: cancelling its batches (connection %r).", run.run_id, run.dag_id, conn_id)
     cancel_batches_of_run({"dag_run": run}, conn_id, deadline, DEFAULT_MAX_CONCURRENCY)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_psopenai.cancelling.object_ids import check_literal_ids, ids_from_arguments
 from airflow_psopenai.client.validation import require_retry_count, require_timeout
+from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -106,9 +107,17 @@ class ResourceTaskMixin:
         return ids_from_arguments(self.resource, given, getattr(self, self.resource.object_arg))
 
     def status_trigger(
-        self, ids: dict[str, str], poll_interval: float, deadline: Deadline, try_number: int | None
+        self,
+        ids: dict[str, str],
+        poll_interval: float,
+        deadline: Deadline,
+        try_number: int | None,
+        deadline_name: str = UNNAMED_DEADLINE,
     ) -> ResourceStatusTrigger:
-        """Return the trigger that waits in the triggerer until the object is settled or ``deadline`` passes."""
+        """Return the trigger that waits in the triggerer until the object is settled or ``deadline`` passes.
+
+        :param deadline_name: How the timeout's message names the deadline.
+        """
         from airflow_psopenai.triggers.status import ResourceStatusTrigger
 
         return ResourceStatusTrigger(
@@ -121,6 +130,7 @@ class ResourceTaskMixin:
             deadline=deadline.at,
             try_number=try_number,
             wait_started=time.time(),
+            deadline_name=deadline_name,
         )
 
     def event_of_an_earlier_try(self, event: object, context: Context) -> bool:

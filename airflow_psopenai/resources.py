@@ -53,7 +53,7 @@ class CancellableResource:
     :param cancel_not_found: What a 404 from the cancel endpoint means besides an unknown ID, if anything.
     :param list_path: The account-wide list of these objects (newest first, ``limit`` up to 100, ``after``
         cursor), whose items are the objects a retrieve returns; None when there is none. Waits on
-        objects with a list poll through it together (see ``hooks/status_board.py``).
+        objects with a list poll through it together (see ``waiting/status_board.py``).
     """
 
     name: str

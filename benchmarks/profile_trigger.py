@@ -1,8 +1,8 @@
 """Profile our trigger at N waits in one event loop (not run by ``make bench``).
 
 Where the time of ``ResourceStatusTrigger`` goes at large N: it led to the pool of single-connection
-transports in ``airflow_psopenai/hooks/pool.py`` (httpcore rescans a client's connections for each
-request) and to the shared connection lookup of ``airflow_psopenai/hooks/settings_cache.py``.
+transports in ``airflow_psopenai/client/pool.py`` (httpcore rescans a client's connections for each
+request) and to the shared connection lookup of ``airflow_psopenai/client/settings_cache.py``.
 
 Examples::
 

@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 from airflow_psopenai.cancelling.bulk import CANCEL_SENT, BatchOutcome
-from airflow_psopenai.operators.stop_batches import set_carry
+from airflow_psopenai.cancelling.set_carry import set_carry
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.triggers.status import MYSQL_TEXT_BYTES, ResourceSetStatusTrigger, stored_kwargs_size
-from airflow_psopenai.waiting.events import failure_event, pack_result, settled_event
-from airflow_psopenai.waiting.waits import SET_EVENT
+from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
+from airflow_psopenai.waiting.events import failure_event, settled_event
+from airflow_psopenai.waiting.set_event import MYSQL_TEXT_BYTES, pack_set_event, stored_kwargs_size
 
 SIZES = (1, 100, 1000)
 # A Fernet key made for this measurement only (production encrypts trigger kwargs with its own).
@@ -50,18 +50,18 @@ def set_trigger(ids: list[str], *, pass_through: bool = False) -> ResourceSetSta
 
 def set_event(trigger: ResourceSetStatusTrigger, *, timeout: bool = False) -> dict[str, Any]:
     """Return the event the trigger fires when each batch settled (or each timed out, ``cancelling``)."""
-    _, kwargs = trigger.serialize()
     events = []
     for ids in trigger.id_sets:
         obj = {"id": ids["batch_id"], "object": "batch", "status": "cancelling" if timeout else "cancelled"}
         events.append(failure_event("timeout", "-", obj) if timeout else settled_event(BATCH, ids, obj))
-    return {
-        "status": SET_EVENT,
-        "ids": kwargs["id_columns"],
-        "results": [pack_result(event, keep_object=trigger.keep_objects) for event in events],
-        "carry": trigger.carry,
-        "try_number": trigger.try_number,
-    }
+    return pack_set_event(
+        BATCH,
+        trigger.id_sets,
+        events,
+        keep_objects=trigger.keep_objects,
+        carry=trigger.carry,
+        try_number=trigger.try_number,
+    )
 
 
 def stored_kwargs(kwargs: dict[str, Any]) -> int:

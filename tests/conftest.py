@@ -6,6 +6,7 @@ test module imports it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -60,9 +61,10 @@ settings.register_profile("explore", settings.get_profile("psopenai"), derandomi
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "psopenai"))
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from airflow_psopenai.testing import OpenAIEmulator
+    from tests.gateway import Gateway
 
 __all__ = ["DagRunResult", "connection_json", "dag_bag_class"]
 
@@ -92,6 +94,42 @@ def run_dag(dagbag: Any) -> Callable[..., DagRunResult]:
     Unlike the plugin's ``run_dag`` it sets no connection: tests choose theirs (``emulator``, or a server of their own).
     """
     return dag_runner(dagbag)
+
+
+@pytest.fixture
+def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Return a function that points the default connection at a gateway (tests/gateway.py), with extras."""
+    from tests.connections import conn_json, set_connection
+    from tests.gateway import GATEWAY_KEY
+
+    def point(gateway: Gateway, **extra: Any) -> None:
+        set_connection(monkeypatch, "psopenai_default", conn_json(gateway.api_base, GATEWAY_KEY, **extra))
+
+    return point
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Return caplog, recording from INFO up."""
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scale the exponential backoff from 1 s to 1 ms so that 5xx and transport retries wait milliseconds."""
+    from airflow_psopenai.client import retry
+
+    monkeypatch.setattr(retry, "BASE_DELAY_SEC", 0.001)
+
+
+@pytest.fixture
+async def shared_pool() -> AsyncIterator[None]:
+    """Close the event loop's shared async clients after an async test."""
+    from airflow_psopenai.client.pool import aclose_shared_clients
+
+    yield
+    await aclose_shared_clients()
 
 
 def deadline_context(dag_run_id: int) -> dict[str, Any]:

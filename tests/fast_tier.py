@@ -31,7 +31,7 @@ SERVER_TESTS = (
     "tests/testing/test_emulator_plugin.py::test_users_enable_the_fixture_with_pytest_plugins",
     "tests/hooks/test_client.py::test_test_connection_returns_false_for_an_unreachable_server",
     "tests/hooks/test_client.py::test_test_connection_names_the_unreachable_server",
-    "tests/hooks/test_errors.py::test_a_key_echoed_in_any_form_is_redacted",
+    "tests/client/test_errors.py::test_a_key_echoed_in_any_form_is_redacted",
 )
 NOT_UNIT_MARKERS = ("e2e", "cluster", "server")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,28 @@ def batch(
         "status": status,
         "created_at": int(time.time()) if created_at is None else created_at,
         "metadata": metadata,
+    }
+
+
+# What the tests against a gateway share: the key its connection holds, the run tags of its batches, and
+# the slack of their time bounds (far above every budget, far below what the unbounded code took, or for ever).
+GATEWAY_KEY = "sk-test-" + secrets.token_hex(16)
+TAGS = {"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"}
+SLACK_SEC = 4.0
+
+
+def tagged(count: int, prefix: str = "batch_", **kwargs: Any) -> list[dict[str, Any]]:
+    """Return ``count`` batches with the run tags of run-1 of the DAG ``pipeline``."""
+    return [batch(f"{prefix}{n:03d}", **kwargs, **TAGS) for n in range(count)]
+
+
+def run_context(run_id: str = "run-1") -> dict[str, Any]:
+    """Return a task's context with the DAG run ``run_id`` of ``pipeline``, created an hour ago."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    return {
+        "dag_run": SimpleNamespace(dag_id="pipeline", run_id=run_id, run_after=datetime.now(UTC) - timedelta(hours=1))
     }
 
 

@@ -34,7 +34,7 @@ from airflow_psopenai.resources import BATCH, THREAD_RUN
 from airflow_psopenai.testing import Fault, OpenAIEmulator
 from airflow_psopenai.waiting.events import check_event
 from airflow_psopenai.waiting.waits import wait_until_settled
-from tests.hooks.conftest import unique_key
+from tests.connections import unique_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

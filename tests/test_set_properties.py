@@ -34,8 +34,8 @@ from airflow_psopenai.client.deadline import LAST_POLL_SEC, Deadline
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import BATCH
 from airflow_psopenai.waiting.waits import run_in_worker, wait_for_each
+from tests.connections import conn_json, unique_key
 from tests.gateway import HANG, Gateway, Reply, batch, corrupt, page
-from tests.hooks.conftest import conn_json, unique_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

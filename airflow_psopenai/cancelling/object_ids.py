@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_psopenai.client.validation import parse_rendered_text, preview, require_id
+from airflow_psopenai.client.rendered import parse_rendered_text
+from airflow_psopenai.client.validation import preview, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 if TYPE_CHECKING:

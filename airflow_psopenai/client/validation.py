@@ -5,17 +5,13 @@ Standard library only, but for this provider's exceptions: operators import this
 
 from __future__ import annotations
 
-import ast
-import json
 from datetime import timedelta
 from typing import TypeVar
 
+from airflow_psopenai.client.rendered import parse_rendered_text
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 MAX_RETRY_COUNT_LIMIT = 100
-# Cancels a set operator or a cleanup callback sends at once: by default, and at most.
-DEFAULT_MAX_CONCURRENCY = 20
-MAX_CONCURRENCY_LIMIT = 200
 
 _Number = TypeVar("_Number", int, float)
 
@@ -80,13 +76,6 @@ def require_timeout(value: object, argument: str = "timeout_sec") -> float:
     return seconds
 
 
-def require_concurrency(value: object, argument: str = "max_concurrency") -> int:
-    """Return how many cancels may be sent at once, 1 to 200, or raise naming ``argument``."""
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CONCURRENCY_LIMIT:
-        return value
-    raise PSOpenAIConfigurationError(f"{argument} must be 1 to {MAX_CONCURRENCY_LIMIT}, got {value!r}.")
-
-
 def require_positive_seconds(value: object, argument: str) -> float:
     """Return a number of seconds above 0 (``poll_interval`` and the like), or raise naming ``argument``.
 
@@ -131,16 +120,6 @@ def _number(value: object, kind: type[_Number], argument: str, expected: str) ->
     raise PSOpenAIConfigurationError(f"{argument} must be {expected}, got {value!r}.")
 
 
-def parse_rendered_text(text: str) -> object:
-    """Return what a non-native Jinja template rendered to text (JSON or a Python repr), or None."""
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            return parse(text)
-        except (ValueError, SyntaxError):
-            continue
-    return None
-
-
 def preview(value: object, max_chars: int = 80) -> str:
     """Return ``value``'s repr, cut to ``max_chars`` characters, for an error message."""
     text = repr(value)
@@ -150,7 +129,7 @@ def preview(value: object, max_chars: int = 80) -> str:
 def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
     """Return a duration given in seconds or as a timedelta, in seconds (None stays None).
 
-    :raises ValueError: Naming ``argument``, for anything but a number or timedelta of 0 or more.
+    :raises ValueError: Naming ``argument``, for anything but a number or timedelta above 0.
     """
     if value is None:
         return None
@@ -160,8 +139,15 @@ def as_seconds(value: float | timedelta | None, argument: str) -> float | None:
         seconds = float(value)
     else:
         seconds = float("nan")
-    if not 0 <= seconds < float("inf"):
+    if seconds == 0:
+        # Unlike timeout_sec=0 (no limit), a limit of 0 would end every wait at once.
         raise PSOpenAIConfigurationError(
-            f"{argument} must be a number of seconds (0 or more) or a timedelta, got {value!r}."
+            f"{argument}=0 would end the wait at once. For no limit of its own, leave {argument} out (None): "
+            "the wait is then bounded by timeout_sec when above 0, else by execution_timeout, else not at all; "
+            "otherwise give a number of seconds above 0."
+        )
+    if not 0 < seconds < float("inf"):
+        raise PSOpenAIConfigurationError(
+            f"{argument} must be a number of seconds above 0 or a timedelta, got {value!r}."
         )
     return seconds

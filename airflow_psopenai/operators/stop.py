@@ -9,19 +9,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, BaseOperatorLink, conf
+from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, BaseOperatorLink
 
-from airflow_psopenai.cancelling.cancel import Action, CancelPolicy, IfNotCancellable, cancel_one, check_cancel_options
+from airflow_psopenai.cancelling.cancel import Action, CancelPolicy, cancel_one
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
-from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
 from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
 from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
-    from datetime import timedelta
-
     from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
 
     from airflow_psopenai.hooks import PSOpenAIHook
@@ -50,59 +48,11 @@ class OpenAIBatchLink(BaseOperatorLink):
         return url if isinstance(url, str) else ""
 
 
-class StopResourceOperator(ResourceTaskMixin, BaseOperator):
+class StopResourceOperator(CancellingOperator):
     """Cancel one object of ``resource``; the generic body of the public stop operators.
 
-    :param wait: Wait after cancelling until the status is settled (cancelled, completed, failed, ...).
-    :param force: Send the cancel whatever the status (no retrieve first); the API's "cannot cancel"
-        answer then gives an error naming the real status.
-    :param pass_through: Return the final object (the cancel's answer, or the settled object after
-        ``wait``) so it goes to XCom; otherwise return nothing.
-    :param if_not_cancellable: What to do when the object cannot be cancelled (already settled, or
-        already cancelling): ``"fail"`` (PSOpenAI's behaviour, default), ``"succeed"`` (for cleanup
-        and teardown tasks: nothing left to cancel; a ``wait`` still waits for a cancelling object) or
-        ``"skip"``.
-    :param poll_interval: Seconds between status polls while waiting (the first polls come sooner).
-    :param wait_timeout: Longest wait, in seconds or a timedelta; None waits until the task's
-        ``execution_timeout`` (also when deferred: Airflow does not apply it in the triggerer, so it
-        becomes the trigger's deadline), or without limit when that is None too.
-    :param deferrable: Wait in the triggerer, freeing the worker slot.
-    :param conn_id: Connection of type ``psopenai`` (or the official ``openai`` type).
-    :param api_base: Overrides the connection's API base.
-    :param organization: Overrides the connection's organization.
-    :param timeout_sec: Per-request limit in seconds; 0 means no overall limit.
-    :param max_retry_count: Retries of a failed call (0 to 100); a wait's status polls always ride
-        out transient errors.
+    Its options are described in :class:`~airflow_psopenai.operators.options.CancellingOperator`.
     """
-
-    ui_color = "#f6c6b7"
-
-    def __init__(
-        self,
-        *,
-        wait: bool = False,
-        force: bool = False,
-        pass_through: bool = False,
-        if_not_cancellable: IfNotCancellable = "fail",
-        poll_interval: float = 1.0,
-        wait_timeout: float | timedelta | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        conn_id: str = DEFAULT_CONN_ID,
-        api_base: str | None = None,
-        organization: str | None = None,
-        timeout_sec: float | None = None,
-        max_retry_count: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
-        self.wait = wait
-        self.force = force
-        self.pass_through = pass_through
-        self.if_not_cancellable = if_not_cancellable
-        self.poll_interval = poll_interval
-        self.wait_timeout = wait_timeout
-        self.deferrable = deferrable
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Cancel the object, wait if asked, and return it if ``pass_through``."""
@@ -117,10 +67,10 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         obj = self._cancel(hook, ids, policy)
         if not self.wait or status_of(obj) in self.resource.settled:
             return self._finish(obj, ids)
-        seconds, deadline_name = self._wait_limit(hook)
+        seconds, deadline_name = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
         deadline = Deadline.after(seconds)
         if self.deferrable:
-            trigger = self.status_trigger(ids, self.poll_interval, deadline, context["ti"].try_number)
+            trigger = self.status_trigger(ids, self.poll_interval, deadline, context["ti"].try_number, deadline_name)
             self.defer(trigger=trigger, method_name="execute_complete")
         from airflow_psopenai.waiting.waits import run_in_worker, wait_until_settled
 
@@ -137,15 +87,6 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
             ),
         )
         return self._end_of_wait(event, ids)
-
-    def _wait_limit(self, hook: PSOpenAIHook) -> tuple[float | None, str]:
-        """Return how long a wait may take, in seconds, and how messages name that limit.
-
-        ``wait_timeout``; else ``timeout_sec`` (PSOpenAI's ``-TimeoutSec`` bounds its whole wait, not
-        only each request); else ``execution_timeout``, which Airflow does not apply to a deferred
-        task; else no limit.
-        """
-        return wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Resume after the deferred wait: check the event, then finish as ``execute`` does."""
@@ -167,9 +108,6 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         if resumed:
             log_status(self.log, self.resource.describe(ids), status_of(checked["object"]), settled_after(checked))
         return self._finish(checked["object"], ids)
-
-    def _check_options(self) -> None:
-        check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
 
     def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], policy: CancelPolicy) -> dict[str, Any]:
         """Cancel the object by ``policy`` (:func:`~airflow_psopenai.cancelling.cancel.cancel_one`) and return it.
@@ -212,11 +150,11 @@ class StopBatchOperator(StopResourceOperator):
     :param batch_id: The batch's ID (templated).
     :param batch: Instead of ``batch_id``: a batch object as returned by the API or another task (templated).
 
-    Every other argument is described in :class:`~airflow_psopenai.operators.stop.StopResourceOperator`.
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`.
     """
 
     resource = BATCH
-    template_fields = (*BATCH.id_fields, BATCH.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+    template_fields = (*BATCH.id_fields, BATCH.object_arg, *CancellingOperator.template_fields)
     operator_extra_links = (OpenAIBatchLink(),)
 
     def __init__(
@@ -237,11 +175,11 @@ class StopThreadRunOperator(StopResourceOperator):
     :param run_id: The run's ID (templated).
     :param run: Instead of the IDs: a run object as returned by the API or another task (templated).
 
-    Every other argument is described in :class:`~airflow_psopenai.operators.stop.StopResourceOperator`.
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`.
     """
 
     resource = THREAD_RUN
-    template_fields = (*THREAD_RUN.id_fields, THREAD_RUN.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+    template_fields = (*THREAD_RUN.id_fields, THREAD_RUN.object_arg, *CancellingOperator.template_fields)
 
     def __init__(
         self,
@@ -267,11 +205,11 @@ class StopResponseOperator(StopResourceOperator):
     :param response: Instead of ``response_id``: a response object as returned by the API or another task
         (templated).
 
-    Every other argument is described in :class:`~airflow_psopenai.operators.stop.StopResourceOperator`.
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`.
     """
 
     resource = RESPONSE
-    template_fields = (*RESPONSE.id_fields, RESPONSE.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+    template_fields = (*RESPONSE.id_fields, RESPONSE.object_arg, *CancellingOperator.template_fields)
 
     def __init__(
         self, *, response_id: str | None = None, response: dict[str, Any] | str | None = None, **kwargs: Any

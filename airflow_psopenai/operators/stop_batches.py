@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowSkipException
 
-from airflow_psopenai.cancelling.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
+from airflow_psopenai.cancelling.cancel import CancelPolicy
+from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY, require_concurrency
 from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.client.deadline import Deadline
-from airflow_psopenai.client.validation import (
-    DEFAULT_MAX_CONCURRENCY,
-    parse_rendered_text,
-    require_concurrency,
-    require_epoch_seconds,
-    require_id,
-)
+from airflow_psopenai.client.rendered import parse_rendered_text
+from airflow_psopenai.client.validation import require_epoch_seconds, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
-from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
+from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
 from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-    from datetime import timedelta
-
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_psopenai.cancelling.bulk import BatchOutcome
@@ -37,7 +29,7 @@ if TYPE_CHECKING:
 SELECTORS = ("batch_ids", "batches", "metadata")
 
 
-class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
+class StopBatchesOperator(CancellingOperator):
     """Cancel a set of OpenAI Batches in one task; optionally wait for all of them, and pass them on.
 
     Give exactly one selector (each templated):
@@ -52,18 +44,16 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         when the run is cleared, so batches of earlier tries and of a cleared run are found.
     :param max_concurrency: GETs and cancels sent at once (default 20; the looks' list pages besides).
 
-    ``wait``, ``force``, ``pass_through`` (a list of the final objects, in selection order),
-    ``if_not_cancellable``, ``poll_interval``, ``wait_timeout`` (one deadline for the whole set),
-    ``deferrable`` (one trigger for the set), ``timeout_sec``, ``max_retry_count`` and the connection
-    arguments mean what they mean for :class:`~airflow_psopenai.operators.StopBatchOperator`, for each
-    batch. Every batch is attempted; the task fails at the end, naming each batch that failed and why.
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`
+    and applies to each batch: ``pass_through`` returns a list of the final objects, in selection order;
+    ``wait_timeout`` is one deadline for the whole set, and ``deferrable`` defers one trigger for the set.
+    Every batch is attempted; the task fails at the end, naming each batch that failed and why.
     An Airflow retry does not cancel a batch twice. A deferred set whose trigger kwargs would not fit
     the metadata database's TEXT column on MySQL (about a thousand batches) is refused before any cancel.
     """
 
     resource = BATCH
-    template_fields = (*SELECTORS, "created_after", *CONNECTION_TEMPLATE_FIELDS)
-    ui_color = "#f6c6b7"
+    template_fields = (*SELECTORS, "created_after", *CancellingOperator.template_fields)
 
     def __init__(
         self,
@@ -73,18 +63,6 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         metadata: dict[str, str] | str | None = None,
         created_after: datetime | float | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        wait: bool = False,
-        force: bool = False,
-        pass_through: bool = False,
-        if_not_cancellable: IfNotCancellable = "fail",
-        poll_interval: float = 1.0,
-        wait_timeout: float | timedelta | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        conn_id: str = DEFAULT_CONN_ID,
-        api_base: str | None = None,
-        organization: str | None = None,
-        timeout_sec: float | None = None,
-        max_retry_count: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -97,19 +75,11 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 + (", ".join(given) if given else "none")
                 + ". (To cancel nothing, pass batch_ids=[].)"
             )
-        self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
         self.batch_ids = batch_ids
         self.batches = batches
         self.metadata = metadata
         self.created_after = created_after
         self.max_concurrency = max_concurrency
-        self.wait = wait
-        self.force = force
-        self.pass_through = pass_through
-        self.if_not_cancellable = if_not_cancellable
-        self.poll_interval = poll_interval
-        self.wait_timeout = wait_timeout
-        self.deferrable = deferrable
         if not self._instance_of_a_mapped_task():
             self._check_options()
             self._check_written_selection()
@@ -119,6 +89,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
         """Select the batches, cancel each, wait for them if asked, and report."""
         from airflow_psopenai.cancelling.bulk import cancel_each
+        from airflow_psopenai.cancelling.set_carry import set_carry, waited_for
         from airflow_psopenai.waiting.waits import run_in_worker
 
         self._check_options()
@@ -135,7 +106,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         )
         for outcome in outcomes:
             self.log.info("%s", outcome.line())
-        waiting = [o for o in outcomes if _waited(o)] if self.wait else []
+        waiting = [o for o in outcomes if waited_for(o)] if self.wait else []
         if not waiting:
             return self._finish(outcomes)
         seconds, deadline_name = wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
@@ -156,10 +127,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
                 # Resumed in a fresh process: what the cancels found comes back in the event. Not in defer's
                 # kwargs: dag.test() resumes with the event alone. The resumed task logs each batch's outcome
                 # with the seconds since the deferral.
-                carry={
-                    **set_carry(outcomes, deadline_name, keep_objects=self.pass_through),
-                    "wait_started": time.time(),
-                },
+                carry=set_carry(outcomes, deadline_name, keep_objects=self.pass_through, wait_started=time.time()),
             )
             self._check_stored_size(trigger, len(outcomes), sent=True)
             self.defer(trigger=trigger, method_name="execute_complete")
@@ -181,12 +149,13 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """Resume after the deferred wait of the set: check the event, then report as ``execute`` does."""
+        from airflow_psopenai.cancelling.set_carry import outcomes_after_a_set_wait, wait_started_of
+
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)
         outcomes, events, deadline_name = outcomes_after_a_set_wait(event)
-        carry = event.get("carry") if isinstance(event, dict) else None
-        wait_started = carry.get("wait_started") if isinstance(carry, dict) else None
-        seconds = time.time() - wait_started if isinstance(wait_started, int | float) else None
+        wait_started = wait_started_of(event)
+        seconds = time.time() - wait_started if wait_started is not None else None
         return self._after_wait(outcomes, events, deadline_name, seconds_waited=seconds)
 
     # -- steps --------------------------------------------------------------------------------------------
@@ -204,7 +173,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         :param seconds_waited: After a deferred wait, the seconds since it began: each settled batch's outcome
             line (the last line of a wait in the worker) goes to the task's own log.
         """
-        waited = [o for o in outcomes if _waited(o)]
+        from airflow_psopenai.cancelling.set_carry import waited_for
+
+        waited = [o for o in outcomes if waited_for(o)]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
         for outcome, event in zip(waited, events, strict=True):
@@ -253,7 +224,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
         :param sent: Whether the cancels were sent already (else the check runs before any request).
         """
-        from airflow_psopenai.triggers.status import MYSQL_TEXT_BYTES, stored_kwargs_size
+        from airflow_psopenai.waiting.set_event import MYSQL_TEXT_BYTES, stored_kwargs_size
 
         size = stored_kwargs_size(trigger.serialize()[1])
         if size > MYSQL_TEXT_BYTES:
@@ -270,6 +241,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         """Return the trigger of the set as if every batch were waited for (its largest stored form but for
         pass_through's objects of batches already settled, which the check at the deferral covers)."""
         from airflow_psopenai.cancelling.bulk import CANCEL_SENT, BatchOutcome
+        from airflow_psopenai.cancelling.set_carry import set_carry
         from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
         return ResourceSetStatusTrigger(
@@ -289,9 +261,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         )
 
     def _check_options(self) -> None:
-        check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
+        super()._check_options()
         require_concurrency(self.max_concurrency)
-        self.hook_kwargs()
 
     def _selected_ids(self, context: Context) -> list[str]:
         """Return the selected batch IDs in selection order, each once; bad input raises before any request."""
@@ -386,106 +357,3 @@ def _as_metadata(value: object) -> dict[str, str]:
             f"metadata must be a non-empty dict of text keys and values, got {value!r:.100}."
         )
     return value
-
-
-def _waited(outcome: BatchOutcome) -> bool:
-    """Return whether the set waits for this batch: its cancel did not fail and it has not settled yet."""
-    return outcome.error is None and outcome.status not in BATCH.settled
-
-
-# -- what a deferred set keeps for its resumption ------------------------------------------------------------
-# The event of the set's trigger returns the set's carry as it is: {"limit": how messages name the deadline,
-# "kinds": [[found, action], ...], "waited": [index in kinds, one per waited batch, in the trigger's order],
-# "others": [{"at": place in the selection, BatchOutcome's fields but those that are None}, ...]}.
-# A waited batch's ID and final object come back in the event, so the carry holds neither.
-
-
-def set_carry(outcomes: Sequence[BatchOutcome], deadline_name: str, *, keep_objects: bool) -> dict[str, Any]:
-    """Return what the resumed task needs of the cancels' outcomes, each fact once.
-
-    :param keep_objects: Keep the objects of the batches not waited for whole (for ``pass_through``);
-        else only their status.
-    """
-    kinds: dict[tuple[str | None, str], int] = {}
-    waited: list[int] = []
-    others: list[dict[str, Any]] = []
-    for place, outcome in enumerate(outcomes):
-        if _waited(outcome):
-            waited.append(kinds.setdefault((outcome.found, outcome.action), len(kinds)))
-            continue
-        obj = outcome.obj if keep_objects or outcome.obj is None else {"status": outcome.status}
-        row = {"at": place, **asdict(outcome), "obj": obj}
-        others.append({key: value for key, value in row.items() if value is not None})
-    return {"limit": deadline_name, "kinds": [list(kind) for kind in kinds], "waited": waited, "others": others}
-
-
-def outcomes_after_a_set_wait(event: object) -> tuple[list[BatchOutcome], list[dict[str, Any]], str]:
-    """Return the outcomes of the cancels, each waited batch's event (in order) and the wait's limit, from the
-    event of a set's trigger.
-
-    Both the event and the carry it returns may be in this release's form or in that of release 0.1.0
-    (whole events; whole outcomes in the carry), so that a set deferred before an upgrade resumes after it.
-
-    :raises PSOpenAIEventError: For an event this task does not understand.
-    """
-    from airflow_psopenai.triggers.status import id_rows
-    from airflow_psopenai.waiting.events import unpack_result
-    from airflow_psopenai.waiting.waits import SET_EVENT
-
-    try:
-        if not isinstance(event, dict) or event.get("status") != SET_EVENT or not isinstance(event["carry"], dict):
-            raise TypeError("not a set's event")
-        carry = event["carry"]
-        deadline_name = str(carry.get("limit", "the deadline"))
-        if "results" in event:
-            rows = id_rows(event["ids"])
-            events = [
-                unpack_result(result, BATCH, ids, deadline_name)
-                for result, ids in zip(event["results"], rows, strict=True)
-            ]
-        elif isinstance(event["events"], list):  # fired by release 0.1.0
-            rows, events = [], event["events"]
-        else:
-            raise TypeError("neither results nor events")
-        if "outcomes" in carry:  # deferred by release 0.1.0
-            return [restore_outcome(row) for row in carry["outcomes"]], events, deadline_name
-        if not rows:
-            raise ValueError("the waited batches are not named")
-        return _outcomes_from_carry(carry, rows), events, deadline_name
-    except (KeyError, IndexError, TypeError, ValueError, StopIteration) as error:
-        if isinstance(error, PSOpenAIEventError):
-            raise
-        raise PSOpenAIEventError(
-            f"The trigger sent an event this task does not understand ({error}): {event!r:.300}."
-        ) from None
-
-
-def _outcomes_from_carry(carry: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> list[BatchOutcome]:
-    """Return every outcome in selection order: the others as stored, each waited one from its kind and its IDs."""
-    from airflow_psopenai.cancelling.bulk import BatchOutcome
-
-    if len(rows) != len(carry["waited"]):
-        raise ValueError(f"{len(rows)} waited batches, {len(carry['waited'])} kinds")
-    placed = {int(row["at"]): restore_outcome(row) for row in carry["others"]}
-    waited = iter(zip(rows, carry["waited"], strict=True))
-    outcomes: list[BatchOutcome] = []
-    for place in range(len(placed) + len(rows)):
-        if place not in placed:
-            ids, kind = next(waited)
-            found, action = carry["kinds"][kind]
-            placed[place] = BatchOutcome(str(ids["batch_id"]), found, action)
-        outcomes.append(placed[place])
-    return outcomes
-
-
-def restore_outcome(row: object) -> BatchOutcome:
-    """Return a stored outcome, from this release or another: unknown fields are ignored, missing ones default.
-
-    :raises TypeError: For a row without a batch ID.
-    """
-    from airflow_psopenai.cancelling.bulk import BatchOutcome
-
-    if not isinstance(row, dict) or not isinstance(row.get("batch_id"), str):
-        raise TypeError(f"a stored outcome without a batch_id: {row!r:.100}")
-    known = {field.name for field in fields(BatchOutcome)}
-    return BatchOutcome(**{key: value for key, value in row.items() if key in known})

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from airflow_psopenai.triggers.status import ResourceStatusTrigger
+from airflow_psopenai.triggers.status import ResourceSetStatusTrigger, ResourceStatusTrigger
 
-__all__ = ["ResourceStatusTrigger"]
+__all__ = ["ResourceSetStatusTrigger", "ResourceStatusTrigger"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -12,13 +10,12 @@ from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import RESOURCES
-from airflow_psopenai.waiting.events import pack_result
-from airflow_psopenai.waiting.waits import SET_EVENT, wait_for_each, wait_until_settled
+from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE
+from airflow_psopenai.waiting.set_event import id_columns, pack_set_event, stored_id_sets
+from airflow_psopenai.waiting.waits import wait_for_each, wait_until_settled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
-
-    from airflow_psopenai.resources import CancellableResource
 
 
 class ResourceStatusTrigger(BaseTrigger):
@@ -37,6 +34,8 @@ class ResourceStatusTrigger(BaseTrigger):
         retried deferred task with the event of its earlier try, which the task can then tell apart.
     :param wait_started: When the task deferred, in epoch seconds: the settled event says the seconds
         since (``after``), which the resumed task logs; None counts from the trigger's start.
+    :param deadline_name: How the timeout's message names the deadline, as the task's wait in the worker
+        does ("its wait_timeout of 60 s"); kwargs stored without it say "the deadline".
     """
 
     def __init__(
@@ -50,6 +49,7 @@ class ResourceStatusTrigger(BaseTrigger):
         deadline: float | None = None,
         try_number: int | None = None,
         wait_started: float | None = None,
+        deadline_name: str = UNNAMED_DEADLINE,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
@@ -62,6 +62,7 @@ class ResourceStatusTrigger(BaseTrigger):
         self.deadline = deadline
         self.try_number = try_number
         self.wait_started = wait_started
+        self.deadline_name = deadline_name
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and JSON-plain keyword arguments."""
@@ -76,6 +77,7 @@ class ResourceStatusTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "try_number": self.try_number,
                 "wait_started": self.wait_started,
+                "deadline_name": self.deadline_name,
             },
         )
 
@@ -87,7 +89,7 @@ class ResourceStatusTrigger(BaseTrigger):
             self.ids,
             poll_interval=self.poll_interval,
             deadline=Deadline(self.deadline),
-            deadline_name="the deadline",
+            deadline_name=self.deadline_name,
             log=self.log,
             started_at=self.wait_started,
         )
@@ -113,17 +115,13 @@ class ResourceSetStatusTrigger(BaseTrigger):
 
     Batch waits of the set (and of every other trigger of the event loop) share the status board,
     so a thousand batches cost about ten list requests a round. Fires one event once every wait
-    has ended: ``{"status": "set", "ids": {id field: [IDs, in order]}, "results": [one result per
-    object, in order], "carry": ..., "try_number": ...}``, each result in the small form of
-    :func:`~airflow_psopenai.waiting.events.pack_result`.
-
-    Both its kwargs and its event are stored in the metadata database (the kwargs in a TEXT column,
-    64 KiB on MySQL), so each object costs its IDs once and a short result; see :func:`stored_kwargs_size`.
+    has ended. Its kwargs and its event are in the wire format of
+    :mod:`airflow_psopenai.waiting.set_event`, which also reads those stored in format 1.
 
     :param resource: Name of an entry of :data:`airflow_psopenai.resources.RESOURCES`.
     :param id_columns: The objects' IDs, one list per ID field (``{"batch_id": [...]}``), in order.
-    :param id_sets: The IDs of each object, as a list of dicts (the form stored by release 0.1.0;
-        give ``id_columns`` or ``id_sets``).
+    :param id_sets: The IDs of each object, as a list of dicts (format 1's kwargs, and the task's
+        way to give them; give ``id_columns`` or ``id_sets``).
     :param keep_objects: Keep each settled object whole in the event; else only its status.
     :param carry: JSON-plain data of the task, handed back as is in the event's ``carry``.
 
@@ -147,10 +145,8 @@ class ResourceSetStatusTrigger(BaseTrigger):
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if resource not in RESOURCES:
             raise PSOpenAIConfigurationError(f"Unknown resource {resource!r}; known: {', '.join(RESOURCES)}.")
-        if (id_columns is None) == (id_sets is None):
-            raise PSOpenAIConfigurationError("ResourceSetStatusTrigger needs exactly one of id_columns and id_sets.")
         self.resource = resource
-        self.id_sets = [dict(ids) for ids in id_sets] if id_sets is not None else id_rows(id_columns or {})
+        self.id_sets = stored_id_sets(id_columns, id_sets)
         self.conn_id = conn_id
         self.hook_kwargs = dict(hook_kwargs or {})
         self.poll_interval = float(poll_interval)
@@ -188,49 +184,12 @@ class ResourceSetStatusTrigger(BaseTrigger):
             log=self.log,
         )
         yield TriggerEvent(
-            {
-                "status": SET_EVENT,
-                "ids": id_columns(resource, self.id_sets),
-                "results": [pack_result(event, keep_object=self.keep_objects) for event in events],
-                "carry": self.carry,
-                "try_number": self.try_number,
-            }
+            pack_set_event(
+                resource,
+                self.id_sets,
+                events,
+                keep_objects=self.keep_objects,
+                carry=self.carry,
+                try_number=self.try_number,
+            )
         )
-
-
-def id_columns(resource: CancellableResource, id_sets: Sequence[Mapping[str, str]]) -> dict[str, list[str]]:
-    """Return the IDs of a set as one list per ID field (each ID once, no key repeated per object)."""
-    return {name: [ids[name] for ids in id_sets] for name in resource.id_fields}
-
-
-def id_rows(columns: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
-    """Return the IDs of each object of a set from :func:`id_columns`' form."""
-    lengths = {len(values) for values in columns.values()}
-    if len(lengths) > 1:
-        raise PSOpenAIConfigurationError(f"The ID lists of a set differ in length: {sorted(lengths)}.")
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-
-
-# Airflow keeps trigger kwargs in the trigger table's ``kwargs`` column: TEXT, at most 65,535 bytes on MySQL.
-MYSQL_TEXT_BYTES = 65_535
-# Airflow 3.0 and 3.1 store a dict as {"__var": {...}, "__type": "dict"} (BaseSerialization).
-_DICT_WRAPPER_BYTES = len(json.dumps({"__var": {}, "__type": "dict"})) - len("{}")
-
-
-def stored_kwargs_size(kwargs: Mapping[str, Any]) -> int:
-    """Return the bytes Airflow stores for these trigger kwargs on its largest form, on any 3.x line.
-
-    That is the JSON of BaseSerialization's form (every dict wrapped), encrypted with the Fernet key
-    (Airflow encrypts trigger kwargs when ``[core] fernet_key`` is set): a Fernet token holds a 57-byte
-    frame and the text padded to 16 bytes, in URL-safe base64.
-    """
-    text = len(json.dumps(kwargs).encode()) + _DICT_WRAPPER_BYTES * _dicts_in(kwargs)
-    return 4 * math.ceil((57 + 16 * (text // 16 + 1)) / 3)
-
-
-def _dicts_in(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + sum(_dicts_in(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return sum(_dicts_in(item) for item in value)
-    return 0

@@ -1,4 +1,12 @@
-"""What a trigger sends back to the task it resumes: settled, timeout or error, and how the task checks it."""
+"""The single wait's wire format, written and read here only: the event a trigger sends back to the task it
+resumes (settled, timeout or error), and how the task checks it.
+
+Format 2, written now: ``{"status": "settled", "resource": ..., "ids": ..., "object": ..., "after": seconds
+since the wait began}`` or ``{"status": "timeout" | "error", "message": ..., "object": last seen or None}``;
+the trigger adds ``try_number``. Format 1, written by an earlier main, has no ``after``: it is read
+with the wait's length unknown (:func:`settled_after`). The set trigger's event is in
+:mod:`airflow_psopenai.waiting.set_event`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.exceptions import PSOpenAIEventError
 from airflow_psopenai.resources import RESOURCES, CancellableResource, status_of
-from airflow_psopenai.waiting.polling import timeout_message
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+EVENT_FORMAT = 2
 EVENT_SETTLED = "settled"
 EVENT_TIMEOUT = "timeout"
 EVENT_ERROR = "error"
@@ -34,7 +42,7 @@ def settled_event(
 
 
 def settled_after(event: Mapping[str, Any]) -> float | None:
-    """Return how long a checked settled event's wait took, in seconds (None from a trigger of an older release)."""
+    """Return how long a checked settled event's wait took, in seconds (None in format 1)."""
     after = event.get("after")
     return float(after) if isinstance(after, int | float) and not isinstance(after, bool) else None
 
@@ -66,40 +74,3 @@ def check_event(event: object, resource: CancellableResource, ids: Mapping[str, 
             f"The trigger sent a settled event without a settled {resource.describe(ids)}: {event!r:.300}."
         )
     return event
-
-
-# A set's event stores one small result per wait, in the order of the set (the metadata database keeps it):
-# [settled, status or whole object], [timeout, last status or object or None], [error, message].
-# The wait's IDs and its resource are the set's; a timeout's message is rebuilt from them.
-
-
-def pack_result(event: Mapping[str, Any], *, keep_object: bool) -> list[Any]:
-    """Return the small stored form of one wait's event (see :func:`unpack_result`).
-
-    :param keep_object: Keep a settled or last-seen object whole; else only its status.
-    """
-    if event["status"] == EVENT_ERROR:
-        return [EVENT_ERROR, event["message"]]
-    obj = event.get("object")
-    seen = obj if keep_object or not isinstance(obj, dict) else status_of(obj)
-    return [event["status"], seen]
-
-
-def unpack_result(
-    packed: object, resource: CancellableResource, ids: Mapping[str, str], deadline_name: str
-) -> dict[str, Any]:
-    """Return the event of one wait of a set from its stored form, for :func:`check_event`.
-
-    :param deadline_name: How a timeout's message names the deadline.
-    :raises PSOpenAIEventError: For a form this task does not understand.
-    """
-    if not (isinstance(packed, list) and len(packed) == 2 and packed[0] in EVENT_STATUSES):
-        raise PSOpenAIEventError(f"The trigger sent a result this task does not understand: {packed!r:.300}.")
-    kind, seen = packed
-    if kind == EVENT_ERROR:
-        return failure_event(EVENT_ERROR, str(seen))
-    obj = seen if isinstance(seen, dict) or seen is None else {"id": ids[resource.id_fields[-1]], "status": seen}
-    if kind == EVENT_SETTLED:
-        return settled_event(resource, ids, obj or {})
-    last_status = status_of(obj) if obj is not None else None
-    return failure_event(EVENT_TIMEOUT, timeout_message(resource.describe(ids), deadline_name, last_status), obj)

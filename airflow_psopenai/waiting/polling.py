@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 # The first polls come sooner than the interval: a cancel often settles within a second.
 FIRST_POLL_DELAYS = (0.25, 0.5)
+# How messages name a deadline that came without a name (a sensor's, a trigger's stored without one).
+UNNAMED_DEADLINE = "the deadline"
 
 
 def log_status(log: Any, target: str, status: str, after: float | None) -> None:
     """Log an object's status and the seconds since its wait began: the line of each change, and the outcome.
 
-    :param after: The seconds since the wait began; None when unknown (a wait deferred by an older release).
+    :param after: The seconds since the wait began; None when unknown (an event of format 1).
     """
     if after is None:
         log.info("%s is %s.", target, status)

@@ -15,7 +15,7 @@ from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.client.retry import is_retryable
 from airflow_psopenai.exceptions import PSOpenAIError
 from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, failure_event, settled_event
-from airflow_psopenai.waiting.polling import StatusWatch, poll_delays
+from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE, StatusWatch, poll_delays
 from airflow_psopenai.waiting.status_board import status_poller
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from airflow_psopenai.resources import CancellableResource
 
 _T = TypeVar("_T")
-# The status of a set's event (the set trigger sends its IDs once, a small result per wait and the carry).
-SET_EVENT = "set"
 
 
 async def wait_until_settled(
@@ -77,7 +75,7 @@ async def wait_for_each(
     poll_interval: float,
     deadline: Deadline,
     log: Any,
-    deadline_name: str = "the deadline",
+    deadline_name: str = UNNAMED_DEADLINE,
 ) -> list[dict[str, Any]]:
     """Wait for every object of a set at once, with one deadline; return each one's event, in order.
 

@@ -26,7 +26,6 @@ BATCH_SCENARIOS: dict[str, dict[str, Any]] = {
     "stop_batch_wait_deferrable": {"wait": True, "pass_through": True, "poll_interval": 0.2, "deferrable": True},
     "stop_batch_wait_timeout": {"wait": True, "poll_interval": 0.2, "wait_timeout": 1, "deferrable": False},
     "stop_batch_wait_timeout_deferrable": {"wait": True, "poll_interval": 0.2, "wait_timeout": 1, "deferrable": True},
-    "stop_batch_wait_zero_timeout_deferrable": {"wait": True, "wait_timeout": 0, "deferrable": True},
     # The next poll would come long after the deadline: one more is made at it.
     "stop_batch_wait_long_interval": {"wait": True, "pass_through": True, "poll_interval": 60, "wait_timeout": 1.5},
     "stop_batch_wait_long_interval_deferrable": {

@@ -22,6 +22,7 @@ TRIGGER_KWARGS = {
     "deadline",
     "try_number",
     "wait_started",
+    "deadline_name",
 }
 ON_KILL_MESSAGE = (
     "stopped here (task marked failed or cleared, or the wait moved to another triggerer); "

@@ -121,7 +121,7 @@ def assert_short_wait_timed_out_at_its_deadline(case: RestartCase, new_triggerer
     stack = case.stack
     worker_log = stack.task_log(RESTART_DAG, case.run_id, "wait_short", trigger=False)
     assert "PSOpenAIWaitTimeoutError" in worker_log
-    assert "did not settle before the deadline" in worker_log
+    assert "did not settle before its wait_timeout of 60 s" in worker_log
     # The new triggerer ran the trigger again and fired the timeout at the original deadline (at once
     # when that had passed before it started the trigger), not 60 s after the restart.
     new_trigger_log = next(

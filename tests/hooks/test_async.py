@@ -24,7 +24,7 @@ from airflow_psopenai.exceptions import (
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.hooks import psopenai as psopenai_module
 from airflow_psopenai.testing import Fault
-from tests.hooks.conftest import retry_waits, use_emulator
+from tests.connections import retry_waits, use_emulator
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection

@@ -11,7 +11,7 @@ import pytest
 from airflow_psopenai.exceptions import PSOpenAITransportError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import Fault
-from tests.hooks.conftest import conn_json, set_connection, use_emulator
+from tests.connections import conn_json, set_connection, use_emulator
 from tests.ports import free_port
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAITrans
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import THREAD_RUN
 from airflow_psopenai.testing import Fault
-from tests.hooks.conftest import use_emulator
+from tests.connections import use_emulator
 
 if TYPE_CHECKING:
     from airflow_psopenai.testing import OpenAIEmulator

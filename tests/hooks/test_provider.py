@@ -164,7 +164,7 @@ def test_each_conn_field_has_a_label_and_a_valid_schema() -> None:
 
 
 def test_conn_fields_cover_every_extra_the_hook_reads() -> None:
-    # The extras resolve_settings reads from a psopenai connection (airflow_psopenai/hooks/settings.py).
+    # The extras resolve_settings reads from a psopenai connection (airflow_psopenai/client/settings.py).
     read_by_the_hook = {
         "organization",
         "project",

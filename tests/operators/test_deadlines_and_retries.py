@@ -83,7 +83,10 @@ def test_the_worker_wait_ends_at_its_deadline_whatever_a_poll_does(
     ("dag_id", "message"),
     [
         ("stop_batch_wait_timeout_sec", "did not settle before its timeout_sec of 1 s (last status: cancelling)"),
-        ("stop_batch_wait_timeout_sec_deferrable", "did not settle before the deadline (last status: cancelling)"),
+        (
+            "stop_batch_wait_timeout_sec_deferrable",
+            "did not settle before its timeout_sec of 1 s (last status: cancelling)",
+        ),
     ],
 )
 def test_timeout_sec_is_the_deadline_of_a_wait_without_wait_timeout(

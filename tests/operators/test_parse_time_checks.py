@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
     RunDag = Callable[..., DagRunResult]
 
+WAIT_TIMEOUT_ZERO = (
+    "wait_timeout=0 would end the wait at once. For no limit of its own, leave wait_timeout out (None): "
+    "the wait is then bounded by timeout_sec when above 0, else by execution_timeout, else not at all; "
+    "otherwise give a number of seconds above 0."
+)
 BAD = [
     (
         StopBatchOperator,
@@ -45,13 +50,18 @@ BAD = [
     (
         StopBatchOperator,
         {"batch_id": "b", "wait_timeout": -1},
-        "wait_timeout must be a number of seconds (0 or more) or a timedelta, got -1.",
+        "wait_timeout must be a number of seconds above 0 or a timedelta, got -1.",
     ),
     (
         StopBatchOperator,
         {"batch_id": "b", "wait_timeout": "60"},
-        "wait_timeout must be a number of seconds (0 or more) or a timedelta, got '60'.",
+        "wait_timeout must be a number of seconds above 0 or a timedelta, got '60'.",
     ),
+    # 0 would end every wait at once, where timeout_sec=0 means no limit.
+    (StopBatchOperator, {"batch_id": "b", "wait": True, "wait_timeout": 0}, WAIT_TIMEOUT_ZERO),
+    (StopBatchOperator, {"batch_id": "b", "wait_timeout": timedelta(0)}, WAIT_TIMEOUT_ZERO),
+    (StopResponseOperator, {"response_id": "r", "wait_timeout": 0.0}, WAIT_TIMEOUT_ZERO),
+    (StopBatchesOperator, {"batch_ids": [], "wait": True, "wait_timeout": 0}, WAIT_TIMEOUT_ZERO),
     (StopBatchOperator, {"batch_id": "b", "max_retry_count": 101}, "max_retry_count must be from 0 to 100, got 101."),
     (
         StopBatchOperator,

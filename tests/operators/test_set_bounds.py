@@ -1,6 +1,6 @@
-"""Bounds of the set paths (the failure callback, the listener, StopBatchesOperator's listing and cancels, the
-status board's looks) against a small server that misbehaves: lists that never end, slow or hanging pages,
-corrupt bodies, junk items, a key echoed in headers.
+"""Bounds of the set paths (the failure callback, StopBatchesOperator's listing and cancels) against a small
+server that misbehaves: lists that never end, slow or hanging pages, corrupt bodies, junk items, a key echoed
+in headers. The listener's are in tests/test_plugin.py, the status board's in tests/waiting/test_board_bounds.py.
 
 Time is asserted only as an upper bound far above the budget (a loaded machine makes calls slower, never
 faster); the buggy behaviour these tests guard against took many times longer, or never ended.
@@ -13,7 +13,6 @@ import itertools
 import logging
 import threading
 import time
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,48 +24,28 @@ from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIInvalidResponseError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.resources import BATCH
-from airflow_psopenai.waiting.waits import run_in_worker, wait_for_each, wait_until_settled
-from tests.gateway import HANG, Gateway, Reply, batch, corrupt, page
-from tests.hooks.conftest import conn_json, set_connection, unique_key
+from airflow_psopenai.waiting.waits import run_in_worker, wait_until_settled
+from tests.gateway import (
+    GATEWAY_KEY,
+    HANG,
+    SLACK_SEC,
+    TAGS,
+    Gateway,
+    Reply,
+    batch,
+    corrupt,
+    page,
+    run_context,
+    tagged,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 # Each test talks to a misbehaving gateway it starts on 127.0.0.1.
 pytestmark = [pytest.mark.timeout(60), pytest.mark.server]
 
-KEY = unique_key()
-TAGS = {"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"}
-# Far above every budget below, far below what the unbounded code took (or for ever).
-SLACK_SEC = 4.0
-
-
-@pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Point the default connection at a gateway, with the key and extras given."""
-
-    def point(gateway: Gateway, **extra: Any) -> None:
-        set_connection(monkeypatch, "psopenai_default", conn_json(gateway.api_base, KEY, **extra))
-
-    return point
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO)
-    return caplog
-
-
-def context(run_id: str = "run-1") -> dict[str, Any]:
-    from datetime import UTC, datetime, timedelta
-
-    return {
-        "dag_run": SimpleNamespace(dag_id="pipeline", run_id=run_id, run_after=datetime.now(UTC) - timedelta(hours=1))
-    }
-
-
-def tagged(count: int, prefix: str = "batch_", **kwargs: Any) -> list[dict[str, Any]]:
-    return [batch(f"{prefix}{n:03d}", **kwargs, **TAGS) for n in range(count)]
+KEY = GATEWAY_KEY
 
 
 def bounded(call: Callable[[], object], limit: float) -> float:
@@ -107,7 +86,7 @@ def test_a_list_that_ignores_after_is_an_error_named_as_such(
         assert len(gateway.requests(kind="list")) <= 3
 
         # The callback: ends, says why, and sends no cancel from a listing it cannot trust.
-        bounded(lambda: cancel_run_batches_with(timeout_sec=2)(context()), 2 + SLACK_SEC)
+        bounded(lambda: cancel_run_batches_with(timeout_sec=2)(run_context()), 2 + SLACK_SEC)
         assert "the batch list repeats itself" in logs.text
         assert len(gateway.requests(kind="list")) <= 6
 
@@ -146,7 +125,7 @@ def test_a_batch_listed_twice_is_cancelled_once(connect: Callable[..., None]) ->
         connect(gateway)
         found = batches_by_metadata(hook(), TAGS, None, logging.getLogger("test"))
         assert [item["id"] for item in found] == [item["id"] for item in items]
-        cancel_run_batches_with(timeout_sec=10)(context())
+        cancel_run_batches_with(timeout_sec=10)(run_context())
         assert sorted(gateway.cancelled()) == sorted(item["id"] for item in items)
 
 
@@ -163,7 +142,7 @@ def test_the_callbacks_budget_covers_slow_pages(connect: Callable[..., None]) ->
 
     with Gateway(items, lists=slow) as gateway:
         connect(gateway)
-        took = bounded(lambda: cancel_run_batches_with(timeout_sec=1.5)(context()), 1.5 + SLACK_SEC)
+        took = bounded(lambda: cancel_run_batches_with(timeout_sec=1.5)(run_context()), 1.5 + SLACK_SEC)
         assert took < 1.5 + SLACK_SEC
         assert len(gateway.requests(kind="list")) <= 3
 
@@ -173,7 +152,7 @@ def test_the_callbacks_budget_covers_every_retry_of_a_hanging_page(
 ) -> None:
     with Gateway(tagged(2), lists=lambda _after, _n: HANG) as gateway:
         connect(gateway, max_retry_count=3)
-        bounded(lambda: cancel_run_batches_with(timeout_sec=1)(context()), 1 + SLACK_SEC)
+        bounded(lambda: cancel_run_batches_with(timeout_sec=1)(run_context()), 1 + SLACK_SEC)
         assert "cancel_run_batches" in logs.text
 
 
@@ -183,7 +162,7 @@ def test_the_callbacks_budget_covers_the_cancels_and_reports_those_not_started(
     items = tagged(40)
     with Gateway(items, cancels=lambda _batch_id: HANG) as gateway:
         connect(gateway)
-        bounded(lambda: cancel_run_batches_with(timeout_sec=1.5, max_concurrency=4)(context()), 1.5 + SLACK_SEC)
+        bounded(lambda: cancel_run_batches_with(timeout_sec=1.5, max_concurrency=4)(run_context()), 1.5 + SLACK_SEC)
         assert len(gateway.cancelled()) < 40
         from airflow_psopenai.cancelling.bulk import NOT_ATTEMPTED
 
@@ -221,115 +200,6 @@ def test_a_spent_budget_sends_nothing(connect: Callable[..., None]) -> None:
         with pytest.raises(PSOpenAIError, match="not sent"):
             hook().list_page(BATCH, deadline=Deadline.budget(0))
         assert gateway.requests() == []
-
-
-# -- 4. the listener ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from airflow_psopenai.plugin import FailedRunListener
-
-    monkeypatch.setenv("AIRFLOW__PSOPENAI__CANCEL_BATCHES_OF_FAILED_RUNS", "True")
-    made = FailedRunListener()
-    yield made
-    made.stop()
-
-
-def fail_run(listener: Any, run_id: str) -> None:
-    dag_run = context(run_id)["dag_run"]
-    dag_run.dag = SimpleNamespace(has_on_failure_callback=False)
-    listener.on_dag_run_failed(dag_run=dag_run, msg="Dag Run's state was manually set to `failed`.")
-
-
-def test_the_listener_runs_four_cleanups_at_once_queues_the_rest_and_drops_none(
-    connect: Callable[..., None], monkeypatch: pytest.MonkeyPatch, listener: Any
-) -> None:
-    in_flight, most = [0], [0]
-    lock = threading.Lock()
-    runs = [f"run-{n}" for n in range(10)]
-    items = [batch(f"batch_{n}", airflow_dag_id="pipeline", airflow_run_id=run) for n, run in enumerate(runs)]
-
-    def counted(_after: str | None, _n: int) -> Reply:
-        with lock:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-        time.sleep(0.3)  # long enough that cleanups started together overlap
-        with lock:
-            in_flight[0] -= 1
-        return page(items, has_more=False)
-
-    monkeypatch.setenv("AIRFLOW__PSOPENAI__CLEANUP_TIMEOUT_SEC", "30")
-    with Gateway(items, lists=counted) as gateway:
-        connect(gateway)
-        for run in runs:
-            fail_run(listener, run)
-        waited = time.monotonic()
-        while len(gateway.cancelled()) < len(items) and time.monotonic() - waited < 60:
-            time.sleep(0.05)
-        assert sorted(gateway.cancelled()) == sorted(item["id"] for item in items)  # none dropped
-        assert len(gateway.requests(kind="list")) == 10
-        assert 1 <= most[0] <= 4
-
-
-@pytest.mark.parametrize("value", ["abc", "nan", "0", "-5", "inf"])
-def test_a_bad_cleanup_timeout_is_logged_and_the_default_used(
-    monkeypatch: pytest.MonkeyPatch, logs: pytest.LogCaptureFixture, value: str
-) -> None:
-    from airflow_psopenai.plugin import TIMEOUT_SEC, _cleanup_timeout
-
-    monkeypatch.setenv("AIRFLOW__PSOPENAI__CLEANUP_TIMEOUT_SEC", value)
-    assert _cleanup_timeout() == TIMEOUT_SEC
-    assert "[psopenai] cleanup_timeout_sec must be a number of seconds above 0" in logs.text
-
-
-def test_each_cleanup_of_the_listener_is_bounded_by_cleanup_timeout_sec(
-    connect: Callable[..., None], monkeypatch: pytest.MonkeyPatch, listener: Any
-) -> None:
-    monkeypatch.setenv("AIRFLOW__PSOPENAI__CLEANUP_TIMEOUT_SEC", "1")
-    with Gateway(tagged(1), lists=lambda _after, _n: HANG) as gateway:
-        connect(gateway, max_retry_count=5)
-        started = time.monotonic()
-        for n in range(4):
-            fail_run(listener, f"run-{n}")
-        assert listener.join(1 + SLACK_SEC)
-        assert time.monotonic() - started < 1 + SLACK_SEC
-        assert len(gateway.requests(kind="list")) <= 8
-
-
-def test_the_listener_stops_its_work_when_the_process_shuts_down(
-    connect: Callable[..., None], monkeypatch: pytest.MonkeyPatch, listener: Any, logs: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("AIRFLOW__PSOPENAI__CLEANUP_TIMEOUT_SEC", "60")
-    numbers = itertools.count()
-    first = threading.Event()
-
-    def fresh_pages(_after: str | None, _n: int) -> Reply:
-        first.set()
-        return Reply(page([batch(f"batch_{next(numbers)}", **TAGS)]).body, delay=0.2)
-
-    with Gateway(lists=fresh_pages) as gateway:
-        connect(gateway)
-        for n in range(8):
-            fail_run(listener, f"run-{n}")
-        assert first.wait(10)
-        listener.before_stopping(component=None)
-        assert listener.join(SLACK_SEC)
-        stopped_at = len(gateway.requests(kind="list"))
-        time.sleep(0.5)
-        assert len(gateway.requests(kind="list")) == stopped_at
-        assert len({entry.query.get("after") for entry in gateway.requests(kind="list")}) < 40
-    dropped = logs.text.count("Shutting down: the batches of DAG run")
-    started = logs.text.count("failed: cancelling its batches")
-    assert dropped >= 4 and dropped + started == 8  # at most four ran; each queued one is said to be dropped
-
-    # A process that goes on after telling listeners it stops (dag.test, at the end of each task) still cleans up.
-    items = tagged(2)
-    with Gateway(items) as gateway:
-        connect(gateway)
-        fail_run(listener, "run-1")
-        assert listener.join(30)
-        assert sorted(gateway.cancelled()) == sorted(item["id"] for item in items)
 
 
 # -- 5. corrupt answers ---------------------------------------------------------------------------------------
@@ -390,7 +260,7 @@ def test_a_corrupt_list_page_is_a_clear_error_of_the_listing(
         connect(gateway)
         with pytest.raises(PSOpenAIInvalidResponseError, match="could not be read"):
             batches_by_metadata(hook(), TAGS, None, logging.getLogger("test"))
-        cancel_run_batches_with(timeout_sec=5)(context())
+        cancel_run_batches_with(timeout_sec=5)(run_context())
         assert "for the batch list could not be read: its body does not match its Content-Encoding" in logs.text
         assert not any(record.exc_info for record in logs.records)  # one clear line, no traceback
 
@@ -424,7 +294,7 @@ def test_the_key_in_a_request_id_or_base64_in_a_message_is_never_printed(
     )
     with Gateway(items, cancels=lambda _batch_id: failing) as gateway:
         connect(gateway, max_retry_count=1)
-        cancel_run_batches_with(timeout_sec=10)(context())
+        cancel_run_batches_with(timeout_sec=10)(run_context())
         assert len(gateway.cancelled()) >= 3
         errors: list[BaseException] = []
         for call in (lambda: hook().cancel_batch(items[0]["id"]),):
@@ -476,7 +346,7 @@ def test_a_list_item_without_status_is_never_taken_as_a_status(connect: Callable
     # The callback's listing does not drop them as "not running": it looks at each.
     with Gateway(items, lists=lambda _after, _n: page(bare, has_more=False)) as gateway:
         connect(gateway)
-        cancel_run_batches_with(timeout_sec=10)(context())
+        cancel_run_batches_with(timeout_sec=10)(run_context())
         assert sorted(gateway.cancelled()) == sorted(ids)
 
 
@@ -536,63 +406,3 @@ def test_wait_timeout_refuses_nan_and_infinities(value: float) -> None:
 def test_the_callbacks_arguments_are_checked_where_it_is_made(arguments: dict[str, Any], message: str) -> None:
     with pytest.raises(PSOpenAIConfigurationError, match=message):
         cancel_run_batches_with(**arguments)
-
-
-# -- 10. a malformed page in the status board ------------------------------------------------------------------
-
-
-def test_a_malformed_page_is_one_clear_error_logged_once(
-    connect: Callable[..., None], logs: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
-) -> None:
-    items = [batch(f"batch_{n}", "cancelling") for n in range(4)]
-    # The page holds three of the four batches: the walk goes on from its last item, which is no object.
-    with Gateway(items, lists=lambda _after, _n: page([*items[:3], "junk"], has_more=True)) as gateway:
-        connect(gateway)
-        id_sets = [{"batch_id": item["id"]} for item in items]
-
-        async def waits() -> list[dict[str, Any]]:
-            return await wait_for_each(
-                hook(), BATCH, id_sets, poll_interval=0.05, deadline=Deadline.after(1), log=logging.getLogger("test")
-            )
-
-        events = run_in_worker(hook(), waits)
-        assert [event["status"] for event in events] == ["timeout"] * 4
-        out, err = capfd.readouterr()
-        said = "\n".join([logs.text, out, err])
-        assert "Traceback" not in said and "AttributeError" not in said
-        assert not any(record.exc_info for record in logs.records)
-        # Once, wherever this Airflow line sends the hook's log lines (stdout, or Python's logging on 3.0).
-        warning = "holds something that is no object ('junk')"
-        assert max(out.count(warning), logs.text.count(warning)) == 1, said
-        assert len(gateway.requests(kind="list")) == 1
-        assert len(gateway.requests(kind="get")) >= 8  # the waits went on with their own GETs
-
-
-def test_a_board_stops_reading_a_list_that_repeats_itself(
-    connect: Callable[..., None], capfd: pytest.CaptureFixture[str]
-) -> None:
-    """Waits deeper than the first page walk from the head: a list that ignores ``after`` ends that walk at once."""
-    items = [batch(f"batch_{n}", "cancelling", created_at=1000 - n) for n in range(6)]
-    with Gateway(items, lists=lambda _after, _n: page(items[:3], has_more=True)) as gateway:
-        connect(gateway)
-        id_sets = [{"batch_id": item["id"]} for item in items]
-
-        listed_after_first_waits: list[int] = []
-
-        async def waits() -> list[dict[str, Any]]:
-            def wait() -> Any:
-                return wait_for_each(
-                    hook(), BATCH, id_sets, poll_interval=0.05, deadline=Deadline.after(1), log=logging.getLogger("t")
-                )
-
-            await wait()
-            listed_after_first_waits.append(len(gateway.requests(kind="list")))
-            # The same event loop, so the same board: turned off, it reads no list page for later waits.
-            return await wait()
-
-        run_in_worker(hook(), waits)
-        # Rounds that started before the walk reached the repeated page may each have read a page or two; how
-        # many depends on the machine's speed, so the bound is counted on waits that came after, not in time.
-        assert len(gateway.requests(kind="list")) == listed_after_first_waits[0]
-        out, _ = capfd.readouterr()
-        assert out.count("the batch list repeats itself") == 1

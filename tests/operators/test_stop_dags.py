@@ -69,9 +69,12 @@ def test_race_to_completed_is_reported_as_completed(
     ("dag_id", "limit", "message"),
     [
         ("stop_batch_wait_timeout", 1, "did not settle before its wait_timeout of 1 s (last status: cancelling)"),
-        ("stop_batch_wait_timeout_deferrable", 1, "did not settle before the deadline (last status: cancelling)"),
-        ("stop_batch_wait_zero_timeout_deferrable", 0, "did not settle before the deadline (last status: cancelling)"),
-        ("stop_batch_wait_execution_timeout_deferrable", 1, "did not settle before the deadline"),
+        (
+            "stop_batch_wait_timeout_deferrable",
+            1,
+            "did not settle before its wait_timeout of 1 s (last status: cancelling)",
+        ),
+        ("stop_batch_wait_execution_timeout_deferrable", 1, "did not settle before its execution_timeout of 1 s"),
     ],
 )
 def test_wait_timeout_fails_the_task(

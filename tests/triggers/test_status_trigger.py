@@ -66,6 +66,7 @@ def test_serialisation_round_trip() -> None:
         "deadline": 1_900_000_000.5,
         "try_number": None,
         "wait_started": None,
+        "deadline_name": "the deadline",
     }
 
 

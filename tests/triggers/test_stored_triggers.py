@@ -1,8 +1,9 @@
 """What a deferred wait stores in the metadata database: small per batch, and resumable after an upgrade.
 
-The fixtures hold trigger kwargs as a release stored them (``serialize()``'s output): each trigger is
-rebuilt from its classpath, as the triggerer does, and run against the emulator to its event; a set's
-event then resumes StopBatchesOperator.
+The fixtures hold trigger kwargs as earlier code stored them (``serialize()``'s output), one file per
+format of the set's kwargs, event and carry (airflow_psopenai.waiting.set_event, cancelling.set_carry):
+each trigger is rebuilt from its classpath, as the triggerer does, and run against the emulator to its
+event; a set's event then resumes StopBatchesOperator.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from airflow.models import crypto
 from airflow.providers.common.compat.module_loading import import_string
 
 from airflow_psopenai.cancelling.bulk import CANCEL_SENT, NOTHING_TO_DO, BatchOutcome
+from airflow_psopenai.cancelling.set_carry import outcomes_after_a_set_wait, restore_outcome, set_carry
 from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.operators import StopBatchesOperator
-from airflow_psopenai.operators.stop_batches import outcomes_after_a_set_wait, restore_outcome, set_carry
-from airflow_psopenai.triggers.status import MYSQL_TEXT_BYTES, ResourceSetStatusTrigger, stored_kwargs_size
+from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
+from airflow_psopenai.waiting.set_event import MYSQL_TEXT_BYTES, stored_kwargs_size
 from scripts.deferred_set_sizes import MEASURING_FERNET_KEY, SIZES, batch_ids, measure, set_event, set_trigger
 from tests.triggers.test_status_trigger import TaskInstanceOfTry
 
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
     from airflow_psopenai.testing import OpenAIEmulator
 
 FIXTURES = Path(__file__).parent / "fixtures"
-# Kwargs as release 0.1.0 stored them, and in this release's form (id_columns, the carry's kinds).
-STORED = ["triggers_0.1.0.json", "triggers_id_columns.json"]
+# Kwargs in format 1 (id_sets, whole outcomes in the carry) and format 2 (id_columns, the carry's kinds).
+STORED = ["triggers_format_1.json", "triggers_format_2.json"]
 # The batches the fixtures name, as each was when the task deferred.
 SINGLE = "batch_stored_single"
 SET = {"batch_stored_set_1": "cancelling", "batch_stored_set_2": "completed", "batch_stored_set_3": "cancelling"}
@@ -52,7 +54,7 @@ async def run_stored(classpath: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("fixture", STORED)
-async def test_a_single_wait_stored_by_a_release_runs_to_its_event(emulator: OpenAIEmulator, fixture: str) -> None:
+async def test_a_single_wait_stored_in_each_format_runs_to_its_event(emulator: OpenAIEmulator, fixture: str) -> None:
     emulator.create_batch(status="cancelling", batch_id=SINGLE)
     classpath, kwargs = stored(fixture, "ResourceStatusTrigger")
     assert classpath == "airflow_psopenai.triggers.status.ResourceStatusTrigger"  # classpaths never move
@@ -63,7 +65,7 @@ async def test_a_single_wait_stored_by_a_release_runs_to_its_event(emulator: Ope
 
 
 @pytest.mark.parametrize("fixture", STORED)
-async def test_a_set_stored_by_a_release_runs_and_resumes_the_task(emulator: OpenAIEmulator, fixture: str) -> None:
+async def test_a_set_stored_in_each_format_runs_and_resumes_the_task(emulator: OpenAIEmulator, fixture: str) -> None:
     for batch_id, status in SET.items():
         emulator.create_batch(status=status, batch_id=batch_id)
     classpath, kwargs = stored(fixture, "ResourceSetStatusTrigger")
@@ -83,14 +85,14 @@ async def test_a_set_stored_by_a_release_runs_and_resumes_the_task(emulator: Ope
     assert operator.execute_complete(context={"ti": TaskInstanceOfTry(1)}, event=event) is None  # type: ignore[arg-type]
 
 
-async def test_a_carry_stored_by_a_release_with_other_fields_resumes(emulator: OpenAIEmulator) -> None:
-    """A release that adds a field to an outcome (and one before a field existed): unknown keys are ignored,
+async def test_a_carry_stored_with_other_fields_resumes(emulator: OpenAIEmulator) -> None:
+    """Code that adds a field to an outcome (and code from before a field existed): unknown keys are ignored,
     missing ones take their default."""
     for batch_id, status in SET.items():
         emulator.create_batch(status=status, batch_id=batch_id)
-    classpath, kwargs = stored("triggers_0.1.0.json", "ResourceSetStatusTrigger")
+    classpath, kwargs = stored("triggers_format_1.json", "ResourceSetStatusTrigger")
     for row in kwargs["carry"]["outcomes"]:
-        row["attempts"] = 2  # a field this release does not know
+        row["attempts"] = 2  # a field this code does not know
         del row["error"]  # stored before the field existed
 
     event = await run_stored(classpath, kwargs)
@@ -102,7 +104,7 @@ async def test_a_carry_stored_by_a_release_with_other_fields_resumes(emulator: O
         restore_outcome({"found": "in_progress"})
 
 
-async def test_this_releases_carry_gives_back_every_outcome_in_selection_order(emulator: OpenAIEmulator) -> None:
+async def test_the_written_carry_gives_back_every_outcome_in_selection_order(emulator: OpenAIEmulator) -> None:
     waited = [str(emulator.create_batch(status="cancelling")["id"]) for _ in range(4)]
     done = str(emulator.create_batch(status="completed")["id"])
     outcomes = [
@@ -161,8 +163,8 @@ def test_a_deferred_set_stores_a_few_dozen_bytes_a_batch() -> None:
     def per_batch(key: str) -> float:
         return (sizes[1000][key] - sizes[1][key]) / 999
 
-    assert per_batch("kwargs_stored") <= 64  # 200 B to 375 B with release 0.1.0
-    assert per_batch("event_timeout") <= 80  # 330 B to 440 B with release 0.1.0
+    assert per_batch("kwargs_stored") <= 64  # 200 B to 375 B in format 1
+    assert per_batch("event_timeout") <= 80  # 330 B to 440 B in format 1
     assert all(row["kwargs_stored"] <= row["kwargs_bound"] for row in sizes.values())  # the deferral check's bound
     assert sizes[1]["kwargs_stored"] < 800 and sizes[1]["event_timeout"] < 500
 

@@ -36,7 +36,7 @@ UI_TIMEOUT_MS = 30_000
 FORM_SCREENSHOT_HEIGHT = 1500
 CONN_ID = "psopenai_ui"
 STANDARD_LABELS = ["API base", "API key"]
-# airflow_psopenai/connection_form.py's labels, in its order.
+# airflow_psopenai/hooks/connection_form.py's labels, in its order.
 EXTRA_LABELS = [
     "Organization",
     "Project",

@@ -1,4 +1,4 @@
-"""Batch waits of one event loop read their batches from shared list pages (hooks/status_board.py)."""
+"""Batch waits of one event loop read their batches from shared list pages (waiting/status_board.py)."""
 
 from __future__ import annotations
 

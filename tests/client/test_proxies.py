@@ -9,7 +9,7 @@ import pytest
 from airflow_psopenai.client.proxies import environment_proxy
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import OpenAIEmulator
-from tests.hooks.conftest import use_emulator
+from tests.connections import use_emulator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

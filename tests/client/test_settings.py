@@ -15,7 +15,7 @@ from airflow_psopenai.client.settings import HookOverrides, resolve_settings
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIServerError, PSOpenAITransportError
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import Fault
-from tests.hooks.conftest import conn_json, set_connection, use_emulator
+from tests.connections import conn_json, set_connection, use_emulator
 from tests.ports import free_port
 
 if TYPE_CHECKING:

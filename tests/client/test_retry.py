@@ -30,7 +30,7 @@ from airflow_psopenai.exceptions import (
 )
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import Fault
-from tests.hooks.conftest import MockedApi, json_error, retry_waits, use_emulator
+from tests.connections import MockedApi, json_error, retry_waits, use_emulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable

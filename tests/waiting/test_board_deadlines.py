@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_psopenai.client.pool import aclose_shared_clients
 from airflow_psopenai.testing import Fault
 from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
-from tests.triggers.test_coalesced_polling import LIST, list_pages
 from tests.triggers.test_status_trigger import events_of
+from tests.waiting.test_coalesced_polling import LIST, list_pages
 
 if TYPE_CHECKING:
     from airflow_psopenai.testing import OpenAIEmulator

@@ -1,4 +1,7 @@
-"""Helpers of the hook tests: connections in the environment, mocked transports, retry warnings."""
+"""Helpers of the hook and client tests: connections in the environment, mocked transports, retry warnings.
+
+Their fixtures (``fast_backoff``, ``shared_pool``) are in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,13 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import pytest
 
-from airflow_psopenai.client import retry as retry_module
 from airflow_psopenai.hooks import PSOpenAIHook
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
+
+    import pytest
 
     from airflow_psopenai.testing import OpenAIEmulator
 
@@ -101,18 +104,3 @@ def retry_waits(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixt
         if found:
             return found
     return []
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scale the exponential backoff from 1 s to 1 ms so that 5xx and transport retries wait milliseconds."""
-    monkeypatch.setattr(retry_module, "BASE_DELAY_SEC", 0.001)
-
-
-@pytest.fixture
-async def shared_pool() -> AsyncIterator[None]:
-    """Close the event loop's shared async clients after an async test."""
-    from airflow_psopenai.client.pool import aclose_shared_clients
-
-    yield
-    await aclose_shared_clients()

@@ -23,7 +23,7 @@ from airflow_psopenai.exceptions import (
 )
 from airflow_psopenai.hooks import PSOpenAIHook
 from airflow_psopenai.testing import Fault, OpenAIEmulator
-from tests.hooks.conftest import unique_key, use_emulator
+from tests.connections import unique_key, use_emulator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
