@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, fields
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
@@ -14,9 +13,9 @@ from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.validation import (
     DEFAULT_MAX_CONCURRENCY,
+    as_epoch_seconds,
     parse_rendered_text,
     require_concurrency,
-    require_epoch_seconds,
     require_id,
 )
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
@@ -27,7 +26,7 @@ from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from airflow.providers.common.compat.sdk import Context
 
@@ -46,8 +45,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     :param batches: A list of batch objects, as returned by the API or another task.
     :param metadata: A dict: every batch whose metadata holds all these pairs, found by listing the
         account's batches, newest first, down to ``created_after``.
-    :param created_after: Where the listing of ``metadata`` stops: batches created before it are
-        not looked at. A datetime or epoch seconds; default: the DAG run's ``run_after`` (when a
+    :param created_after: Where the listing of ``metadata`` stops: batches created before it (less the
+        cutoff margin, ``[psopenai] cutoff_margin_sec``) are not looked at. A datetime (without a time
+        zone: UTC), its ISO 8601 text or epoch seconds; default: the DAG run's ``run_after`` (when a
         manual run was created, the end of a scheduled run's data interval), which does not move
         when the run is cleared, so batches of earlier tries and of a cleared run are found.
     :param max_concurrency: GETs and cancels sent at once (default 20; the looks' list pages besides).
@@ -329,19 +329,8 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
 
 
 def _as_epoch_seconds(value: object) -> float:
-    """Return ``created_after`` (a datetime, its ISO 8601 text or epoch seconds) in epoch seconds."""
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return require_epoch_seconds(value, "created_after")
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            pass
-    raise PSOpenAIConfigurationError(
-        f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
-    )
+    """Return ``created_after`` (a datetime, its ISO 8601 text or epoch seconds; no time zone: UTC) in epoch seconds."""
+    return as_epoch_seconds(value, "created_after")
 
 
 def _ids_of_batch_ids(value: object) -> list[str]:
