@@ -82,11 +82,26 @@ def batches_by_metadata(
 
     :func:`abatches_by_metadata` in an event loop of its own; the connection is looked up synchronously.
     """
+    listed = list_by_metadata(hook, metadata, created_after, log, deadline=deadline)
+    if listed.unread is not None:
+        raise listed.unread
+    return listed.found
+
+
+def list_by_metadata(
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
+) -> Listed:
+    """Return :func:`alist_by_metadata`'s listing, run in the worker in an event loop of its own."""
     from airflow_psopenai.waiting.waits import run_in_worker
 
     if created_after is not None:  # refused before the connection is looked up
         require_epoch_seconds(created_after, "created_after")
-    return run_in_worker(hook, lambda: abatches_by_metadata(hook, metadata, created_after, log, deadline=deadline))
+    return run_in_worker(hook, lambda: alist_by_metadata(hook, metadata, created_after, log, deadline=deadline))
 
 
 async def abatches_by_metadata(
