@@ -289,3 +289,26 @@ def test_a_cancel_whose_answer_did_not_arrive_is_not_counted_as_failed(
     assert received > 0
     assert f"0 cancels sent, {received} sent whose answer did not arrive (they may have gone through), " in summary
     assert summary.endswith(f"{6 - received} could not be cancelled.")
+
+
+def test_the_same_run_reported_failed_twice_to_the_listener_gets_one_cancel_per_batch(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, logs: pytest.LogCaptureFixture
+) -> None:
+    from airflow_psopenai.plugin import FailedRunListener
+
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__CANCEL_BATCHES_OF_FAILED_RUNS", "True")
+    mine = tagged_batches(emulator, 5)
+    emulator.latency = 0.3  # both cleanups run at once, in two of the listener's threads
+    listener = FailedRunListener()
+    try:
+        for _ in range(2):
+            dag_run = run_context()["dag_run"]
+            dag_run.dag = SimpleNamespace(has_on_failure_callback=False)
+            listener.on_dag_run_failed(dag_run=dag_run, msg="Dag Run's state was manually set to `failed`.")
+        assert listener.join(60)
+    finally:
+        listener.stop()
+    assert sorted(cancel_posts(emulator)) == sorted(mine)
+    summaries = [record.getMessage() for record in logs.records if "batches tagged with it" in record.getMessage()]
+    assert len(summaries) == 2
+    assert sum(sent_in(summary) for summary in summaries) == 5
