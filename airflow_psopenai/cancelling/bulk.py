@@ -138,7 +138,7 @@ async def alist_by_metadata(
     The list is read page by page (newest first) and stops at the first batch created before
     ``created_after`` (epoch seconds) less the cutoff margin (``[psopenai] cutoff_margin_sec``, 300 s: the
     API's clock may be behind this machine's): batches of older runs are never scanned. A page that
-    fails on a transient error is read again (three reads in all, within ``deadline``); one that still
+    fails on a transient error is read again (up to three reads, within ``deadline``); one that still
     cannot be read ends the listing, and the result keeps what was found before it.
 
     :param deadline: Bounds the whole listing: each page and retry gets only what is left.

@@ -108,7 +108,8 @@ class ListWalk:
 # must still be found. ``[psopenai] cutoff_margin_sec`` (AIRFLOW__PSOPENAI__CUTOFF_MARGIN_SEC) sets it.
 CUTOFF_MARGIN_SEC = 300.0
 # A page read that failed on a transient error (a 5xx, a timeout, a 429 but for quota) is read again,
-# up to this many reads in all: a list read changes nothing, whatever max_retry_count allows cancels.
+# up to this many reads (each with the hook's own retries): a list read changes nothing, so it is read
+# again even where max_retry_count is 0 for the cancels.
 PAGE_READS = 3
 PAGE_SIZE = 100
 

@@ -392,9 +392,10 @@ class PSOpenAIHook(BaseHook):
         task takes over its earlier batch too. The oldest one not yet returned in this try is returned
         instead of creating a new one, so the n-th call of a try gets the n-th batch of the try before.
         ``reuse_earlier_batch=False`` always creates. Outside a task, nothing is looked for. A page that
-        fails on a transient error is read again (three reads in all); one that still cannot be read
-        fails the try (an error Airflow retries) unless a batch already read fits, rather than risk a
-        second batch; a list the gateway does not serve (404, 405) is a warning, and the batch is created.
+        fails on a transient error is read again (up to three reads, even with max_retry_count 0); one
+        that still cannot be read fails the try (an error Airflow retries) unless a batch already read
+        fits, rather than risk a second batch; a list the gateway does not serve (404, 405) is a warning,
+        and the batch is created.
 
         :param input_file_id: ID of a JSONL file uploaded with ``purpose="batch"``.
         :param endpoint: The endpoint every request of the file goes to (``/v1/responses``, ``/v1/embeddings``, ...).
