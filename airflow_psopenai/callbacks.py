@@ -5,7 +5,9 @@ run's ``airflow_dag_id`` and ``airflow_run_id`` (see :mod:`airflow_psopenai.run_
 default connection; ``cancel_run_batches_with(conn_id=...)`` chooses another. The same listing and
 cancels as ``StopBatchesOperator(metadata=...)``, without a wait. It never raises into Airflow (it
 logs and goes on), is bounded in time as a whole, and is idempotent: a batch already cancelling is
-left alone.
+left alone, and two cleanups of one run at once in one process send one cancel per batch. A list it
+cannot read whole still gets the batches it found cancelled, and the summary says what it did not
+look at.
 
 A run that is late (Deadline Alerts, Airflow 3.1+):
 ``DAG(deadline=DeadlineAlert(..., callback=AsyncCallback(acancel_run_batches, kwargs={"conn_id": ...})))``
@@ -25,7 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY, require_concurrency
-from airflow_psopenai.client.validation import require_positive_seconds
+from airflow_psopenai.client.validation import require_conn_id, require_positive_seconds
 from airflow_psopenai.resource_task import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -54,9 +56,10 @@ def cancel_run_batches_with(
         which each list page, retry and cancel gets only what is left; a cancel whose turn comes after
         it is reported as not attempted.
     :param max_concurrency: Cancels sent at once, 1 to 200.
-    :raises PSOpenAIConfigurationError: For a ``timeout_sec`` or ``max_concurrency`` out of range (NaN, infinite).
+    :raises PSOpenAIConfigurationError: For a ``conn_id`` that is no connection's name, a ``timeout_sec`` or
+        ``max_concurrency`` out of range (NaN, infinite).
     """
-    _check_options(timeout_sec, max_concurrency)
+    _check_options(conn_id, timeout_sec, max_concurrency)
 
     def callback(context: Mapping[str, Any]) -> None:
         cancel_run_batches(context, conn_id=conn_id, timeout_sec=timeout_sec, max_concurrency=max_concurrency)
@@ -86,7 +89,7 @@ def cancel_run_batches(
     from airflow_psopenai.client.deadline import Deadline
 
     try:
-        _check_options(timeout_sec, max_concurrency)
+        _check_options(conn_id, timeout_sec, max_concurrency)
         deadline = Deadline.budget(timeout_sec)
     except Exception as error:  # a callback must never fail the run's bookkeeping
         log.error("cancel_run_batches: %s", error)
@@ -137,7 +140,7 @@ async def acancel_run_batches(
 
     name = "acancel_run_batches"
     try:
-        _check_options(timeout_sec, max_concurrency)
+        _check_options(conn_id, timeout_sec, max_concurrency)
         deadline = Deadline.budget(timeout_sec)
         hook = PSOpenAIHook(conn_id, timeout_sec=timeout_sec)
         return await _cancel_run_batches(hook, context, deadline, max_concurrency, name)
@@ -146,7 +149,8 @@ async def acancel_run_batches(
         return None
 
 
-def _check_options(timeout_sec: object, max_concurrency: object) -> None:
+def _check_options(conn_id: object, timeout_sec: object, max_concurrency: object) -> None:
+    require_conn_id(conn_id)
     require_positive_seconds(timeout_sec, "timeout_sec")
     require_concurrency(max_concurrency)
 
@@ -180,10 +184,15 @@ async def _cancel_run_batches(
     """List the run's batches and cancel the running ones, all of it within ``deadline``."""
     import asyncio
 
-    from airflow_psopenai.cancelling.bulk import CANCEL_SENT, abatches_by_metadata, cancel_each
+    from airflow_psopenai.cancelling.bulk import (
+        ANSWER_LOST,
+        CANCEL_SENT,
+        CANCEL_UNDER_WAY,
+        alist_run_batches,
+        cancel_each,
+    )
     from airflow_psopenai.cancelling.cancel import CancelPolicy
     from airflow_psopenai.resources import BATCH, has_status, status_of
-    from airflow_psopenai.run_tags import run_selector
 
     dag_id, run_id, run_after = run_of(context)
     left = deadline.poll_limit()
@@ -191,7 +200,9 @@ async def _cancel_run_batches(
         # A guard of last resort, for what takes no deadline (a connection lookup): the budget itself ends the
         # listing and the cancels, each batch reported, within it.
         async with asyncio.timeout(None if left is None else left + LAST_RESORT_GRACE_SEC):
-            batches = await abatches_by_metadata(hook, run_selector(dag_id, run_id), run_after, log, deadline=deadline)
+            # The listing has a part of the budget; what it found is cancelled even when it could not read all.
+            listed = await alist_run_batches(hook, dag_id, run_id, run_after, log, deadline=deadline)
+            batches = listed.found
             # A listed status that is no status at all is looked at (each look falls back to its own GET).
             pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable or not has_status(b)]
             policy = CancelPolicy(if_not_cancellable="succeed")
@@ -200,13 +211,21 @@ async def _cancel_run_batches(
         raise TimeoutError(f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r}.") from None
     for outcome in outcomes:
         log.info("%s: %s", name, outcome.line())
-    sent = sum(1 for outcome in outcomes if outcome.action == CANCEL_SENT)
-    failed = sum(1 for outcome in outcomes if outcome.error is not None)
+    actions = [outcome.action for outcome in outcomes]
+    lost, under_way = actions.count(ANSWER_LOST), actions.count(CANCEL_UNDER_WAY)
+    failed = sum(1 for outcome in outcomes if outcome.error is not None and outcome.action != ANSWER_LOST)
     summary = (
         f"{name}: run {run_id!r} of {dag_id!r}: {len(batches)} batches tagged with it, {len(pending)} running: "
-        f"{sent} cancels sent, {failed} could not be cancelled."
+        f"{actions.count(CANCEL_SENT)} cancels sent, "
+        + (f"{lost} sent whose answer did not arrive (they may have gone through), " if lost else "")
+        + (f"{under_way} left to another cancel of them under way in this process, " if under_way else "")
+        + f"{failed} could not be cancelled."
+        + (f" Not looked at: {listed.what_was_not_read(BATCH.label)}." if not listed.complete else "")
     )
-    log.info(summary)
+    if listed.complete:
+        log.info(summary)
+    else:
+        log.warning(summary)
     return summary
 
 
@@ -214,12 +233,12 @@ def run_of(context: Mapping[str, Any]) -> tuple[str, str, float | None]:
     """Return the DAG ID, run ID and ``run_after`` (epoch seconds) of the DAG run in a callback's ``context``.
 
     A task's or a failure callback's context holds a DagRun object; a deadline's holds the REST API's
-    DAG run as a dict (``dag_id``, ``dag_run_id``, ``run_after`` as ISO 8601 text).
+    DAG run as a dict (``dag_id``, ``dag_run_id``, ``run_after`` as ISO 8601 text). ``run_after`` may be a
+    datetime, its ISO 8601 text or epoch seconds; without a time zone it is UTC, as Airflow takes it.
 
-    :raises PSOpenAIConfigurationError: When the context holds no DAG run.
+    :raises PSOpenAIConfigurationError: When the context holds no DAG run, or a ``run_after`` that is no moment.
     """
-    from datetime import datetime
-
+    from airflow_psopenai.client.validation import as_epoch_seconds
     from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
     dag_run = context.get("dag_run") if hasattr(context, "get") else None
@@ -233,6 +252,5 @@ def run_of(context: Mapping[str, Any]) -> tuple[str, str, float | None]:
             f"The callback's context names no DAG run (its dag_run is {type(dag_run).__name__}): "
             "pass the context Airflow gives the callback."
         )
-    if isinstance(run_after, str):
-        run_after = datetime.fromisoformat(run_after)
-    return str(dag_id), str(run_id), run_after.timestamp() if isinstance(run_after, datetime) else None
+    moment = None if run_after is None else as_epoch_seconds(run_after, "The DAG run's run_after")
+    return str(dag_id), str(run_id), moment

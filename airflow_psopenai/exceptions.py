@@ -146,3 +146,14 @@ class PSOpenAIUnexpectedStatusError(PSOpenAIError, AirflowFailException):
 
 class PSOpenAIWaitTimeoutError(PSOpenAIError):
     """The object did not settle before the wait's deadline."""
+
+
+def answer_may_be_lost(error: BaseException) -> bool:
+    """Return whether the API may have acted on a request whose answer is ``error``.
+
+    A timeout, a dropped or garbled answer or a 5xx may come after the API acted; an API's own 4xx
+    refusal, a connection never made or a request never sent may not.
+    """
+    return isinstance(error, PSOpenAIServerError | PSOpenAIInvalidResponseError) or (
+        isinstance(error, PSOpenAITransportError) and error.lost_answer
+    )

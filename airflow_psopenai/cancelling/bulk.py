@@ -3,35 +3,48 @@
 Shared by :class:`~airflow_psopenai.operators.StopBatchesOperator` and the safety-net callback
 :func:`~airflow_psopenai.callbacks.cancel_run_batches`. Every batch is attempted: one batch's
 failure never stops the others. Runs in the worker (or the DAG processor), in an event loop of its own.
+Within a process, one cancel of a batch is under way at a time, whichever set or cleanup sends it.
+The selection by metadata is the listing walk of :mod:`airflow_psopenai.client.listing`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.cancelling.cancel import Action, cancel_one
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
-from airflow_psopenai.client.listing import ListWalk
+from airflow_psopenai.client.listing import Listed, awalk_list
 from airflow_psopenai.client.validation import require_epoch_seconds
 from airflow_psopenai.resources import BATCH, status_of
+from airflow_psopenai.run_tags import run_selector
 from airflow_psopenai.waiting.status_board import status_poller
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from airflow_psopenai.cancelling.cancel import CancelPolicy
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.hooks.psopenai import JsonObject
 
 PAGE_SIZE = 100
+# A run cleanup's listing gets at most this part of the time left; the cancels keep the rest.
+LISTING_SHARE = 0.5
+# A batch runs at most its 24 h completion window, then expires; an hour more for one that began
+# finalizing at the window's end. A run cleanup reads no further back than this.
+BATCH_LIFETIME_SEC = 25 * 3600.0
 
 # What was done to one batch, as its line says it.
 CANCEL_SENT = Action.SENT.value
 NOTHING_TO_DO = Action.NOT_CANCELLABLE.value
 NOT_ATTEMPTED = Action.NOT_ATTEMPTED.value
 FAILED = Action.FAILED.value
+ANSWER_LOST = "cancel sent, its answer did not arrive (it may have gone through)"
+CANCEL_UNDER_WAY = "no second cancel (another cancel of it in this process is under way)"
 
 
 @dataclass
@@ -69,11 +82,26 @@ def batches_by_metadata(
 
     :func:`abatches_by_metadata` in an event loop of its own; the connection is looked up synchronously.
     """
+    listed = list_by_metadata(hook, metadata, created_after, log, deadline=deadline)
+    if listed.unread is not None:
+        raise listed.unread
+    return listed.found
+
+
+def list_by_metadata(
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
+) -> Listed:
+    """Return :func:`alist_by_metadata`'s listing, run in the worker in an event loop of its own."""
     from airflow_psopenai.waiting.waits import run_in_worker
 
     if created_after is not None:  # refused before the connection is looked up
         require_epoch_seconds(created_after, "created_after")
-    return run_in_worker(hook, lambda: abatches_by_metadata(hook, metadata, created_after, log, deadline=deadline))
+    return run_in_worker(hook, lambda: alist_by_metadata(hook, metadata, created_after, log, deadline=deadline))
 
 
 async def abatches_by_metadata(
@@ -85,40 +113,72 @@ async def abatches_by_metadata(
     deadline: Deadline = NO_DEADLINE,
 ) -> list[dict[str, Any]]:
     """Return every batch whose metadata holds all of ``metadata``, newest first, each once, without blocking
-    the event loop.
+    the event loop (:func:`alist_by_metadata`, whose listing must be whole).
 
-    The list is read page by page (newest first) and stops at the first batch created before
-    ``created_after`` (epoch seconds; the API's ``created_at`` is whole seconds, so the cut is at the
-    second before): batches of older runs are never scanned.
-
-    :param deadline: Bounds the whole listing: each page and retry gets only what is left.
-    :raises PSOpenAIInvalidResponseError: For a list that repeats itself or a malformed page.
+    :raises PSOpenAIError: When part of the list could not be read (its pages' errors, a list that repeats
+        itself or answers junk).
     :raises PSOpenAIConfigurationError: For a ``created_after`` that is not a finite number.
     """
-    cutoff = None if created_after is None else int(require_epoch_seconds(created_after, "created_after")) - 1
-    walk = ListWalk(BATCH, (await hook.asettings()).redact)
-    found: list[dict[str, Any]] = []
-    scanned = 0
-    after: str | None = None
-    while True:
-        page = await hook.alist_page(BATCH, after=after, page_size=PAGE_SIZE, deadline=deadline)
-        items = walk.read(page, after)
-        older = [item for item in items if _created_before(item, cutoff)]
-        for item in items[: items.index(older[0])] if older else items:
-            scanned += 1
-            held = item.get("metadata")
-            held = held if isinstance(held, dict) else {}
-            if all(held.get(key) == value for key, value in metadata.items()):
-                found.append(item)
-        if older or (after := walk.next_after(page)) is None:
-            break
-    log.info("Listed %d batches (%d pages): %d match the metadata %s.", scanned, walk.pages, len(found), dict(metadata))
-    return found
+    listed = await alist_by_metadata(hook, metadata, created_after, log, deadline=deadline)
+    if listed.unread is not None:
+        raise listed.unread
+    return listed.found
 
 
-def _created_before(item: Mapping[str, Any], cutoff: int | None) -> bool:
-    created_at = item.get("created_at")
-    return cutoff is not None and isinstance(created_at, int | float) and created_at < cutoff
+async def alist_by_metadata(
+    hook: PSOpenAIHook,
+    metadata: Mapping[str, str],
+    created_after: float | None,
+    log: Any,
+    *,
+    deadline: Deadline = NO_DEADLINE,
+) -> Listed:
+    """List the batches whose metadata holds all of ``metadata``: newest first, each once, and what was not read.
+
+    The list is read page by page (newest first) and stops at the first batch created before
+    ``created_after`` (epoch seconds) less the cutoff margin (``[psopenai] cutoff_margin_sec``, 300 s: the
+    API's clock may be behind this machine's): batches of older runs are never scanned. A page that
+    fails on a transient error is read again (up to three reads, within ``deadline``); one that still
+    cannot be read ends the listing, and the result keeps what was found before it.
+
+    :param deadline: Bounds the whole listing: each page and retry gets only what is left.
+    :raises PSOpenAIConfigurationError: For a ``created_after`` that is not a finite number.
+    """
+    if created_after is not None:
+        require_epoch_seconds(created_after, "created_after")
+    redact = (await hook.asettings()).redact
+
+    async def read_page(after: str | None, page_deadline: Deadline) -> dict[str, Any]:
+        return await hook.alist_page(BATCH, after=after, page_size=PAGE_SIZE, deadline=page_deadline)
+
+    listed = await awalk_list(read_page, BATCH, redact, metadata=metadata, since=created_after, deadline=deadline)
+    log.info(
+        "Listed %d batches (%d pages): %d match the metadata %s.",
+        listed.scanned,
+        listed.pages,
+        len(listed.found),
+        dict(metadata),
+    )
+    return listed
+
+
+async def alist_run_batches(
+    hook: PSOpenAIHook, dag_id: str, run_id: str, run_after: float | None, log: Any, *, deadline: Deadline
+) -> Listed:
+    """List the batches tagged with one DAG run, for its cleanup, within a part of ``deadline``.
+
+    The listing gets at most :data:`LISTING_SHARE` of the time left, so that the cancels of what it
+    found keep the rest. It reads down to the run's ``run_after``, but never further back than
+    :data:`BATCH_LIFETIME_SEC` ago: an older batch has ended (expired at the latest), and a cleanup
+    only cancels running ones; a backfill's run of last year costs no more pages than a run of today.
+    Both less the cutoff margin.
+    """
+    since = time.time() - BATCH_LIFETIME_SEC
+    if run_after is not None:
+        since = max(since, require_epoch_seconds(run_after, "run_after"))
+    return await alist_by_metadata(
+        hook, run_selector(dag_id, run_id), since, log, deadline=deadline.part(LISTING_SHARE)
+    )
 
 
 async def cancel_each(
@@ -135,7 +195,9 @@ async def cancel_each(
     Each batch is treated as :class:`~airflow_psopenai.operators.StopBatchOperator` treats one (``policy``);
     ``if_not_cancellable`` ``fail`` counts a batch as failed, ``succeed`` and ``skip`` do not. A batch given
     twice is one batch. Under a budget (``deadline``), a batch whose requests could not start in time is
-    reported as not attempted (and counts as failed).
+    reported as not attempted (and counts as failed); a cancel sent whose answer did not arrive in time as
+    :data:`ANSWER_LOST`. A batch another set or cleanup of this process is cancelling now gets no second
+    cancel (:data:`CANCEL_UNDER_WAY`).
     """
     slots = asyncio.Semaphore(max_concurrency)
     unique = dict.fromkeys(batch_ids)
@@ -146,11 +208,45 @@ async def _cancel_one(
     hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, deadline: Deadline, slots: asyncio.Semaphore
 ) -> BatchOutcome:
     ids = {"batch_id": batch_id}
-    result = await cancel_one(
-        hook, BATCH, ids, policy, deadline=deadline, look=lambda: _look(hook, ids, deadline, slots), slots=slots
-    )
+    with _UNDER_WAY.claim((await hook.asettings()).api_base, batch_id) as ours:
+        if not ours:
+            return BatchOutcome(batch_id, action=CANCEL_UNDER_WAY)
+        result = await cancel_one(
+            hook, BATCH, ids, policy, deadline=deadline, look=lambda: _look(hook, ids, deadline, slots), slots=slots
+        )
     error = None if result.error is None else result.message
-    return BatchOutcome(batch_id, result.found, result.action.value, result.obj, error)
+    action = ANSWER_LOST if result.answer_lost else result.action.value
+    return BatchOutcome(batch_id, result.found, action, result.obj, error)
+
+
+class _UnderWay:
+    """The batches this process is cancelling now, by API base and ID, for every set and cleanup of it.
+
+    Two cleanups of one run at once (two callbacks, a callback and the listener, in one event loop or in
+    threads) each find the same batches: the first to reach a batch looks at it and cancels it, the other
+    sends nothing for it. A cleanup that comes after finds it cancelling.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: set[tuple[str, str]] = set()
+
+    @contextlib.contextmanager
+    def claim(self, api_base: str, batch_id: str) -> Iterator[bool]:
+        """Hold the batch while its look and cancel run; yield False when another holds it."""
+        key = (api_base, batch_id)
+        with self._lock:
+            ours = key not in self._batches
+            self._batches.add(key)
+        try:
+            yield ours
+        finally:
+            if ours:
+                with self._lock:
+                    self._batches.discard(key)
+
+
+_UNDER_WAY = _UnderWay()
 
 
 async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, slots: asyncio.Semaphore) -> JsonObject:

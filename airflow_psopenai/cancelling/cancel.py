@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_psopenai.client.deadline import NO_DEADLINE
 from airflow_psopenai.client.validation import as_seconds, require_positive_seconds
-from airflow_psopenai.exceptions import PSOpenAICannotCancelError, PSOpenAIConfigurationError, PSOpenAIError
+from airflow_psopenai.exceptions import (
+    PSOpenAICannotCancelError,
+    PSOpenAIConfigurationError,
+    PSOpenAIError,
+    PSOpenAITransportError,
+)
 from airflow_psopenai.resources import status_of
 
 if TYPE_CHECKING:
@@ -139,6 +144,8 @@ class CancelResult:
     :param found: The status the object was found in (None when it was not looked at, or the look failed).
     :param obj: The object as last seen: the cancel's answer, or the latest look (None when none succeeded).
     :param error: Why it failed (only for :attr:`Action.FAILED`): the error to raise.
+    :param answer_lost: For a failure: the cancel was sent and its answer did not arrive (a timeout, a
+        dropped connection), so it may have gone through.
     """
 
     action: Action
@@ -146,6 +153,7 @@ class CancelResult:
     found: str | None = None
     obj: dict[str, Any] | None = None
     error: PSOpenAIError | None = None
+    answer_lost: bool = False
 
     @property
     def status(self) -> str | None:
@@ -215,7 +223,8 @@ async def cancel_one(
     except PSOpenAIError as error:
         if not cancel_sent and deadline.passed():
             return CancelResult(Action.NOT_ATTEMPTED, f"its cancel was not sent: {error}", found, current, error)
-        return CancelResult(Action.FAILED, str(error), found, current, error)
+        lost = cancel_sent and isinstance(error, PSOpenAITransportError) and error.lost_answer
+        return CancelResult(Action.FAILED, str(error), found, current, error, answer_lost=lost)
     return CancelResult(Action.SENT, f"Cancel requested for {target}: status is now {status_of(sent)}.", found, sent)
 
 

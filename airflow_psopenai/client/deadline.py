@@ -77,5 +77,30 @@ class Deadline:
         """
         return None if self.at is None else max(self.at - time.time(), self.last_call_sec, 0.0)
 
+    def part(self, share: float) -> Deadline:
+        """Return a budget that ends when ``share`` (0 to 1) of the time left is spent, or with this one.
+
+        A listing's part of a callback's budget, say, so that the cancels keep the rest; ending this
+        deadline early (:meth:`end_now`) ends the part too.
+        """
+        return _Part(self, None if self.at is None else time.time() + share * max(self.at - time.time(), 0.0))
+
+
+class _Part(Deadline):
+    """A budget inside another deadline: it ends at its own time or the other's, whichever comes first."""
+
+    def __init__(self, whole: Deadline, own: float | None) -> None:
+        self._whole = whole
+        super().__init__(own, last_call_sec=0.0)
+
+    @property
+    def at(self) -> float | None:
+        ends = [at for at in (self._own, self._whole.at) if at is not None]
+        return min(ends) if ends else None
+
+    @at.setter
+    def at(self, value: float | None) -> None:
+        self._own = value
+
 
 NO_DEADLINE = Deadline(None)

@@ -5,7 +5,8 @@ Standard library only, but for this provider's exceptions: operators import this
 
 from __future__ import annotations
 
-from datetime import timedelta
+import contextlib
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from airflow_psopenai.client.rendered import parse_rendered_text
@@ -58,6 +59,16 @@ def require_id(argument: str, value: object) -> str:
     return stripped
 
 
+def require_conn_id(value: object, argument: str = "conn_id") -> str:
+    """Return the name of an Airflow connection, or raise naming ``argument`` (None and blanks are no name)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    raise PSOpenAIConfigurationError(
+        f"{argument} must be the name of an Airflow connection (text), got {value!r}: pass conn_id='...', "
+        "or leave it out for psopenai_default."
+    )
+
+
 def require_retry_count(value: object, argument: str = "max_retry_count") -> int:
     """Return a retry count between 0 and 100 (PSOpenAI's range), or raise ``ValueError``."""
     count = _number(value, int, argument, "a whole number from 0 to 100")
@@ -92,6 +103,26 @@ def require_epoch_seconds(value: object, argument: str) -> float:
         return float(value)
     raise PSOpenAIConfigurationError(
         f"{argument} must be a datetime, an ISO 8601 text or epoch seconds (a finite number), got {value!r}."
+    )
+
+
+def as_epoch_seconds(value: object, argument: str) -> float:
+    """Return a moment in epoch seconds, from a datetime, its ISO 8601 text or epoch seconds; else raise.
+
+    A datetime or text without a time zone is UTC, as Airflow takes it (never this machine's local time);
+    a number is epoch seconds (UTC), finite.
+
+    :raises PSOpenAIConfigurationError: Naming ``argument`` and what it got.
+    """
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = datetime.fromisoformat(value.strip())
+    if isinstance(value, datetime):
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return require_epoch_seconds(value, argument)
+    raise PSOpenAIConfigurationError(
+        f"{argument} must be a datetime, an ISO 8601 text or epoch seconds, got {value!r:.100}."
     )
 
 

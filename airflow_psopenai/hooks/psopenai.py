@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 
@@ -21,26 +20,26 @@ from airflow_psopenai.client.errors import (
     transport_error,
     unreadable_body,
 )
-from airflow_psopenai.client.listing import ListWalk
+from airflow_psopenai.client.listing import metadata_holds, walk_list
 from airflow_psopenai.client.pool import TLSContextError, UnreadableBodyError, shared_pool
 from airflow_psopenai.client.retry import RetryPolicy
 from airflow_psopenai.client.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
 from airflow_psopenai.client.settings_cache import shared_settings
-from airflow_psopenai.client.validation import require_id
+from airflow_psopenai.client.validation import as_epoch_seconds, require_id
 from airflow_psopenai.compat import amask_secret
 from airflow_psopenai.exceptions import (
     PSOpenAIAPIError,
     PSOpenAICannotCancelError,
     PSOpenAIConfigurationError,
     PSOpenAIError,
-    PSOpenAIInvalidResponseError,
     PSOpenAINotFoundError,
-    PSOpenAIServerError,
     PSOpenAITransportError,
+    answer_may_be_lost,
 )
 from airflow_psopenai.hooks import connection_form
 from airflow_psopenai.resources import BATCH, RESPONSE, THREAD_RUN, CancellableResource, status_of
-from airflow_psopenai.run_tags import run_tags, tagged_metadata
+from airflow_psopenai.run_tags import tagged_metadata
+from airflow_psopenai.task_tries import Earlier, TaskTry, current_try
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -57,6 +56,8 @@ REUSABLE_BATCH_STATUSES = BATCH.cancellable | {"completed"}
 # The look for it reads at most this many pages of the batch list.
 REUSE_PAGE_SIZE = 100
 REUSE_MAX_PAGES = 10
+# The answers of a gateway that serves no batch list: the look is skipped, and the batch created.
+LIST_NOT_SERVED = (404, 405)
 # The statuses of the API's "cannot cancel" refusals: 409 for batches, 400 for runs.
 CANNOT_CANCEL_STATUSES = (400, 409)
 
@@ -383,12 +384,18 @@ class PSOpenAIHook(BaseHook):
         so that ``StopBatchesOperator(metadata=...)`` and ``cancel_run_batches`` find it.
 
         A retry pays for no second batch: in a running task, the batches an earlier try of the same task
-        instance created (the same run tags and the same ``input_file_id`` and ``endpoint``, still running
-        or completed) are looked for first: the batch list is read once per try, newest first, down to
-        the DAG run's start (one page for an account that created fewer than 100 batches since). The
-        oldest one not yet returned in this try is returned instead of creating a new one, so the n-th
-        call of a try gets the n-th batch of the try before. ``reuse_earlier_batch=False`` always creates.
-        Outside a task, nothing is looked for; a list that cannot be read is a warning, and the batch is created.
+        instance created (the same run tags, the same map index or none, and the same ``input_file_id`` and
+        ``endpoint``, still running or completed) are looked for first: the batch list is read once per try,
+        newest first, down to the DAG run's ``run_after`` less the cutoff margin (``[psopenai]
+        cutoff_margin_sec``, 300 s), at most 10 pages (one page for an account that created fewer than 100
+        batches since). ``run_after`` does not move when a failed run's task is cleared, so the cleared
+        task takes over its earlier batch too. The oldest one not yet returned in this try is returned
+        instead of creating a new one, so the n-th call of a try gets the n-th batch of the try before.
+        ``reuse_earlier_batch=False`` always creates. Outside a task, nothing is looked for. A page that
+        fails on a transient error is read again (up to three reads, even with max_retry_count 0); one
+        that still cannot be read fails the try (an error Airflow retries) unless a batch already read
+        fits, rather than risk a second batch; a list the gateway does not serve (404, 405) is a warning,
+        and the batch is created.
 
         :param input_file_id: ID of a JSONL file uploaded with ``purpose="batch"``.
         :param endpoint: The endpoint every request of the file goes to (``/v1/responses``, ``/v1/embeddings``, ...).
@@ -397,6 +404,7 @@ class PSOpenAIHook(BaseHook):
         :param reuse_earlier_batch: Return a batch an earlier try created instead of creating another.
         :return: The batch object, as the API returns it.
         :raises PSOpenAIConfigurationError: Before the request, when the metadata is over the API's limits.
+        :raises PSOpenAIError: When part of the list that could hold an earlier try's batch cannot be read.
         """
         settings = self.settings
         body: JsonObject = {
@@ -404,26 +412,23 @@ class PSOpenAIHook(BaseHook):
             "endpoint": endpoint,
             "completion_window": completion_window,
         }
-        context = _current_context()
-        tags = run_tags(context) if context is not None else {}
+        task_try = current_try()
+        tags = task_try.tags if task_try is not None else {}
         tagged = tagged_metadata(tags, metadata)
         if tagged:
             body["metadata"] = tagged
-        if context is not None and reuse_earlier_batch:
-            with _CLAIMS.lock:
-                execution = _CLAIMS.of(context["ti"])
-                if execution.earlier is None:
-                    try:
-                        execution.earlier = self._batches_since(_run_started_at(context))
-                    except PSOpenAIError as error:
-                        # The list only finds an earlier try's batch: a gateway that does not serve it (or
-                        # answers it wrongly) must not keep the task from creating its batch.
-                        self.log.warning(
-                            "Could not look for a batch an earlier try of this task created, so creating one: %s",
-                            error,
-                        )
-                        execution.earlier = []
-                earlier = execution.take(body, {key: tagged[key] for key in tags})
+        if task_try is not None and reuse_earlier_batch:
+            own = TaskTry.own_tags({key: tagged[key] for key in tags})
+
+            def fits(item: Mapping[str, Any]) -> bool:
+                return (
+                    status_of(item) in REUSABLE_BATCH_STATUSES
+                    and item.get("input_file_id") == body["input_file_id"]
+                    and item.get("endpoint") == body["endpoint"]
+                    and metadata_holds(item.get("metadata"), own)
+                )
+
+            earlier = task_try.take(BATCH.name, lambda: self._earlier_batches(task_try), fits)
             if earlier is not None:
                 self.log.info(
                     "Batch %r (%s) was created by an earlier try of this task instance with the same input file "
@@ -437,32 +442,42 @@ class PSOpenAIHook(BaseHook):
             "POST", settings.url("/batches"), headers=settings.headers({}), target="a new batch", body=body
         )
 
-    def _batches_since(self, since: float | None) -> list[JsonObject]:
-        """Return the batches created since ``since`` (epoch seconds) that a retry may take over, oldest first.
+    def _earlier_batches(self, task_try: TaskTry) -> Earlier:
+        """Return the batches created since the DAG run's ``run_after`` (less the cutoff margin), oldest first.
 
-        At most ``REUSE_MAX_PAGES`` pages are read: past them a warning says so.
+        At most ``REUSE_MAX_PAGES`` pages are read: past them a warning says so. A list the gateway does not
+        serve (404, 405) is a warning, and nothing is taken over; any other page that cannot be read is kept
+        as :attr:`Earlier.unread`, which fails the try when no batch read fits.
         """
-        cutoff = None if since is None else int(since) - 1  # created_at is whole seconds
-        found: list[JsonObject] = []
-        after: str | None = None
-        walk = ListWalk(BATCH, self.settings.redact)
-        for _ in range(REUSE_MAX_PAGES):
-            page = self.list_page(BATCH, after=after, page_size=REUSE_PAGE_SIZE)
-            for item in walk.read(page, after):
-                created_at = item.get("created_at")
-                if cutoff is not None and isinstance(created_at, int | float) and created_at < cutoff:
-                    return found[::-1]
-                if status_of(item) in REUSABLE_BATCH_STATUSES:
-                    found.append(item)
-            after = walk.next_after(page)
-            if after is None:
-                return found[::-1]
-        self.log.warning(
-            "Looked for batches earlier tries of this task created in the newest %d batches of the account "
-            "without reaching the DAG run's start: older ones are not taken over.",
-            REUSE_MAX_PAGES * REUSE_PAGE_SIZE,
+        since = None if task_try.run_after is None else as_epoch_seconds(task_try.run_after, "run_after")
+        listed = walk_list(
+            lambda after, deadline: self.list_page(BATCH, after=after, page_size=REUSE_PAGE_SIZE, deadline=deadline),
+            BATCH,
+            self.settings.redact,
+            metadata={},
+            since=since,
+            max_pages=REUSE_MAX_PAGES,
         )
-        return found[::-1]
+        earlier = Earlier(listed.found[::-1])
+        if listed.capped:
+            self.log.warning(
+                "Looked for batches earlier tries of this task created in the newest %d batches of the account "
+                "without reaching the DAG run's start: older ones are not taken over.",
+                REUSE_MAX_PAGES * REUSE_PAGE_SIZE,
+            )
+        elif isinstance(listed.unread, PSOpenAIAPIError) and listed.unread.http_status in LIST_NOT_SERVED:
+            # The list only finds an earlier try's batch: a gateway that does not serve it must not keep the
+            # task from creating its batch.
+            self.log.warning(
+                "Could not look for a batch an earlier try of this task created, so creating one: %s", listed.unread
+            )
+        elif listed.unread is not None:
+            earlier.unread = PSOpenAIError(
+                "Could not look for a batch an earlier try of this task created: could not read "
+                f"{listed.what_was_not_read(BATCH.label)}. This try fails rather than risk creating a second "
+                "batch; Airflow's retry looks again."
+            )
+        return earlier
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated GET (list one batch), for the UI's Test button and the CLI."""
@@ -590,9 +605,7 @@ class _Cancel:
 
     def failed(self, error: PSOpenAIError) -> None:
         """Note a failed attempt: a timeout, a dropped or garbled answer or a 5xx may come after the API acted."""
-        if isinstance(error, PSOpenAIServerError | PSOpenAIInvalidResponseError) or (
-            isinstance(error, PSOpenAITransportError) and error.lost_answer
-        ):
+        if answer_may_be_lost(error):
             self.maybe_sent = True
 
     def refusal(self, error: PSOpenAIAPIError) -> PSOpenAIError:
@@ -621,70 +634,6 @@ class _Cancel:
             status,
         )
         return current
-
-
-def _current_context() -> Mapping[str, Any] | None:
-    """Return the context of the task running now, or None outside a task."""
-    from airflow.providers.common.compat.sdk import get_current_context
-
-    try:
-        return get_current_context()
-    except Exception:  # no task is running (a script, a test, the DAG processor)
-        return None
-
-
-def _run_started_at(context: Mapping[str, Any]) -> float | None:
-    """Return when the task's DAG run started (or, not started yet, its ``run_after``), in epoch seconds."""
-    dag_run = context.get("dag_run")
-    started = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
-    return started.timestamp() if started is not None else None
-
-
-class _Execution:
-    """What one execution of a task instance knows: the batches earlier ones created, those it returned."""
-
-    def __init__(self, key: tuple[object, ...]) -> None:
-        self.key = key
-        # Listed at the first create_batch of the execution: earlier executions ended before it started.
-        self.earlier: list[JsonObject] | None = None
-        self.taken: set[str] = set()
-
-    def take(self, body: Mapping[str, Any], tags: Mapping[str, str]) -> JsonObject | None:
-        """Return the oldest earlier batch with ``body``'s input file and endpoint and ``tags``, not yet returned."""
-        for item in self.earlier or []:
-            held = item.get("metadata")
-            held = held if isinstance(held, dict) else {}
-            if (
-                str(item.get("id")) not in self.taken
-                and item.get("input_file_id") == body["input_file_id"]
-                and item.get("endpoint") == body["endpoint"]
-                and all(held.get(key) == value for key, value in tags.items())
-            ):
-                self.taken.add(str(item.get("id")))
-                return item
-        return None
-
-
-class _Claims:
-    """The execution of a task instance running in this process: a process running one try of it.
-
-    A try run again (apache/airflow#67287) runs in another process, and a retry has another try number:
-    each is an execution of its own, which takes over the batches of the executions before it.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._execution = _Execution(())
-
-    def of(self, ti: Any) -> _Execution:
-        """Return this process's execution of ``ti`` (forgetting any other)."""
-        key = (os.getpid(), ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), ti.try_number)
-        if self._execution.key != key:
-            self._execution = _Execution(key)
-        return self._execution
-
-
-_CLAIMS = _Claims()
 
 
 def _checked_ids(resource: CancellableResource, ids: Mapping[str, object]) -> dict[str, str]:

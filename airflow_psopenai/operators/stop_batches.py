@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException
@@ -13,7 +12,7 @@ from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY, req
 from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.rendered import parse_rendered_text
-from airflow_psopenai.client.validation import require_epoch_seconds, require_id
+from airflow_psopenai.client.validation import as_epoch_seconds, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, status_of
@@ -21,6 +20,8 @@ from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
 from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_psopenai.cancelling.bulk import BatchOutcome
@@ -37,9 +38,12 @@ class StopBatchesOperator(CancellingOperator):
     :param batch_ids: A list of batch IDs (a list, an XComArg of one, or a template rendering a JSON list).
     :param batches: A list of batch objects, as returned by the API or another task.
     :param metadata: A dict: every batch whose metadata holds all these pairs, found by listing the
-        account's batches, newest first, down to ``created_after``.
-    :param created_after: Where the listing of ``metadata`` stops: batches created before it are
-        not looked at. A datetime or epoch seconds; default: the DAG run's ``run_after`` (when a
+        account's batches, newest first, down to ``created_after``. When part of the list cannot be read
+        (a page that keeps failing, a list that repeats itself), the batches it showed are cancelled and
+        the task then fails, naming what was not looked at: its retry lists again.
+    :param created_after: Where the listing of ``metadata`` stops: batches created before it (less the
+        cutoff margin, ``[psopenai] cutoff_margin_sec``) are not looked at. A datetime (without a time
+        zone: UTC), its ISO 8601 text or epoch seconds; default: the DAG run's ``run_after`` (when a
         manual run was created, the end of a scheduled run's data interval), which does not move
         when the run is cleared, so batches of earlier tries and of a cleared run are found.
     :param max_concurrency: GETs and cancels sent at once (default 20; the looks' list pages besides).
@@ -93,8 +97,8 @@ class StopBatchesOperator(CancellingOperator):
         from airflow_psopenai.waiting.waits import run_in_worker
 
         self._check_options()
-        batch_ids = self._selected_ids(context)
-        if not batch_ids:
+        batch_ids, not_looked_at = self._selected_ids(context)
+        if not batch_ids and not not_looked_at:
             self.log.info("Nothing to cancel: the selection holds no batch.")
             return [] if self.pass_through else None
         if self.wait and self.deferrable:
@@ -106,6 +110,12 @@ class StopBatchesOperator(CancellingOperator):
         )
         for outcome in outcomes:
             self.log.info("%s", outcome.line())
+        if not_looked_at:
+            # What the list showed is cancelled; the rest of it is for a retry, which lists again.
+            raise PSOpenAIError(
+                f"Sent the cancels of the {len(outcomes)} batches the list showed, but could not read all of it: "
+                f"{not_looked_at} was not looked at. A retry lists again (and sends no second cancel)."
+            )
         waiting = [o for o in outcomes if waited_for(o)] if self.wait else []
         if not waiting:
             return self._finish(outcomes)
@@ -264,19 +274,22 @@ class StopBatchesOperator(CancellingOperator):
         super()._check_options()
         require_concurrency(self.max_concurrency)
 
-    def _selected_ids(self, context: Context) -> list[str]:
-        """Return the selected batch IDs in selection order, each once; bad input raises before any request."""
+    def _selected_ids(self, context: Context) -> tuple[list[str], str]:
+        """Return the selected batch IDs in selection order, each once, and the part of the list not looked at
+        ('' when the list was read whole, or for IDs and objects); bad input raises before any request."""
+        not_looked_at = ""
         if self.batch_ids is not None:
             ids = _ids_of_batch_ids(self.batch_ids)
         elif self.batches is not None:
             ids = _ids_of_batches(self.batches)
         else:
             metadata = _as_metadata(self.metadata)
-            from airflow_psopenai.cancelling.bulk import batches_by_metadata
+            from airflow_psopenai.cancelling.bulk import list_by_metadata
 
-            created_after = self._created_after(context)
-            ids = [str(batch["id"]) for batch in batches_by_metadata(self.hook, metadata, created_after, self.log)]
-        return list(dict.fromkeys(ids))
+            listed = list_by_metadata(self.hook, metadata, self._created_after(context), self.log)
+            ids = [str(batch["id"]) for batch in listed.found]
+            not_looked_at = listed.what_was_not_read(BATCH.label)
+        return list(dict.fromkeys(ids)), not_looked_at
 
     def _check_written_selection(self) -> None:
         """Refuse at DAG-parse time a selection written wrong; a template's or an XComArg's is checked at run time."""
@@ -300,19 +313,8 @@ class StopBatchesOperator(CancellingOperator):
 
 
 def _as_epoch_seconds(value: object) -> float:
-    """Return ``created_after`` (a datetime, its ISO 8601 text or epoch seconds) in epoch seconds."""
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return require_epoch_seconds(value, "created_after")
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            pass
-    raise PSOpenAIConfigurationError(
-        f"created_after must be a datetime, an ISO 8601 text or epoch seconds, got {value!r}."
-    )
+    """Return ``created_after`` (a datetime, its ISO 8601 text or epoch seconds; no time zone: UTC) in epoch seconds."""
+    return as_epoch_seconds(value, "created_after")
 
 
 def _ids_of_batch_ids(value: object) -> list[str]:

@@ -215,12 +215,15 @@ class OpenAIEmulator:
 
     # Faults
 
-    def add_fault(self, fault: Fault, method: str | None = None, path: str | None = None, times: int = 1) -> None:
+    def add_fault(
+        self, fault: Fault, method: str | None = None, path: str | None = None, times: int = 1, *, skip: int = 0
+    ) -> None:
         """Inject ``fault`` into the next ``times`` API requests matching ``method`` and ``path``.
 
         :param path: :func:`fnmatch.fnmatchcase` glob on the decoded path, e.g. ``/v1/batches/*/cancel``.
+        :param skip: Matching requests answered normally first: ``skip=1`` on the list fails its second page.
         """
-        self._faults.add(fault, method, path, times)
+        self._faults.add(fault, method, path, times, skip=skip)
 
     def set_random_faults(
         self,

@@ -331,6 +331,7 @@ class _Scripted:
     method: str | None
     path: str | None
     remaining: int
+    skip: int = 0
 
 
 @dataclass
@@ -354,12 +355,19 @@ class FaultPlan:
     _random: _Random | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, fault: Fault, method: str | None = None, path: str | None = None, times: int = 1) -> None:
-        """Inject ``fault`` into the next ``times`` requests matching ``method`` and the ``path`` glob."""
+    def add(
+        self, fault: Fault, method: str | None = None, path: str | None = None, times: int = 1, *, skip: int = 0
+    ) -> None:
+        """Inject ``fault`` into the next ``times`` requests matching ``method`` and the ``path`` glob.
+
+        :param skip: Matching requests let through first (the second page of a list, say: ``skip=1``).
+        """
         if times < 1:
             raise ValueError(f"times must be at least 1, not {times!r}.")
+        if skip < 0:
+            raise ValueError(f"skip cannot be negative, not {skip!r}.")
         with self._lock:
-            self._scripted.append(_Scripted(fault, method, path, times))
+            self._scripted.append(_Scripted(fault, method, path, times, skip))
 
     def set_random(
         self,
@@ -391,6 +399,9 @@ class FaultPlan:
         with self._lock:
             for rule in self._scripted:
                 if _matches(rule.method, rule.path, method, path):
+                    if rule.skip:
+                        rule.skip -= 1
+                        continue
                     rule.remaining -= 1
                     if not rule.remaining:
                         self._scripted.remove(rule)

@@ -129,9 +129,14 @@ def test_the_async_callback_never_raises_and_is_bounded_as_a_whole(
     emulator.add_fault(fault, method="GET", path="/v1/batches", times=100_000)
     dag_run = {"dag_id": "pipeline", "dag_run_id": "run-1", "run_after": "2026-01-01T00:00:00Z"}
     started = time.monotonic()
-    assert asyncio.run(acancel_run_batches({"dag_run": dag_run}, timeout_sec=2)) is None
+    summary = asyncio.run(acancel_run_batches({"dag_run": dag_run}, timeout_sec=2))
     assert time.monotonic() - started < 2 + 10  # the bound, plus a loaded machine's slack
-    assert "acancel_run_batches could not cancel the run's batches (connection 'psopenai_default')" in caplog.text
+    # The listing ends within its part of the budget, and the summary says what it could not read.
+    assert summary is not None
+    assert "0 batches tagged with it, 0 running: 0 cancels sent, 0 could not be cancelled. Not looked at: the " in (
+        summary
+    )
+    assert summary in caplog.text
     assert cancels(emulator) == []
 
 

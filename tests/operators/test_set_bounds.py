@@ -85,10 +85,13 @@ def test_a_list_that_ignores_after_is_an_error_named_as_such(
             batches_by_metadata(hook(), TAGS, None, logging.getLogger("test"))
         assert len(gateway.requests(kind="list")) <= 3
 
-        # The callback: ends, says why, and sends no cancel from a listing it cannot trust.
+        # The callback: ends, says why, and cancels the batches the list did show, each once.
+        listed_before = len(gateway.requests(kind="list"))
         bounded(lambda: cancel_run_batches_with(timeout_sec=2)(run_context()), 2 + SLACK_SEC)
+        assert "Not looked at: the batch list past page" in logs.text
         assert "the batch list repeats itself" in logs.text
-        assert len(gateway.requests(kind="list")) <= 6
+        assert len(gateway.requests(kind="list")) - listed_before <= 3 + len(items)  # its walk, the looks' pages
+        assert sorted(gateway.cancelled()) == sorted(item["id"] for item in items)
 
 
 def test_a_list_of_fresh_pages_for_ever_stops_at_the_page_cap(

@@ -207,6 +207,20 @@ def test_metadata_selects_only_matching_batches(emulator: OpenAIEmulator, run_da
     assert sorted(cancels(emulator)) == sorted(mine)
 
 
+def test_metadata_whose_list_cannot_be_read_whole_cancels_what_it_showed_then_fails(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
+) -> None:
+    running(emulator, 150, metadata={"airflow_run_id": "run-b"})
+    mine = running(emulator, 3, metadata={"airflow_run_id": "run-a"})  # the newest: on the list's first page
+    emulator.add_fault(Fault.server_error(502), method="GET", path="/v1/batches", times=1000, skip=1)
+    result = run_dag("stop_batches_metadata", metadata={"airflow_run_id": "run-a"})
+    assert result.state == "failed"
+    assert sorted(cancels(emulator)) == sorted(mine)
+    assert "Sent the cancels of the 3 batches the list showed, but could not read all of it: the batch list " in (
+        captured_logs()
+    )
+
+
 def test_empty_selection_is_nothing_to_cancel(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:
@@ -358,7 +372,10 @@ def test_the_callback_never_raises_and_is_bounded_in_time(
     started = time.monotonic()
     cancel_run_batches_with(timeout_sec=1.0)(failing_run_context("run-1"))
     assert time.monotonic() - started < 5
-    assert "cancel_run_batches could not cancel the run's batches" in caplog.text
+    assert (
+        "0 batches tagged with it, 0 running: 0 cancels sent, 0 could not be cancelled. Not looked at: the whole"
+        in (caplog.text)
+    )
     cancel_run_batches_with(conn_id="psopenai_missing")(failing_run_context("run-1"))
     assert "'psopenai_missing' is not defined" in caplog.text
 

@@ -240,10 +240,19 @@ class TestPlans:
         emulator.reset()
         assert api.get("/v1/batches").status_code == 200
 
+    def test_a_fault_lets_the_first_matching_requests_through_when_told(self) -> None:
+        plan = FaultPlan()
+        plan.add(Fault.server_error(502), "GET", "/v1/batches", times=2, skip=1)
+        assert plan.pick("GET", "/v1/batches") is None  # the list's first page
+        assert plan.pick("GET", "/v1/batches/batch_1") is None  # no match: not counted
+        assert [plan.pick("GET", "/v1/batches") for _ in range(3)] == [Fault.server_error(502)] * 2 + [None]
+
     def test_plan_rejects_bad_arguments(self) -> None:
         plan = FaultPlan()
         with pytest.raises(ValueError, match="times"):
             plan.add(Fault.drop(), times=0)
+        with pytest.raises(ValueError, match="skip"):
+            plan.add(Fault.drop(), skip=-1)
         with pytest.raises(ValueError, match="rate"):
             plan.set_random(1.5, 1, [Fault.drop()])
         with pytest.raises(ValueError, match="at least one fault"):
