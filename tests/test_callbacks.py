@@ -19,8 +19,8 @@ from airflow_psopenai.callbacks import acancel_run_batches, cancel_run_batches, 
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.testing import ManualClock, OpenAIEmulator
 from tests.conftest import connection_json
-from tests.gateway import Gateway, Reply, batch, page
 from tests.connections import conn_json, set_connection, unique_key
+from tests.gateway import Gateway, Reply, batch, page
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
