@@ -125,7 +125,7 @@ def restart_the_triggerer(case: RestartCase) -> int:
                     (runners[task],) = new_jobs
             elif row["triggerer_id"] not in (None, case.old_triggerer):
                 assert row["kwargs"] == case.before[case.trigger_ids[task]]["kwargs"], task
-                assert_no_secret(row)
+                assert_no_secret([row])
                 runners[task] = row["triggerer_id"]
         return set(runners.values()) if len(runners) == 2 else None
 
