@@ -11,19 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, BaseOperatorLink, conf
 
-from airflow_psopenai.cancelling.cancel import Action, CancelPolicy, IfNotCancellable, cancel_one, check_cancel_options
-from airflow_psopenai.client.deadline import Deadline
-from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
-from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
-from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
 
+    from airflow_psopenai.cancelling.cancel import CancelPolicy, IfNotCancellable
     from airflow_psopenai.hooks import PSOpenAIHook
 
 CONSOLE_URL_XCOM_KEY = "openai_console_url"
@@ -109,6 +105,10 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         # Pushed first: Airflow reads the link after every task, also one that fails on its input, and
         # logs a missing XCom as an error of its own after the task's.
         context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value="")
+        # Here, not at the top: a DAG file imports this module, and parsing needs none of the cancel path.
+        from airflow_psopenai.cancelling.cancel import CancelPolicy
+        from airflow_psopenai.client.deadline import Deadline
+
         self._check_options()
         ids = self.resolved_ids()
         hook = self.hook
@@ -145,6 +145,8 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         only each request); else ``execution_timeout``, which Airflow does not apply to a deferred
         task; else no limit.
         """
+        from airflow_psopenai.waiting.polling import wait_limit
+
         return wait_limit(self.wait_timeout, hook.settings.timeout_sec, self.execution_timeout)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -159,6 +161,10 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         :param resumed: The wait was deferred: the task's own log gets the outcome line that a wait in
             the worker logs itself.
         """
+        from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
+        from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
+        from airflow_psopenai.waiting.polling import log_status
+
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
             raise PSOpenAIWaitTimeoutError(checked["message"])
@@ -169,6 +175,8 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
         return self._finish(checked["object"], ids)
 
     def _check_options(self) -> None:
+        from airflow_psopenai.cancelling.cancel import check_cancel_options
+
         check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
 
     def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], policy: CancelPolicy) -> dict[str, Any]:
@@ -176,6 +184,7 @@ class StopResourceOperator(ResourceTaskMixin, BaseOperator):
 
         :raises AirflowSkipException: When it cannot be cancelled and ``if_not_cancellable`` is ``"skip"``.
         """
+        from airflow_psopenai.cancelling.cancel import Action, cancel_one
         from airflow_psopenai.waiting.waits import run_in_worker
 
         result = run_in_worker(hook, lambda: cancel_one(hook, self.resource, ids, policy))

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
-from airflow_psopenai.cancelling.cancel import CancelPolicy, IfNotCancellable, check_cancel_options
+from airflow_psopenai.cancelling.cancel import check_cancel_options
 from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_at_run_time
-from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.validation import (
     DEFAULT_MAX_CONCURRENCY,
     parse_rendered_text,
@@ -22,8 +21,6 @@ from airflow_psopenai.client.validation import (
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, status_of
-from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
-from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -32,6 +29,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_psopenai.cancelling.bulk import BatchOutcome
+    from airflow_psopenai.cancelling.cancel import IfNotCancellable
     from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
 SELECTORS = ("batch_ids", "batches", "metadata")
@@ -119,6 +117,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
         """Select the batches, cancel each, wait for them if asked, and report."""
         from airflow_psopenai.cancelling.bulk import cancel_each
+        from airflow_psopenai.cancelling.cancel import CancelPolicy
+        from airflow_psopenai.client.deadline import Deadline
+        from airflow_psopenai.waiting.polling import wait_limit
         from airflow_psopenai.waiting.waits import run_in_worker
 
         self._check_options()
@@ -204,6 +205,9 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         :param seconds_waited: After a deferred wait, the seconds since it began: each settled batch's outcome
             line (the last line of a wait in the worker) goes to the task's own log.
         """
+        from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
+        from airflow_psopenai.waiting.polling import log_status
+
         waited = [o for o in outcomes if _waited(o)]
         if len(events) != len(waited):
             raise PSOpenAIEventError(f"The wait sent {len(events)} results for {len(waited)} batches.")
