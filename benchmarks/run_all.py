@@ -4,8 +4,9 @@ Writes ``benchmarks/results/latest.md``, ``benchmarks/results/latest.json`` and 
 ``trigger_concurrency.png``, ``coalesced_polling.png`` and ``bulk_cancel.png`` there. ``make bench`` runs
 this in ``.venv-bench``.
 
-Run: ``python -m benchmarks.run_all [--quick]`` (``--quick``: N up to 100, fewer samples and batches, for a
-smoke test of the scripts; its numbers are not the reference ones).
+Run: ``python -m benchmarks.run_all [--quick] [--only NAME]`` (``--quick``: N up to 100, fewer samples and
+batches, for a smoke test of the scripts; its numbers are not the reference ones. ``--only import_cost``:
+run that one benchmark again and rewrite the report with the other benchmarks' last results kept).
 """
 
 from __future__ import annotations
@@ -488,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks, write the results, print the report; exit 1 if a benchmark failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test of the scripts")
+    parser.add_argument("--only", help="run this benchmark alone; keep the others' results from the last report")
     args = parser.parse_args(argv)
     exit_on_signals()
     started = time.monotonic()
@@ -507,20 +509,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
         ("bulk_cancel", lambda: bulk_cancel.measure(*((100, (20,)) if args.quick else (1000, (100, 300))))),
     ]
+    suffix = "-quick" if args.quick else ""
+    if args.only is not None:
+        if args.only not in dict(steps):
+            parser.error(f"--only: no benchmark {args.only!r}; choose one of {', '.join(dict(steps))}.")
+        last = json.loads((RESULTS / f"latest{suffix}.json").read_text())
+        last["errors"].pop(args.only, None)
+        results = last
+        steps = [(args.only, dict(steps)[args.only])]
     for name, step in steps:
         try:
             results[name] = step()
         except Exception:
             results["errors"][name] = traceback.format_exc()
             print(f"run_all: {name} failed:\n{results['errors'][name]}", file=sys.stderr)
-    results["load_after"] = load_average()[0]
-    results["bench_seconds"] = time.monotonic() - started
+    if args.only is None:
+        results["load_after"] = load_average()[0]
+        results["bench_seconds"] = time.monotonic() - started
     results["targets"] = targets(results)
     report = markdown(results)
-    suffix = "-quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"latest{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / f"latest{suffix}.md").write_text(report + "\n")
+    if args.only is not None:
+        print(report)
+        return 1 if results["errors"] else 0
     if "trigger_concurrency" in results:
         plot(results["trigger_concurrency"], RESULTS / f"trigger_concurrency{suffix}.png")
     if "coalesced_polling" in results:
