@@ -23,7 +23,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import bulk_cancel, cancel_throughput, coalesced_polling, import_cost, trigger_concurrency
+from benchmarks import (
+    bulk_cancel,
+    cancel_throughput,
+    coalesced_polling,
+    import_cost,
+    trigger_concurrency,
+    triggerer_first_poll,
+)
 from benchmarks.common import OFFICIAL, OURS, RESULTS, exit_on_signals, load_average, pyplot, wait_for_quiet_machine
 
 if TYPE_CHECKING:
@@ -166,6 +173,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
     if "bulk_cancel" in results:
         verdicts += bulk_cancel.targets(results["bulk_cancel"])
+    if "triggerer_first_poll" in results:
+        verdicts += triggerer_first_poll.targets(results["triggerer_first_poll"])
     return verdicts
 
 
@@ -346,6 +355,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "bulk_cancel" in results:
         lines += bulk_cancel.markdown(results["bulk_cancel"])
+    if "triggerer_first_poll" in results:
+        lines += triggerer_first_poll.markdown(results["triggerer_first_poll"])
     verdicts = results.get("targets", [])
     if verdicts:
         lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -508,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("import_cost", lambda: import_cost.measure(3 if args.quick else 12)),
         ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
         ("bulk_cancel", lambda: bulk_cancel.measure(*((100, (20,)) if args.quick else (1000, (100, 300))))),
+        ("triggerer_first_poll", triggerer_first_poll.measure),
     ]
     suffix = "-quick" if args.quick else ""
     if args.only is not None:
