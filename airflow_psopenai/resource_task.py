@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_psopenai.cancelling.object_ids import check_literal_ids, ids_from_arguments
 from airflow_psopenai.client.validation import require_retry_count, require_timeout
-from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -112,13 +111,14 @@ class ResourceTaskMixin:
         poll_interval: float,
         deadline: Deadline,
         try_number: int | None,
-        deadline_name: str = UNNAMED_DEADLINE,
+        deadline_name: str | None = None,
     ) -> ResourceStatusTrigger:
         """Return the trigger that waits in the triggerer until the object is settled or ``deadline`` passes.
 
-        :param deadline_name: How the timeout's message names the deadline.
+        :param deadline_name: How the timeout's message names the deadline (None: it has no name).
         """
         from airflow_psopenai.triggers.status import ResourceStatusTrigger
+        from airflow_psopenai.waiting.polling import UNNAMED_DEADLINE
 
         return ResourceStatusTrigger(
             resource=self.resource.name,
@@ -130,7 +130,7 @@ class ResourceTaskMixin:
             deadline=deadline.at,
             try_number=try_number,
             wait_started=time.time(),
-            deadline_name=deadline_name,
+            deadline_name=deadline_name or UNNAMED_DEADLINE,
         )
 
     def event_of_an_earlier_try(self, event: object, context: Context) -> bool:

@@ -6,7 +6,8 @@ then times, with ``time.perf_counter()``, the import of
 * ours: ``airflow_psopenai.operators`` then ``airflow_psopenai.sensors`` (reported separately and summed);
 * the official: ``airflow.providers.openai.operators.openai`` (its batch operator's module).
 
-The two kinds of process alternate, after one warm-up each (not counted) that fills the bytecode caches;
+The two kinds of process alternate, after one warm-up each (not counted) that fills the bytecode caches
+(in the private Airflow home, whatever ``PYTHONDONTWRITEBYTECODE`` says);
 the figure is the median over the samples, with the minimum and maximum beside it.
 
 Run alone: ``python -m benchmarks.import_cost [--samples 15]``.
@@ -77,6 +78,10 @@ def measure(samples: int = DEFAULT_SAMPLES) -> dict[str, Any]:
     loads = []
     with airflow_home() as home:
         env = worker_env(home)
+        # Every sample reads the bytecode the warm-up wrote, as a deployed Airflow reads what pip compiled at
+        # install; with PYTHONDONTWRITEBYTECODE inherited, each sample compiled every module it imported.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(home / "pycache")
         for side in SIDES:
             _sample(side, env)  # warm-up: bytecode caches, page cache
         for _ in range(samples):

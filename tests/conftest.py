@@ -44,6 +44,12 @@ os.environ.update(
 for name in ("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_ORGANIZATION", "AIRFLOW_CONN_PSOPENAI_DEFAULT"):
     os.environ.pop(name, None)
 
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this process's copy of the dags folder (the plugin removes the private Airflow home)."""
+    shutil.rmtree(DAGS_FOLDER, ignore_errors=True)
+
+
 pytest_plugins = ["airflow_psopenai.testing.pytest_plugin", "tests.fast_tier", "tests.worker_groups"]
 # A project as users write one, run by tests/testing/test_user_project.py in a folder of its own.
 collect_ignore = ["user_project"]

@@ -13,11 +13,11 @@ next to nothing (see benchmarks/ for the figures).
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING
 
 import httpx
 
+from airflow_psopenai.client.loop_scoped import PerLoop
 from airflow_psopenai.client.settings import USER_AGENT
 
 if TYPE_CHECKING:
@@ -139,12 +139,17 @@ class SharedPool:
         await asyncio.gather(*(transport.aclose() for transport in self._transports), *self._closing)
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, SharedPool]] = weakref.WeakKeyDictionary()
+async def _aclose_pools(pools: dict[str | None, SharedPool]) -> None:
+    await asyncio.gather(*(pool.aclose() for pool in pools.values()))
+
+
+# Closed when their loop ends (asyncio.run), so no connection outlives the loop that made it.
+_pools: PerLoop[dict[str | None, SharedPool]] = PerLoop(dict, _aclose_pools)
 
 
 def shared_pool(proxy: str | None = None) -> SharedPool:
     """Return the running loop's pool for this proxy, creating it on first use."""
-    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    pools = _pools.get()
     pool = pools.get(proxy)
     if pool is None or pool.is_closed:
         pool = pools[proxy] = SharedPool(proxy)
@@ -152,6 +157,5 @@ def shared_pool(proxy: str | None = None) -> SharedPool:
 
 
 async def aclose_shared_clients() -> None:
-    """Close the running loop's shared pools (tests, benchmarks, the end of a wait in a worker)."""
-    pools = _pools.pop(asyncio.get_running_loop(), {})
-    await asyncio.gather(*(pool.aclose() for pool in pools.values()))
+    """Close the running loop's shared pools now (a loop run by hand; ``asyncio.run`` closes them itself)."""
+    await _pools.end()

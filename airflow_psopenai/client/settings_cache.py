@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from typing import TYPE_CHECKING
+
+from airflow_psopenai.client.loop_scoped import PerLoop
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Hashable
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
 SETTINGS_TTL_SEC = 60.0
 
 _Entry = tuple[float, "asyncio.Task[ApiSettings]"]
-_entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, _Entry]] = weakref.WeakKeyDictionary()
+_entries: PerLoop[dict[Hashable, _Entry]] = PerLoop(dict)
 
 
 async def shared_settings(key: Hashable, lookup: Callable[[], Awaitable[ApiSettings]]) -> ApiSettings:
     """Return the settings for ``key``: from a lookup under way or done within the TTL, else from ``lookup()``."""
-    entries = _entries.setdefault(asyncio.get_running_loop(), {})
+    entries = _entries.get()
     entry = entries.get(key)
     if entry is None or entry[0] <= time.monotonic():
 

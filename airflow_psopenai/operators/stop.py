@@ -16,8 +16,6 @@ from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
 from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
-from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
-from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
@@ -59,6 +57,9 @@ class StopResourceOperator(CancellingOperator):
         # Pushed first: Airflow reads the link after every task, also one that fails on its input, and
         # logs a missing XCom as an error of its own after the task's.
         context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value="")
+        # Here, not at the top: a DAG file imports this module, and parsing needs none of the wait.
+        from airflow_psopenai.waiting.polling import wait_limit
+
         self._check_options()
         ids = self.resolved_ids()
         hook = self.hook
@@ -100,6 +101,9 @@ class StopResourceOperator(CancellingOperator):
         :param resumed: The wait was deferred: the task's own log gets the outcome line that a wait in
             the worker logs itself.
         """
+        from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
+        from airflow_psopenai.waiting.polling import log_status
+
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
             raise PSOpenAIWaitTimeoutError(checked["message"])

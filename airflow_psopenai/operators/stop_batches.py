@@ -16,8 +16,6 @@ from airflow_psopenai.client.validation import as_epoch_seconds, require_id
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, status_of
-from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
-from airflow_psopenai.waiting.polling import log_status, wait_limit
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -94,6 +92,7 @@ class StopBatchesOperator(CancellingOperator):
         """Select the batches, cancel each, wait for them if asked, and report."""
         from airflow_psopenai.cancelling.bulk import cancel_each
         from airflow_psopenai.cancelling.set_carry import set_carry, waited_for
+        from airflow_psopenai.waiting.polling import wait_limit
         from airflow_psopenai.waiting.waits import run_in_worker
 
         self._check_options()
@@ -184,6 +183,8 @@ class StopBatchesOperator(CancellingOperator):
             line (the last line of a wait in the worker) goes to the task's own log.
         """
         from airflow_psopenai.cancelling.set_carry import waited_for
+        from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
+        from airflow_psopenai.waiting.polling import log_status
 
         waited = [o for o in outcomes if waited_for(o)]
         if len(events) != len(waited):

@@ -22,12 +22,9 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
-from airflow_psopenai.compat import TaskDeferralError, TaskDeferralTimeout
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
-from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
-from airflow_psopenai.waiting.polling import log_status
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -153,6 +150,8 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         skips any error of a resumed sensor under ``soft_fail``, which would hide a wrong key or ID.
         A permanent API error fails under ``soft_fail`` too, as a poke's does.
         """
+        from airflow_psopenai.compat import TaskDeferralError, TaskDeferralTimeout
+
         try:
             try:
                 return BaseOperator.resume_execution(self, next_method, next_kwargs, context)
@@ -169,6 +168,10 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         """Resume after the trigger: the cancelled object goes to XCom; anything else fails (or skips)."""
         if self.event_of_an_earlier_try(event, context):
             return self.execute(context)  # type: ignore[no-any-return]
+        # Here, not at the top: a DAG file imports this module, and parsing needs none of the wait's code.
+        from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
+        from airflow_psopenai.waiting.polling import log_status
+
         ids = self.resolved_ids()
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:

@@ -139,6 +139,9 @@ class HttpServer:
         # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without it each
         # answer (headers, then body) waits 40 ms for a delayed ACK.
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM, 6)
+        # A restart on the same port must not wait for the last run's connections to leave TIME_WAIT
+        # (the emulator closes its side first); a port another server listens on still fails.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))  # here, so that an address in use fails in the caller
             sock.listen(LISTEN_BACKLOG)

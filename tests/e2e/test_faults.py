@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -95,24 +96,40 @@ def stop_the_triggerer_past_the_short_deadline(case: RestartCase) -> None:
         assert tis[task]["state"] == "deferred"
 
 
+def trigger_log_jobs(case: RestartCase, task: str) -> set[int]:
+    """Return the IDs of the triggerers that wrote a trigger log for ``task`` in this run."""
+    files = case.stack.task_log_files(RESTART_DAG, case.run_id, task)
+    return {int(match[1]) for path in files if (match := re.search(r"\.trigger\.(\d+)\.log$", path.name))}
+
+
 def restart_the_triggerer(case: RestartCase) -> int:
-    """Start a new triggerer; once it runs the long waits, their kwargs (deadline included) are unchanged."""
+    """Start a new triggerer; once it runs the long waits, their kwargs (deadline included) are unchanged.
+
+    Each long wait's row is read as soon as the new triggerer holds it. The row goes when the trigger
+    fires, once its cancel has settled, which on a loaded machine can come before a read sees the
+    take-over: a wait whose row is gone was run by the triggerer whose trigger log it has.
+    """
     stack = case.stack
     stack.start_triggerer()
-    long_waits = ("wait_long", "sensor_long")
+    runners: dict[str, int] = {}  # long wait -> the new triggerer that ran it
 
     def taken_over() -> set[int] | None:
-        tis = stack.task_instances(RESTART_DAG, case.run_id)
-        jobs = {(tis[task].get("trigger") or {}).get("triggerer_id") for task in long_waits}
-        return jobs if None not in jobs and case.old_triggerer not in jobs else None
+        rows = {row["id"]: row for row in stack.triggers()}
+        for task in ("wait_long", "sensor_long"):
+            if task in runners:
+                continue
+            row = rows.get(case.trigger_ids[task])
+            if row is None:
+                new_jobs = trigger_log_jobs(case, task) - {case.old_triggerer}
+                if new_jobs:
+                    (runners[task],) = new_jobs
+            elif row["triggerer_id"] not in (None, case.old_triggerer):
+                assert row["kwargs"] == case.before[case.trigger_ids[task]]["kwargs"], task
+                assert_no_secret([row])
+                runners[task] = row["triggerer_id"]
+        return set(runners.values()) if len(runners) == 2 else None
 
     (new_triggerer,) = wait_until(taken_over, 180, "the new triggerer to take the waits over")
-    after = {row["id"]: row for row in stack.triggers()}
-    for task in long_waits:
-        row = after[case.trigger_ids[task]]
-        assert row["triggerer_id"] == new_triggerer
-        assert row["kwargs"] == case.before[case.trigger_ids[task]]["kwargs"], task
-    assert_no_secret(list(after.values()))
     return int(new_triggerer)
 
 

@@ -267,6 +267,15 @@ class TestLifeCycle:
             with pytest.raises(OSError):
                 OpenAIEmulator(port=port).start()
 
+    def test_restart_on_the_same_port_while_a_client_holds_a_keep_alive_connection(self) -> None:
+        first = OpenAIEmulator().start()
+        port = int(first.base_url.rsplit(":", 1)[1])
+        with httpx.Client() as client:
+            assert client.get(f"{first.api_base}/batches").status_code == 401  # the connection stays open
+            first.stop()  # the emulator closes its side first, which leaves it in TIME_WAIT
+            with OpenAIEmulator(port=port) as second:
+                assert httpx.get(f"{second.api_base}/batches").status_code == 401
+
     def test_stop_is_clean_with_open_idle_and_hanging_connections(self) -> None:
         # A separate interpreter in development mode turns any unawaited task or unclosed socket into output.
         script = textwrap.dedent(
