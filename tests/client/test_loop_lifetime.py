@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_psopenai.hooks import PSOpenAIHook
-from tests.hooks.conftest import use_emulator
+from tests.connections import use_emulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable
