@@ -224,7 +224,7 @@ EXTERNAL_VIEWS: list[dict[str, Any]] = (
 
 
 class PSOpenAIPlugin(AirflowPlugin):
-    """Registers the OpenAI page (:data:`page_app`, its views on Airflow 3.1+) and :data:`failed_run_listener`."""
+    """Registers the OpenAI page (its app, and its views on Airflow 3.1+) and :data:`failed_run_listener`."""
 
     name = "psopenai"
     listeners = [failed_run_listener]
