@@ -193,7 +193,7 @@ class LazyApp:
         if self._app is None:
             import importlib
 
-            with self._lock:
+            with self._lock:  # once per process: the first request imports the app while the others wait
                 if self._app is None:
                     module, _, function = self.factory.partition(":")
                     self._app = getattr(importlib.import_module(module), function)()

@@ -2,7 +2,7 @@
 
 Routes (every one asks Airflow for the user: 401 without one):
 
-* ``GET /`` and ``GET /page.js``: the page, plain HTML and a little JavaScript;
+* ``GET /``, ``GET /page.js`` and ``GET /page.css``: the page, plain HTML, a little JavaScript and a style sheet;
 * ``GET /api/batches``: the account's batches the user may see, in the API's list shape;
 * ``POST /api/batches/{batch_id}/cancel``: one batch, through the cancel path;
 * ``POST /api/dags/{dag_id}/runs/{run_id}/cancel``: every running batch of a DAG run, as its failure
