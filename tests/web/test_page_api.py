@@ -339,6 +339,7 @@ def test_an_unknown_batch_is_404(page_server: PageClient, emulator: OpenAIEmulat
     [
         ("GET", "/psopenai/"),
         ("GET", "/psopenai/page.js"),
+        ("GET", "/psopenai/page.css"),
         ("GET", BATCHES),
         ("POST", cancel_path("batch_abc")),
         ("POST", "/psopenai/api/dags/nightly/runs/manual__1/cancel"),
