@@ -1,4 +1,8 @@
-"""The provider's plugin: a listener that cancels the batches of every DAG run that fails, however it fails.
+"""The provider's plugin: the OpenAI page (a FastAPI app under ``/psopenai``, see :mod:`airflow_psopenai.web`), and
+a listener that cancels the batches of every DAG run that fails, however it fails.
+
+Every Airflow component loads the plugin; only the API server serves the page. The app is named by its
+path and built at its first request, so that loading the plugin imports no FastAPI and none of the page.
 
 Airflow tells listeners of a failed run where it happens: the scheduler (a task failed, the
 ``dagrun_timeout`` passed) and the API server (a user marked the run failed in the UI or through
@@ -30,12 +34,19 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.listeners import hookimpl
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 from airflow_psopenai.resource_task import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
     from airflow_psopenai.client.deadline import Deadline
+
+    Scope = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +173,60 @@ failed_run_listener = FailedRunListener()
 atexit.register(failed_run_listener.stop)
 
 
+URL_PREFIX = "/psopenai"
+PAGE_APP = "airflow_psopenai.web.app:create_app"
+
+
+class LazyApp:
+    """An ASGI app that imports and builds the app ``factory`` names (``module:function``) at its first call.
+
+    :param factory: Where the function that returns the app lives.
+    """
+
+    def __init__(self, factory: str) -> None:
+        self.factory = factory
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request with the app, built once."""
+        if self._app is None:
+            import importlib
+
+            with self._lock:  # once per process: the first request imports the app while the others wait
+                if self._app is None:
+                    module, _, function = self.factory.partition(":")
+                    self._app = getattr(importlib.import_module(module), function)()
+        await self._app(scope, receive, send)
+
+
+page_app = LazyApp(PAGE_APP)
+# Airflow 3.1+ shows plugin views in its UI; 3.0 has none (the page's JSON API still answers bearer tokens).
+EXTERNAL_VIEWS: list[dict[str, Any]] = (
+    [
+        {
+            "name": "OpenAI",
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "psopenai",
+        },
+        {
+            "name": "OpenAI batches",
+            "href": f"{URL_PREFIX}/?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": "psopenai-run",
+        },
+    ]
+    if AIRFLOW_V_3_1_PLUS
+    else []
+)
+
+
 class PSOpenAIPlugin(AirflowPlugin):
-    """Registers :data:`failed_run_listener`."""
+    """Registers the OpenAI page (its app, and its views on Airflow 3.1+) and :data:`failed_run_listener`."""
 
     name = "psopenai"
     listeners = [failed_run_listener]
+    fastapi_apps = [{"app": page_app, "url_prefix": URL_PREFIX, "name": "OpenAI page"}]
+    external_views = EXTERNAL_VIEWS

@@ -40,6 +40,7 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 # so there is no intersphinx inventory for Python, Airflow, httpx or pytest to resolve them against.
 nitpick_ignore_regex = [
     ("py:.*", r"(airflow|httpx|pytest|starlette|datetime|collections|typing|types|asyncio|logging|fnmatch)(\..*)?"),
+    ("py:.*", r"fastapi(\..*)?"),
     # The internal layers (the HTTP client's settings and retry policy, the shared task logic) are not part of the
     # reference; the public classes name them in return types only.
     ("py:.*", r"airflow_psopenai\.(client|waiting|cancelling)\..*"),
