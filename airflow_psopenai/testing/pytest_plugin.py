@@ -18,10 +18,10 @@ import pytest
 from airflow_psopenai.testing.emulator import OpenAIEmulator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
-    from airflow_psopenai.testing.dag_tests import DagRunResult
+    from airflow_psopenai.testing.dag_tests import DagRunner
 
 FIXTURE_CANCEL_DELAY = 0.2
 DAGS_FOLDER_INI = "psopenai_dags_folder"
@@ -105,13 +105,13 @@ def psopenai_dagbag(psopenai_airflow_db: None) -> Any:
 
 
 @pytest.fixture
-def run_dag(
-    psopenai_dagbag: Any, openai_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., DagRunResult]:
+def run_dag(psopenai_dagbag: Any, openai_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> DagRunner:
     """Return ``run_dag(dag_id, **conf)``: run the DAG with ``dag.test()`` against ``openai_emulator``.
 
     The connection ``psopenai_default`` points at the emulator for the test. The result has the
     run's ``state``, each task's state in ``task_states``, and ``xcom(task_id)``.
+    ``run_dag.missing_deadlines(dag_id, once_running=task_id, **conf)`` misses the run's deadlines
+    once that task runs, and runs their callbacks as Airflow would (3.2+).
     """
     from airflow_psopenai.testing.dag_tests import DEFAULT_CONNECTION_ENV, connection_json, dag_runner
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_psopenai.testing import OpenAIEmulator
+    from airflow_psopenai.testing.dag_tests import DagRunner
     from tests.conftest import DagRunResult
 
     RunDag = Callable[..., DagRunResult]
@@ -238,3 +239,45 @@ def test_outside_a_task_every_call_creates(emulator: OpenAIEmulator) -> None:
     assert first != second
     assert emulator.requests(method="GET") == []
     assert len(batch_posts(emulator)) == 2
+
+
+def test_a_missed_deadlines_sync_callback_cancels_the_runs_batches_while_it_waits(
+    emulator: OpenAIEmulator, run_dag: DagRunner
+) -> None:
+    """run_dag.missing_deadlines calls a SyncCallback as the executor does, with the context Airflow builds."""
+    from airflow_psopenai.testing.dag_tests import deadline_run_unsupported
+
+    if not DEADLINE_ALERTS:
+        pytest.skip(f"{MISSING_DEADLINE_ALERTS}; this is 3.0")
+    if reason := deadline_run_unsupported():
+        pytest.skip(reason)
+
+    result = run_dag.missing_deadlines("late_run_sync_deadline", once_running="wait_until_ended", max_wait_seconds=120)
+
+    (missed,) = result.missed_deadlines
+    assert (missed.callback_path, missed.kind, missed.state) == (
+        "airflow_psopenai.callbacks.cancel_run_batches",
+        "SyncCallback",
+        "success",
+    )
+    assert result.state == "success"
+    batch_ids = result.xcom("create_two")
+    assert sorted(cancels(emulator)) == sorted(batch_ids)
+    assert set(result.xcom("wait_until_ended").values()) <= {"cancelling", "cancelled"}
+
+
+def test_a_run_that_ends_before_its_late_task_starts_misses_no_deadline(
+    emulator: OpenAIEmulator, run_dag: DagRunner
+) -> None:
+    from airflow_psopenai.testing.dag_tests import deadline_run_unsupported
+
+    if not DEADLINE_ALERTS:
+        pytest.skip(f"{MISSING_DEADLINE_ALERTS}; this is 3.0")
+    if reason := deadline_run_unsupported():
+        pytest.skip(reason)
+
+    result = run_dag.missing_deadlines("deadline_run_in_time", once_running="no_such_task")
+
+    assert result.state == "success"
+    assert result.missed_deadlines == []
+    assert cancels(emulator) == []
