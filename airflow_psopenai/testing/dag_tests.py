@@ -365,6 +365,8 @@ def _running_run_of(dag_id: str, task_id: str) -> int | None:
 def miss_deadlines(dag_run_id: int) -> list[MissedDeadline]:
     """Miss every deadline of a DAG run not yet missed, as the scheduler does, and run each callback (3.2+).
 
+    A deadline the run has none for is added first, due now, as the scheduler adds it when it queues a run.
+
     ``Deadline.handle_miss`` builds the callback's context and queues it. An ``AsyncCallback`` is then run by
     the trigger Airflow stored for it, its events handed back as the triggerer hands them; a ``SyncCallback``
     is imported and called with its kwargs (the context among them), as the executor's workers call it.
@@ -372,23 +374,29 @@ def miss_deadlines(dag_run_id: int) -> list[MissedDeadline]:
     :param dag_run_id: The DAG run's database ID (``DagRun.id``).
     :return: What each callback did.
     """
+    from airflow.models.deadline import Deadline
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
-        deadlines = _deadlines_of_the_run(dag_run_id, session)
+        _add_the_runs_deadlines(dag_run_id, session)
+    with create_session() as session:  # read back as the scheduler reads them, a loop later
+        query = select(Deadline).where(Deadline.dagrun_id == dag_run_id, Deadline.missed.is_(False))
+        deadlines = list(session.scalars(query))
         for deadline in deadlines:
             deadline.handle_miss(session)
         session.flush()
-        callback_ids = [deadline.callback_id for deadline in deadlines]
-    return [_run_callback(callback_id) for callback_id in callback_ids]
+        # The callbacks as handle_miss left them: Airflow 3.2 changes an ExecutorCallback's data in place,
+        # which its JSON column does not store, so the executor's workload carries the data in memory.
+        callbacks = [(deadline.callback_id, copy.deepcopy(deadline.callback.data)) for deadline in deadlines]
+    return [_run_callback(callback_id, data) for callback_id, data in callbacks]
 
 
-def _deadlines_of_the_run(dag_run_id: int, session: Any) -> list[Any]:
-    """Return the run's deadlines not yet missed, one per Deadline Alert of its DAG version.
+def _add_the_runs_deadlines(dag_run_id: int, session: Any) -> None:
+    """Add a deadline, due now, for each Deadline Alert of the run's DAG version that the run has none of.
 
-    A deadline the run has no row for is added as the scheduler adds it when it queues a run, due now:
-    ``dag.test()`` creates its run running, never queued, so a ``DAGRUN_QUEUED_AT`` deadline has no time
-    there and Airflow adds no row for it.
+    The scheduler adds them when it queues a run: ``dag.test()`` creates its run running, never queued, so
+    a ``DAGRUN_QUEUED_AT`` deadline has no time there and Airflow adds no row for it.
     """
     from airflow.models.dagrun import DagRun
     from airflow.models.deadline import Deadline
@@ -402,8 +410,7 @@ def _deadlines_of_the_run(dag_run_id: int, session: Any) -> list[Any]:
 
     now = datetime.now(UTC)
     dag_run = session.get(DagRun, dag_run_id)
-    deadlines = list(session.scalars(select(Deadline).where(Deadline.dagrun_id == dag_run_id)))
-    known = {deadline.deadline_alert_id for deadline in deadlines}
+    known = set(session.scalars(select(Deadline.deadline_alert_id).where(Deadline.dagrun_id == dag_run_id)))
     version = select(SerializedDagModel.id).where(SerializedDagModel.dag_version_id == dag_run.created_dag_version_id)
     alerts = select(DeadlineAlert).where(DeadlineAlert.serialized_dag_id == version.scalar_subquery())
     for alert in session.scalars(alerts):
@@ -429,9 +436,6 @@ def _deadlines_of_the_run(dag_run_id: int, session: Any) -> list[Any]:
             **bundle,
         )
         session.add(deadline)
-        deadlines.append(deadline)
-    session.flush()
-    return [deadline for deadline in deadlines if not deadline.missed]
 
 
 def _imported(path: str) -> Any:
@@ -442,8 +446,12 @@ def _imported(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _run_callback(callback_id: Any) -> MissedDeadline:
-    """Run one queued deadline callback as the triggerer or the executor runs it; record its outcome."""
+def _run_callback(callback_id: Any, data: dict[str, Any]) -> MissedDeadline:
+    """Run one queued deadline callback as the triggerer or the executor runs it; record its outcome.
+
+    :param callback_id: The callback's ID.
+    :param data: Its data as ``handle_miss`` made it (the import path, and the kwargs with the context).
+    """
     import asyncio
 
     from airflow.models.callback import Callback, ExecutorCallback
@@ -454,7 +462,7 @@ def _run_callback(callback_id: Any) -> MissedDeadline:
 
     with create_session() as session:
         callback: Any = session.get(Callback, callback_id)
-        path, kwargs = str(callback.data["path"]), dict(callback.data.get("kwargs") or {})
+        path, kwargs = str(data["path"]), dict(data.get("kwargs") or {})
         executor_callback = isinstance(callback, ExecutorCallback)
         if not executor_callback:
             trigger_id = callback.trigger_id

@@ -259,7 +259,7 @@ def test_a_missed_deadlines_sync_callback_cancels_the_runs_batches_while_it_wait
         "airflow_psopenai.callbacks.cancel_run_batches",
         "SyncCallback",
         "success",
-    )
+    ), missed.output
     assert result.state == "success"
     batch_ids = result.xcom("create_two")
     assert sorted(cancels(emulator)) == sorted(batch_ids)
