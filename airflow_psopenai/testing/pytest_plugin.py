@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from airflow_psopenai.testing.dag_tests import DagRunner
+    from airflow_psopenai.testing.objects import BatchSchedule
 
 FIXTURE_CANCEL_DELAY = 0.2
 DAGS_FOLDER_INI = "psopenai_dags_folder"
@@ -76,9 +77,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def openai_emulator() -> Iterator[OpenAIEmulator]:
-    """Yield a running emulator (free port on 127.0.0.1, ``cancel_delay`` 0.2 s), stopped afterwards."""
-    with OpenAIEmulator(cancel_delay=FIXTURE_CANCEL_DELAY) as emulator:
+def psopenai_batch_schedule() -> BatchSchedule | None:
+    """Return how the ``openai_emulator``'s batches progress, complete and expire: None, they never move on.
+
+    Override it in a ``conftest.py`` or a test module to give every batch of those tests a schedule,
+    e.g. ``return BatchSchedule(complete_after=2.0)``.
+    """
+    return None
+
+
+@pytest.fixture
+def openai_emulator(psopenai_batch_schedule: BatchSchedule | None) -> Iterator[OpenAIEmulator]:
+    """Yield a running emulator (free port on 127.0.0.1, ``cancel_delay`` 0.2 s), stopped afterwards.
+
+    Its batches follow ``psopenai_batch_schedule`` (by default none: they stay as they were created).
+    """
+    with OpenAIEmulator(cancel_delay=FIXTURE_CANCEL_DELAY, batch_schedule=psopenai_batch_schedule) as emulator:
         yield emulator
 
 

@@ -346,6 +346,22 @@ def test_deadline_example_fails_without_its_results_and_its_teardown_cancels(
         assert sorted(batch_cancels(emulator)) == sorted(launched)
 
 
+def test_deadline_example_succeeds_when_its_batches_complete_in_time(
+    emulator: OpenAIEmulator, run_dag: RunDag, dagbag: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run meets its deadline: it succeeds (dag.test() drops its deadline), and nothing is cancelled."""
+    from airflow_psopenai.testing import BatchSchedule
+
+    emulator.batch_schedule = BatchSchedule(complete_after=1.0)
+    result = run_deadline_example(run_dag, dagbag, monkeypatch, max_wait_seconds=120, poll_seconds=0.2)
+
+    assert result.state == "success", result.task_states
+    launched = result.xcom("submit_batches")
+    assert result.xcom("wait_for_results") == dict.fromkeys(launched, "completed")
+    assert batch_cancels(emulator) == []
+    assert result.missed_deadlines == []
+
+
 def test_deadline_example_cancels_a_late_runs_batches_while_it_waits(
     emulator: OpenAIEmulator, run_dag: DagRunner, dagbag: Any
 ) -> None:
