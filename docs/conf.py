@@ -42,7 +42,7 @@ nitpick_ignore_regex = [
     ("py:.*", r"(airflow|httpx|pytest|starlette|datetime|collections|typing|types|asyncio|logging|fnmatch)(\..*)?"),
     # The internal layers (the HTTP client's settings and retry policy, the shared task logic) are not part of the
     # reference; the public classes name them in return types only.
-    ("py:.*", r"airflow_psopenai\.(client|tasks)\..*"),
+    ("py:.*", r"airflow_psopenai\.(client|tasks|waiting)\..*"),
     # The emulator's records; its BatchSchedule is described on the testing page.
     ("py:.*", r"airflow_psopenai\.testing\.objects\..*"),
 ]
