@@ -17,7 +17,7 @@ from airflow_psopenai.client.validation import (
     parse_rendered_text,
     require_concurrency,
     require_epoch_seconds,
-    require_id,
+    require_id_of,
 )
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
@@ -345,7 +345,9 @@ def _as_epoch_seconds(value: object) -> float:
 
 
 def _ids_of_batch_ids(value: object) -> list[str]:
-    return [require_id(f"batch_ids[{n}]", item) for n, item in enumerate(_as_list("batch_ids", value))]
+    return [
+        require_id_of(BATCH, "batch_id", item, f"batch_ids[{n}]") for n, item in enumerate(_as_list("batch_ids", value))
+    ]
 
 
 def _ids_of_batches(value: object) -> list[str]:
