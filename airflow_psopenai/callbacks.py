@@ -105,7 +105,7 @@ def cancel_batches_of_run(
         _ = hook.settings  # looked up synchronously, as tasks do; the async core finds it resolved
         asyncio.run(_closing(_cancel_run_batches(hook, context, deadline, max_concurrency, name)))
     except Exception as error:  # a callback must never fail the run's bookkeeping
-        _log_failure(name, conn_id, error)
+        _log_failure(name, conn_id, error, context)
 
 
 async def acancel_run_batches(
@@ -139,7 +139,7 @@ async def acancel_run_batches(
         hook = PSOpenAIHook(conn_id, timeout_sec=timeout_sec)
         return await _cancel_run_batches(hook, context, deadline, max_concurrency, name)
     except Exception as error:  # a callback must never fail the run's bookkeeping
-        _log_failure(name, conn_id, error)
+        _log_failure(name, conn_id, error, context)
         return None
 
 
@@ -153,13 +153,25 @@ def _request_timeout(deadline: Deadline) -> float | None:
     return None if left is None else max(left, 0.001)
 
 
-def _log_failure(name: str, conn_id: str, error: Exception) -> None:
+def _log_failure(name: str, conn_id: str, error: Exception, context: Mapping[str, Any]) -> None:
     from airflow_psopenai.exceptions import PSOpenAIError
 
+    run_log = _run_log(context)
     if isinstance(error, PSOpenAIError | TimeoutError):  # says what went wrong by itself: one line, no traceback
-        log.error("%s could not cancel the run's batches (connection %r): %s", name, conn_id, error)
+        run_log.error("%s could not cancel the run's batches (connection %r): %s", name, conn_id, error)
     else:
-        log.exception("%s could not cancel the run's batches (connection %r).", name, conn_id)
+        run_log.exception("%s could not cancel the run's batches (connection %r).", name, conn_id)
+
+
+def _run_log(context: Mapping[str, Any]) -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
+    """Return the callbacks' logger naming the context's DAG run on every line (the plain one without a run)."""
+    from airflow_psopenai.run_tags import RunLogger
+
+    try:
+        dag_id, run_id, _ = run_of(context)
+    except Exception:  # no run to name: the failure itself says so
+        return log
+    return RunLogger(log, dag_id, run_id)
 
 
 async def _closing(cancel: Any) -> None:
@@ -183,12 +195,15 @@ async def _cancel_run_batches(
     from airflow_psopenai.run_tags import run_selector
 
     dag_id, run_id, run_after = run_of(context)
+    run_log = _run_log(context)
     left = deadline.poll_limit()
     try:
         # A guard of last resort, for what takes no deadline (a connection lookup): the budget itself ends the
         # listing and the cancels, each batch reported, within it.
         async with asyncio.timeout(None if left is None else left + LAST_RESORT_GRACE_SEC):
-            batches = await abatches_by_metadata(hook, run_selector(dag_id, run_id), run_after, log, deadline=deadline)
+            batches = await abatches_by_metadata(
+                hook, run_selector(dag_id, run_id), run_after, run_log, deadline=deadline
+            )
             # A listed status that is no status at all is looked at (each look falls back to its own GET).
             pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable or not has_status(b)]
             policy = CancelPolicy(if_not_cancellable="succeed")
@@ -196,14 +211,14 @@ async def _cancel_run_batches(
     except TimeoutError:
         raise TimeoutError(f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r}.") from None
     for outcome in outcomes:
-        log.info("%s: %s", name, outcome.line())
+        run_log.info("%s: %s", name, outcome.line())
     sent = sum(1 for outcome in outcomes if outcome.action == CANCEL_SENT)
     failed = sum(1 for outcome in outcomes if outcome.error is not None)
     summary = (
         f"{name}: run {run_id!r} of {dag_id!r}: {len(batches)} batches tagged with it, {len(pending)} running: "
         f"{sent} cancels sent, {failed} could not be cancelled."
     )
-    log.info(summary)
+    run_log.info(summary)
     return summary
 
 

@@ -281,3 +281,28 @@ def test_a_run_that_ends_before_its_late_task_starts_misses_no_deadline(
     assert result.state == "success"
     assert result.missed_deadlines == []
     assert cancels(emulator) == []
+
+
+@needs_deadline_alerts
+def test_every_line_the_deadline_callback_logs_names_the_run(
+    emulator: OpenAIEmulator, run_dag: RunDag, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The triggerer runs the callback outside any task (its lines say dag_id=None run_id=None): its own say the run."""
+    result, batch_ids, _ = late_run(emulator, run_dag)
+    caplog.set_level("INFO", logger="airflow_psopenai")
+
+    run_as_the_triggerer(CALLBACK_PATH, {"timeout_sec": 30}, deadline_context(result.dag_run.id))
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "airflow_psopenai.callbacks"]
+    assert len(lines) >= len(batch_ids) + 1  # one per batch, and the summary
+    run = f"dag_id=late_run_batches run_id={result.dag_run.run_id}"
+    assert all(run in line for line in lines), lines
+
+
+def test_a_failing_callback_names_the_run_too(emulator: OpenAIEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="airflow_psopenai")
+    context = {"dag_run": {"dag_id": "d", "dag_run_id": "r", "run_after": "2026-01-01T00:00:00+00:00"}}
+    assert asyncio.run(acancel_run_batches(context, conn_id="no_such_connection", timeout_sec=5)) is None
+    lines = [record.getMessage() for record in caplog.records if record.name == "airflow_psopenai.callbacks"]
+    assert lines
+    assert all("dag_id=d run_id=r" in line for line in lines), lines
