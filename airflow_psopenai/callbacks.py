@@ -191,7 +191,7 @@ async def _cancel_run_batches(
 
     from airflow_psopenai.cancelling.bulk import CANCEL_SENT, abatches_by_metadata, cancel_each
     from airflow_psopenai.cancelling.cancel import CancelPolicy
-    from airflow_psopenai.resources import BATCH, has_status, status_of
+    from airflow_psopenai.resources import BATCH, counted, has_status, status_of
     from airflow_psopenai.run_tags import run_selector
 
     dag_id, run_id, run_after = run_of(context)
@@ -215,8 +215,8 @@ async def _cancel_run_batches(
     sent = sum(1 for outcome in outcomes if outcome.action == CANCEL_SENT)
     failed = sum(1 for outcome in outcomes if outcome.error is not None)
     summary = (
-        f"{name}: run {run_id!r} of {dag_id!r}: {len(batches)} batches tagged with it, {len(pending)} running: "
-        f"{sent} cancels sent, {failed} could not be cancelled."
+        f"{name}: run {run_id!r} of {dag_id!r}: {counted(len(batches), 'batch')} tagged with it, {len(pending)} "
+        f"running: {counted(sent, 'cancel')} sent, {failed} could not be cancelled."
     )
     run_log.info(summary)
     return summary

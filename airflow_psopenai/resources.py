@@ -228,6 +228,18 @@ RESOURCES: Mapping[str, CancellableResource] = {r.name: r for r in (BATCH, THREA
 CANCELLED = "cancelled"
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """Return a count with its noun, as every message words one: ``1 batch``, ``2 batches``, ``0 cancels``.
+
+    :param plural: The plural when it is not ``noun`` + ``es`` (after s, x, ch, sh) or ``noun`` + ``s``.
+    """
+    if count == 1:
+        return f"1 {noun}"
+    if plural is None:
+        plural = noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{count} {plural}"
+
+
 def status_of(obj: Mapping[str, Any]) -> str:
     """Return an object's status, normalised (lower case)."""
     return CancellableResource.normalise_status(obj.get("status"))

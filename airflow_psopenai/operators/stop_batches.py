@@ -21,7 +21,7 @@ from airflow_psopenai.client.validation import (
 )
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
-from airflow_psopenai.resources import BATCH, status_of
+from airflow_psopenai.resources import BATCH, counted, status_of
 from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
 from airflow_psopenai.waiting.polling import log_status, wait_limit
 
@@ -228,15 +228,15 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         for outcome in outcomes:
             counts[outcome.action] = counts.get(outcome.action, 0) + 1
         self.log.info(
-            "%d batches: %s; %d failed%s.",
-            len(outcomes),
+            "%s: %s; %d failed%s.",
+            counted(len(outcomes), "batch"),
             ", ".join(f"{count} {action}" for action, count in counts.items()),
             len(failed),
             f" (wait bounded by {deadline_name})" if deadline_name else "",
         )
         if failed:
             raise PSOpenAIError(
-                f"{len(failed)} of {len(outcomes)} batches failed: " + "; ".join(o.line() for o in failed)
+                f"{len(failed)} of {counted(len(outcomes), 'batch')} failed: " + "; ".join(o.line() for o in failed)
             )
         # As StopBatchOperator: a batch whose cancel this task already made is no reason to skip.
         if self.if_not_cancellable == "skip" and all(o.action == NOTHING_TO_DO for o in outcomes):
@@ -244,7 +244,7 @@ class StopBatchesOperator(ResourceTaskMixin, BaseOperator):
         settled_other = [o.batch_id for o in outcomes if o.status in BATCH.settled and o.status != "cancelled"]
         if settled_other:
             self.log.warning(
-                "%d batches had ended before the cancel took effect: %s", len(settled_other), settled_other
+                "%s had ended before the cancel took effect: %s", counted(len(settled_other), "batch"), settled_other
             )
         return [o.obj or {"id": o.batch_id} for o in outcomes] if self.pass_through else None
 
