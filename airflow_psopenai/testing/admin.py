@@ -5,8 +5,9 @@ No authentication: the emulator is a test tool bound to loopback by default.
 ============================================  ==============================================================
 ``POST /_emulator/batches``                   ``{status, race_to, total_requests, metadata, batch_id, schedule}``
                                               → batch
-``POST /_emulator/batches/{batch_id}/fail``   fail the batch now → batch
-``GET|POST|DELETE /_emulator/batch_schedule`` the default schedule of new batches (POST sets, DELETE forgets it)
+``POST /_emulator/batches/{id}/fail``         fail the batch now → batch
+``/_emulator/batch_schedule``                 the default schedule of new batches: GET reads, POST sets, DELETE
+                                              forgets it
 ``POST /_emulator/thread_runs``               ``{status, thread_id, race_to, run_id}`` → run
 ``POST /_emulator/responses``                 ``{status, background, response_id}`` → response
 ``GET /_emulator/journal?method=&path=``      journal entries (optionally filtered, ``path`` a glob)
