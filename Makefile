@@ -99,8 +99,10 @@ test-lines: $(foreach line,$(OLDER_LINES),test-airflow-$(line))
 e2e: venv
 	$(VENV)/bin/pytest -m e2e
 
+# The emulator's port: `make demo PORT=8765` (default: a free one).
+PORT ?= 0
 demo: venv
-	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo --port $(PORT)
 
 # Benchmarks against the official apache-airflow-providers-openai, in their own venv so the bench-only
 # packages (requirements/bench.txt) never enter the test environment.

@@ -111,7 +111,7 @@ def cancel_batches_of_run(
         _ = hook.settings  # looked up synchronously, as tasks do; the async core finds it resolved
         asyncio.run(_closing(_cancel_run_batches(hook, context, deadline, max_concurrency, name)))
     except Exception as error:  # a callback must never fail the run's bookkeeping
-        _log_failure(name, conn_id, error)
+        _log_failure(name, conn_id, error, context)
 
 
 async def acancel_run_batches(
@@ -145,7 +145,7 @@ async def acancel_run_batches(
         hook = PSOpenAIHook(conn_id, timeout_sec=timeout_sec)
         return await _cancel_run_batches(hook, context, deadline, max_concurrency, name)
     except Exception as error:  # a callback must never fail the run's bookkeeping
-        _log_failure(name, conn_id, error)
+        _log_failure(name, conn_id, error, context)
         return None
 
 
@@ -160,13 +160,25 @@ def _request_timeout(deadline: Deadline) -> float | None:
     return None if left is None else max(left, 0.001)
 
 
-def _log_failure(name: str, conn_id: str, error: Exception) -> None:
+def _log_failure(name: str, conn_id: str, error: Exception, context: Mapping[str, Any]) -> None:
     from airflow_psopenai.exceptions import PSOpenAIError
 
+    run_log = _run_log(context)
     if isinstance(error, PSOpenAIError | TimeoutError):  # says what went wrong by itself: one line, no traceback
-        log.error("%s could not cancel the run's batches (connection %r): %s", name, conn_id, error)
+        run_log.error("%s could not cancel the run's batches (connection %r): %s", name, conn_id, error)
     else:
-        log.exception("%s could not cancel the run's batches (connection %r).", name, conn_id)
+        run_log.exception("%s could not cancel the run's batches (connection %r).", name, conn_id)
+
+
+def _run_log(context: Mapping[str, Any]) -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
+    """Return the callbacks' logger naming the context's DAG run on every line (the plain one without a run)."""
+    from airflow_psopenai.run_tags import RunLogger
+
+    try:
+        dag_id, run_id, _ = run_of(context)
+    except Exception:  # no run to name: the failure itself says so
+        return log
+    return RunLogger(log, dag_id, run_id)
 
 
 async def _closing(cancel: Any) -> None:
@@ -192,16 +204,17 @@ async def _cancel_run_batches(
         cancel_each,
     )
     from airflow_psopenai.cancelling.cancel import CancelPolicy
-    from airflow_psopenai.resources import BATCH, has_status, status_of
+    from airflow_psopenai.resources import BATCH, counted, has_status, status_of
 
     dag_id, run_id, run_after = run_of(context)
+    run_log = _run_log(context)
     left = deadline.poll_limit()
     try:
         # A guard of last resort, for what takes no deadline (a connection lookup): the budget itself ends the
         # listing and the cancels, each batch reported, within it.
         async with asyncio.timeout(None if left is None else left + LAST_RESORT_GRACE_SEC):
             # The listing has a part of the budget; what it found is cancelled even when it could not read all.
-            listed = await alist_run_batches(hook, dag_id, run_id, run_after, log, deadline=deadline)
+            listed = await alist_run_batches(hook, dag_id, run_id, run_after, run_log, deadline=deadline)
             batches = listed.found
             # A listed status that is no status at all is looked at (each look falls back to its own GET).
             pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable or not has_status(b)]
@@ -210,22 +223,23 @@ async def _cancel_run_batches(
     except TimeoutError:
         raise TimeoutError(f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r}.") from None
     for outcome in outcomes:
-        log.info("%s: %s", name, outcome.line())
+        run_log.info("%s: %s", name, outcome.line())
     actions = [outcome.action for outcome in outcomes]
     lost, under_way = actions.count(ANSWER_LOST), actions.count(CANCEL_UNDER_WAY)
     failed = sum(1 for outcome in outcomes if outcome.error is not None and outcome.action != ANSWER_LOST)
     summary = (
-        f"{name}: run {run_id!r} of {dag_id!r}: {len(batches)} batches tagged with it, {len(pending)} running: "
-        f"{actions.count(CANCEL_SENT)} cancels sent, "
+        f"{name}: run {run_id!r} of {dag_id!r}: {counted(len(batches), 'batch')} tagged with it, "
+        f"{len(pending)} running: "
+        f"{counted(actions.count(CANCEL_SENT), 'cancel')} sent, "
         + (f"{lost} sent whose answer did not arrive (they may have gone through), " if lost else "")
         + (f"{under_way} left to another cancel of them under way in this process, " if under_way else "")
         + f"{failed} could not be cancelled."
         + (f" Not looked at: {listed.what_was_not_read(BATCH.label)}." if not listed.complete else "")
     )
     if listed.complete:
-        log.info(summary)
+        run_log.info(summary)
     else:
-        log.warning(summary)
+        run_log.warning(summary)
     return summary
 
 

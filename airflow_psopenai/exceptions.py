@@ -53,7 +53,7 @@ class PSOpenAIAPIError(PSOpenAIError):
     :param error_type: OpenAI's ``error.type``, when the body had one.
     :param code: OpenAI's ``error.code``, when the body had one.
     :param api_message: OpenAI's ``error.message`` as sent.
-    :param request_id: The ``x-request-id`` response header, to quote to OpenAI support.
+    :param request_id: The ``x-request-id`` response header (else a gateway's id of the request), to quote to support.
     :param retryable: Whether the retry policy may send the call again.
     :param retry_after: Delay the server asked for, in seconds, when it asked for one.
     """

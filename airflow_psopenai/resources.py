@@ -30,6 +30,38 @@ def _path_segment(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class IdKind:
+    """A kind of OpenAI ID, known by its prefix, and what to do with it.
+
+    :param prefix: How the API's IDs of this kind begin (``resp_``).
+    :param what: The object, in words (``a response``).
+    :param use: What to pass it to instead (``use StopResponseOperator(response_id=...)``).
+    """
+
+    prefix: str
+    what: str
+    use: str
+
+
+#: The prefixes of the API's IDs (the OpenAPI spec's examples), longest first where one begins another.
+ID_KINDS: tuple[IdKind, ...] = (
+    IdKind("batch_", "a batch", "use StopBatchOperator(batch_id=...)"),
+    IdKind("resp_", "a response", "use StopResponseOperator(response_id=...)"),
+    IdKind("run_", "a thread run", "use StopThreadRunOperator(thread_id=..., run_id=...)"),
+    IdKind("thread_", "a thread", "use StopThreadRunOperator(thread_id=..., run_id=...) with the ID of its run"),
+    IdKind("msg_", "a thread message", "a message is not cancelled: give the IDs of the run that writes it"),
+    IdKind("asst_", "an assistant", "an assistant is not cancelled: give the IDs of its thread run"),
+    IdKind("ftjob-", "a fine-tuning job", "this provider does not cancel fine-tuning jobs"),
+    IdKind("file-", "a file", "give the ID of the batch made from it"),
+)
+
+
+def id_kind(value: str) -> IdKind | None:
+    """Return the kind whose known prefix ``value`` begins with, or None (a gateway's or emulator's own ID)."""
+    return next((kind for kind in ID_KINDS if value.startswith(kind.prefix)), None)
+
+
+@dataclass(frozen=True)
 class CancellableResource:
     """One kind of OpenAI object that can be retrieved, cancelled and waited on.
 
@@ -51,6 +83,7 @@ class CancellableResource:
     :param description_template: How messages name one object, from its IDs.
     :param console_url: Page of the object on platform.openai.com, when there is one.
     :param cancel_not_found: What a 404 from the cancel endpoint means besides an unknown ID, if anything.
+    :param id_prefixes: For each ID field, the prefix of the API's IDs of that kind (see :data:`ID_KINDS`).
     :param list_path: The account-wide list of these objects (newest first, ``limit`` up to 100, ``after``
         cursor), whose items are the objects a retrieve returns; None when there is none. Waits on
         objects with a list poll through it together (see ``waiting/status_board.py``).
@@ -74,6 +107,7 @@ class CancellableResource:
     console_url: str | None = None
     cancel_not_found: str | None = None
     list_path: str | None = None
+    id_prefixes: Mapping[str, str] = field(default_factory=dict)
 
     def path(self, ids: Mapping[str, str]) -> str:
         """Return the object's path with every ID percent-encoded (``/``, ``?``, ``#`` and ``..`` included)."""
@@ -93,6 +127,11 @@ class CancellableResource:
     def describe(self, ids: Mapping[str, str]) -> str:
         """Return a short human description such as ``run 'run_1' of thread 'thread_2'``."""
         return self.description_template.format(**ids)
+
+    def kind_of_foreign_id(self, id_field: str, value: str) -> IdKind | None:
+        """Return the kind of ``value`` when its prefix is another kind's than ``id_field``'s, else None."""
+        kind = id_kind(value)
+        return None if kind is None or kind.prefix == self.id_prefixes.get(id_field) else kind
 
     def ids_from_object(self, obj: Mapping[str, object]) -> dict[str, object]:
         """Return the ID fields as found in an object returned by the API (values not yet validated)."""
@@ -131,6 +170,7 @@ BATCH = CancellableResource(
     description_template="batch {batch_id!r}",
     console_url="https://platform.openai.com/batches/{batch_id}",
     list_path="/batches",
+    id_prefixes={"batch_id": "batch_"},
 )
 
 THREAD_RUN = CancellableResource(
@@ -161,6 +201,7 @@ THREAD_RUN = CancellableResource(
     description_template="run {run_id!r} of thread {thread_id!r}",
     headers=ASSISTANTS_BETA_HEADERS,
     assistants_api=True,
+    id_prefixes={"thread_id": "thread_", "run_id": "run_"},
 )
 
 # Background responses are the successor of thread runs; the API has no `cancelling` state for them.
@@ -178,12 +219,25 @@ RESPONSE = CancellableResource(
     cancel_requested=frozenset({"cancelled"}),
     description_template="response {response_id!r}",
     cancel_not_found="only responses created with background=true can be cancelled",
+    id_prefixes={"response_id": "resp_"},
 )
 
 #: Every cancellable resource, by its ``name``.
 RESOURCES: Mapping[str, CancellableResource] = {r.name: r for r in (BATCH, THREAD_RUN, RESPONSE)}
 
 CANCELLED = "cancelled"
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """Return a count with its noun, as every message words one: ``1 batch``, ``2 batches``, ``0 cancels``.
+
+    :param plural: The plural when it is not ``noun`` + ``es`` (after s, x, ch, sh) or ``noun`` + ``s``.
+    """
+    if count == 1:
+        return f"1 {noun}"
+    if plural is None:
+        plural = noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{count} {plural}"
 
 
 def status_of(obj: Mapping[str, Any]) -> str:

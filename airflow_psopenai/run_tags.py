@@ -8,12 +8,13 @@ the batches of a run by them. Standard library only: DAG files import it.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, MutableMapping
 
 DAG_ID_KEY = "airflow_dag_id"
 RUN_ID_KEY = "airflow_run_id"
@@ -75,3 +76,23 @@ def check_metadata(metadata: Mapping[str, str]) -> None:
                 f"The value of batch metadata key {key!r} is {len(value)} characters long; "
                 f"the API allows {MAX_VALUE_LENGTH}."
             )
+
+
+class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose every line begins with the DAG run it works for: ``[dag_id=... run_id=...]``.
+
+    For code that runs outside the run's tasks (a deadline's callback in the triggerer, whose own log
+    context names no run): a search of the logs for the run finds its lines.
+
+    :param logger: The logger to write to.
+    :param dag_id: The run's DAG ID.
+    :param run_id: The run's ID.
+    """
+
+    def __init__(self, logger: logging.Logger, dag_id: str, run_id: str) -> None:
+        super().__init__(logger, {"dag_id": dag_id, "run_id": run_id})
+        self.prefix = f"[dag_id={dag_id} run_id={run_id}]"
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        """Put the run before the message."""
+        return f"{self.prefix} {msg}", kwargs

@@ -44,14 +44,18 @@ nitpick_ignore_regex = [
     # The internal layers (the HTTP client's settings and retry policy, the shared task logic) are not part of the
     # reference; the public classes name them in return types only.
     ("py:.*", r"airflow_psopenai\.(client|waiting|cancelling)\..*"),
+    # The emulator's records; its BatchSchedule is described on the testing page.
+    ("py:.*", r"airflow_psopenai\.testing\.objects\..*"),
 ]
 # Names imported for type checking only (under TYPE_CHECKING), which autodoc sees without their module.
 nitpick_ignore = [
     ("py:class", name)
     for name in (
         "ApiSettings",
+        "BatchSchedule",
         "Clock",
         "DagRunResult",
+        "DagRunner",
         "Deadline",
         "IfNotCancellable",
         "JsonObject",

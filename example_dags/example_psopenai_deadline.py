@@ -13,7 +13,8 @@ How the DAG works:
     takes over the batches its earlier try created instead of paying for new ones.
 ``wait_for_results`` (the work)
     Waits until every batch has ended, at most ``max_wait_seconds``, and fails unless all of them
-    completed. (On the emulator batches never complete: it fails once the wait is over.)
+    completed. (On the emulator, batches complete only on a schedule the test sets: without one it fails
+    once the wait is over.)
 ``cancel_leftover_batches`` (the teardown)
     A :class:`StopBatchesOperator` over every batch tagged with this run, whatever happened
     upstream; ``if_not_cancellable="succeed"``: a batch that already ended, or that the deadline's

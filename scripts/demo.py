@@ -85,13 +85,26 @@ def stop_group(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
     process.wait()
 
 
+def emulator_command(cancel_delay: float, port: int) -> list[str]:
+    """Return the command that serves the emulator on ``port`` (0: a free one)."""
+    return [
+        sys.executable,
+        "-m",
+        "airflow_psopenai.testing",
+        "--port",
+        str(port),
+        "--cancel-delay",
+        f"{cancel_delay:g}",
+    ]
+
+
 class Emulator:
     """The emulator in a subprocess of its own process group; reads its API base from the first stdout line."""
 
-    def __init__(self, cancel_delay: float, log_path: Path) -> None:
+    def __init__(self, cancel_delay: float, log_path: Path, port: int = 0) -> None:
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_psopenai.testing", "--port", "0", "--cancel-delay", f"{cancel_delay:g}"],
+            emulator_command(cancel_delay, port),
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
@@ -248,6 +261,9 @@ def describe_request(entry: dict[str, Any], tasks: list[TaskRow], after_cancel: 
         return f"{sender}: cancel"
     if entry["method"] == "POST":
         return f"{sender}: create"
+    if entry["path"].endswith("/batches"):
+        query = ", ".join(f"{name}={value}" for name, value in (entry.get("query") or {}).items())
+        return f"{sender}: list page of the account's batches ({query}), for a batch an earlier try created"
     if sender == "cancel_batch":
         return f"{sender}: {'poll of the deferred wait' if after_cancel else 'status check before the cancel'}"
     return f"{sender}: {'poke' if sender == 'confirm_cancelled' else 'retrieve'}"
@@ -330,6 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cancel-delay", type=float, default=3.0, help="seconds a cancelled batch stays cancelling (default: 3)"
     )
+    parser.add_argument("--port", type=int, default=0, help="port of the emulator on 127.0.0.1 (default: a free one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary Airflow home and the logs")
     parser.add_argument("--conf", default=None, help="JSON conf for the run, e.g. '{\"fail_processing\": false}'")
     return parser.parse_args(argv)
@@ -354,7 +371,7 @@ def run_demo(home: Path, args: argparse.Namespace) -> int:
     emulator: Emulator | None = None
     try:
         started = step(f"starting the OpenAI emulator (cancel delay {args.cancel_delay:g} s)")
-        emulator = Emulator(args.cancel_delay, home / "emulator.log")
+        emulator = Emulator(args.cancel_delay, home / "emulator.log", args.port)
         done(started, f"{emulator.api_base}, emulator pid {emulator.process.pid}")
 
         env = airflow_env(home, emulator.api_base)

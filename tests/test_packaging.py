@@ -112,3 +112,12 @@ def test_readme_renders_on_the_package_index_without_relative_links() -> None:
     relative = [target for target in targets if not target.startswith(("https://", "http://"))]
     assert relative == []
     assert len(readme.splitlines()) <= 300
+
+
+def test_the_documented_install_builds_and_installs_this_wheel(dists: tuple[Path, Path]) -> None:
+    """README.md and the getting-started page build the wheel from the checkout and install the file it makes."""
+    wheel, _ = dists
+    for page in (REPO / "README.md", REPO / "docs" / "getting-started.md"):
+        text = page.read_text()
+        assert "pip wheel --no-deps --wheel-dir dist ." in text, page
+        assert f"pip install dist/{wheel.name} \\\n  --constraint" in text, page

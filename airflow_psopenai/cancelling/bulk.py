@@ -20,7 +20,7 @@ from airflow_psopenai.cancelling.cancel import Action, cancel_one
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.client.listing import Listed, awalk_list
 from airflow_psopenai.client.validation import require_epoch_seconds
-from airflow_psopenai.resources import BATCH, status_of
+from airflow_psopenai.resources import BATCH, counted, status_of
 from airflow_psopenai.run_tags import run_selector
 from airflow_psopenai.waiting.status_board import status_poller
 
@@ -153,9 +153,9 @@ async def alist_by_metadata(
 
     listed = await awalk_list(read_page, BATCH, redact, metadata=metadata, since=created_after, deadline=deadline)
     log.info(
-        "Listed %d batches (%d pages): %d match the metadata %s.",
-        listed.scanned,
-        listed.pages,
+        "Listed %s (%s): %d match the metadata %s.",
+        counted(listed.scanned, "batch"),
+        counted(listed.pages, "page"),
         len(listed.found),
         dict(metadata),
     )

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.client.rendered import parse_rendered_text
-from airflow_psopenai.client.validation import preview, require_id
+from airflow_psopenai.client.validation import preview, require_id, require_id_of
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def ids_from_arguments(resource: CancellableResource, given: Mapping[str, object
                 "template or XCom it comes from returns one, or pass "
                 f"{resource.object_arg}= with an object returned by the API."
             )
-        return {name: require_id(name, given.get(name)) for name in resource.id_fields}
+        return {name: require_id_of(resource, name, given.get(name)) for name in resource.id_fields}
     if any_id_given:
         raise PSOpenAIConfigurationError(
             f"Give either {resource.object_arg}= or {' and '.join(resource.id_fields)}, not both."
@@ -37,7 +37,7 @@ def ids_from_arguments(resource: CancellableResource, given: Mapping[str, object
     parsed = _object_as_dict(resource, obj)
     found = resource.ids_from_object(parsed)
     return {
-        name: require_id(f"{resource.object_arg}[{resource.object_keys[name]!r}]", found[name])
+        name: require_id_of(resource, name, found[name], f"{resource.object_arg}[{resource.object_keys[name]!r}]")
         for name in resource.id_fields
     }
 
@@ -71,7 +71,7 @@ def check_literal_ids(resource: CancellableResource, given: Mapping[str, object]
     if any(rendered_at_run_time(value) for value in (*given.values(), obj)):
         for name, value in given.items():
             if value is not None and not rendered_at_run_time(value):
-                require_id(name, value)
+                require_id_of(resource, name, value)
         return
     ids_from_arguments(resource, given, obj)
 

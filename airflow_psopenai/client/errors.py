@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 OPENAI_HOST = "api.openai.com"
 QUOTA_CODE = "insufficient_quota"
+# Where an answer names its request: OpenAI's header, then a gateway's (LiteLLM's proxy sends only its call id).
+REQUEST_ID_HEADERS = ("x-request-id", "x-litellm-call-id")
 
 
 def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
@@ -80,8 +82,9 @@ def _body_kind(response: httpx.Response, settings: ApiSettings) -> str:
 
 
 def request_id_of(response: httpx.Response, settings: ApiSettings) -> str | None:
-    """Return the answer's ``x-request-id``, redacted: a gateway may put anything there, the key included."""
-    request_id = response.headers.get("x-request-id")
+    """Return the answer's ``x-request-id``, else a gateway's id of the request (``x-litellm-call-id``), redacted:
+    a gateway may put anything there, the key included. None when the answer names no request."""
+    request_id = next((value for name in REQUEST_ID_HEADERS if (value := response.headers.get(name))), None)
     return None if request_id is None else settings.redact(request_id)
 
 

@@ -1,16 +1,20 @@
 """Checks of user input that run before any request is sent.
 
-Standard library only, but for this provider's exceptions: operators import this at DAG-parse time.
+Standard library only, but for this provider's exceptions and resource table: operators import this at
+DAG-parse time.
 """
 
 from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from airflow_psopenai.client.rendered import parse_rendered_text
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_psopenai.resources import CancellableResource
 
 MAX_RETRY_COUNT_LIMIT = 100
 
@@ -67,6 +71,25 @@ def require_conn_id(value: object, argument: str = "conn_id") -> str:
         f"{argument} must be the name of an Airflow connection (text), got {value!r}: pass conn_id='...', "
         "or leave it out for psopenai_default."
     )
+
+
+def require_id_of(resource: CancellableResource, id_field: str, value: object, argument: str | None = None) -> str:
+    """Return ``value`` as the ``id_field`` of a ``resource`` object, refused as :func:`require_id` refuses it,
+    and refused when its prefix is another kind's known one (``resp_`` given as a batch ID), naming what to use.
+
+    An ID of no known kind is taken: gateways and emulators may give IDs of their own.
+
+    :param argument: How the message names the value (default ``id_field``).
+    """
+    argument = argument or id_field
+    checked = require_id(argument, value)
+    kind = resource.kind_of_foreign_id(id_field, checked)
+    if kind is not None:
+        field_words = id_field.removesuffix("_id").replace("_", " ")
+        raise PSOpenAIConfigurationError(
+            f"{argument} {checked!r} is the ID of {kind.what}, not of a {field_words}: {kind.use}."
+        )
+    return checked
 
 
 def require_retry_count(value: object, argument: str = "max_retry_count") -> int:

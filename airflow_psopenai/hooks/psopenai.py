@@ -25,7 +25,7 @@ from airflow_psopenai.client.pool import TLSContextError, UnreadableBodyError, s
 from airflow_psopenai.client.retry import RetryPolicy
 from airflow_psopenai.client.settings import ENV_API_KEY, USER_AGENT, HookOverrides, resolve_settings
 from airflow_psopenai.client.settings_cache import shared_settings
-from airflow_psopenai.client.validation import as_epoch_seconds, require_id
+from airflow_psopenai.client.validation import as_epoch_seconds, require_id, require_id_of
 from airflow_psopenai.compat import amask_secret
 from airflow_psopenai.exceptions import (
     PSOpenAIAPIError,
@@ -637,7 +637,7 @@ class _Cancel:
 
 
 def _checked_ids(resource: CancellableResource, ids: Mapping[str, object]) -> dict[str, str]:
-    return {name: require_id(name, ids.get(name)) for name in resource.id_fields}
+    return {name: require_id_of(resource, name, ids.get(name)) for name in resource.id_fields}
 
 
 def _cannot_cancel(resource: CancellableResource, ids: Mapping[str, str], error: PSOpenAIAPIError) -> PSOpenAIError:

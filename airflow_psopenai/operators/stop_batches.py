@@ -12,10 +12,10 @@ from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY, req
 from airflow_psopenai.cancelling.object_ids import ids_from_arguments, rendered_at_run_time
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.client.rendered import parse_rendered_text
-from airflow_psopenai.client.validation import as_epoch_seconds, require_id
+from airflow_psopenai.client.validation import as_epoch_seconds, require_id_of
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIError, PSOpenAIEventError
 from airflow_psopenai.operators.options import CancellingOperator
-from airflow_psopenai.resources import BATCH, status_of
+from airflow_psopenai.resources import BATCH, counted, status_of
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -210,15 +210,15 @@ class StopBatchesOperator(CancellingOperator):
         for outcome in outcomes:
             counts[outcome.action] = counts.get(outcome.action, 0) + 1
         self.log.info(
-            "%d batches: %s; %d failed%s.",
-            len(outcomes),
+            "%s: %s; %d failed%s.",
+            counted(len(outcomes), "batch"),
             ", ".join(f"{count} {action}" for action, count in counts.items()),
             len(failed),
             f" (wait bounded by {deadline_name})" if deadline_name else "",
         )
         if failed:
             raise PSOpenAIError(
-                f"{len(failed)} of {len(outcomes)} batches failed: " + "; ".join(o.line() for o in failed)
+                f"{len(failed)} of {counted(len(outcomes), 'batch')} failed: " + "; ".join(o.line() for o in failed)
             )
         # As StopBatchOperator: a batch whose cancel this task already made is no reason to skip.
         if self.if_not_cancellable == "skip" and all(o.action == NOTHING_TO_DO for o in outcomes):
@@ -226,7 +226,7 @@ class StopBatchesOperator(CancellingOperator):
         settled_other = [o.batch_id for o in outcomes if o.status in BATCH.settled and o.status != "cancelled"]
         if settled_other:
             self.log.warning(
-                "%d batches had ended before the cancel took effect: %s", len(settled_other), settled_other
+                "%s had ended before the cancel took effect: %s", counted(len(settled_other), "batch"), settled_other
             )
         return [o.obj or {"id": o.batch_id} for o in outcomes] if self.pass_through else None
 
@@ -319,7 +319,9 @@ def _as_epoch_seconds(value: object) -> float:
 
 
 def _ids_of_batch_ids(value: object) -> list[str]:
-    return [require_id(f"batch_ids[{n}]", item) for n, item in enumerate(_as_list("batch_ids", value))]
+    return [
+        require_id_of(BATCH, "batch_id", item, f"batch_ids[{n}]") for n, item in enumerate(_as_list("batch_ids", value))
+    ]
 
 
 def _ids_of_batches(value: object) -> list[str]:

@@ -65,6 +65,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         self._store_connection_args(conn_id, api_base, organization, timeout_sec, max_retry_count)
         self.deferrable = deferrable
         self._deadline = NO_DEADLINE  # set when execute starts: the sensor's timeout bounds every poke
+        self._wait_started: float | None = None  # when the wait began (epoch seconds), for the outcome line
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Retrieve the object once and say whether it is cancelled.
@@ -73,6 +74,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         ``cancelled`` object ends the sensor with ``AirflowSensorTimeout`` there and then.
         """
         from airflow_psopenai.client.retry import is_retryable
+        from airflow_psopenai.waiting.polling import log_status
 
         ids = self.resolved_ids()
         target = self.resource.describe(ids)
@@ -88,6 +90,8 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
             return False
         status = status_of(obj)
         if status == CANCELLED:
+            after = None if self._wait_started is None else max(0.0, time.time() - self._wait_started)
+            log_status(self.log, target, status, after)  # the outcome line a deferred wait logs
             return PokeReturnValue(is_done=True, xcom_value=obj)
         if status in self.resource.settled:
             raise self._unexpected(obj, ids)
@@ -103,6 +107,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         """Poke (in the worker, or once and then in the triggerer when ``deferrable``) until ``timeout``."""
         if self.deferrable:
+            self._wait_started = time.time()
             self._deadline = Deadline.after(float(self.timeout))
             done = self._first_poke(context)
             if isinstance(done, PokeReturnValue) and done.is_done:
@@ -118,7 +123,8 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         started = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
         if isinstance(started, str):  # what Airflow 3.0's dag.test() hands over (not validated into a datetime)
             started = datetime.fromisoformat(started)
-        self._deadline = Deadline((started.timestamp() if started else time.time()) + float(self.timeout))
+        self._wait_started = started.timestamp() if started else time.time()
+        self._deadline = Deadline(self._wait_started + float(self.timeout))
         return super().execute(context)
 
     def _first_poke(self, context: Context) -> bool | PokeReturnValue:

@@ -18,6 +18,16 @@ from airflow_psopenai.testing.dag_tests import DagRunResult
 from airflow_psopenai.testing.emulator import DEFAULT_API_KEY, OpenAIEmulator
 from airflow_psopenai.testing.faults import Fault
 from airflow_psopenai.testing.journal import JournalEntry
+from airflow_psopenai.testing.objects import BatchSchedule
 from airflow_psopenai.testing.state import ApiError, ManualClock
 
-__all__ = ["DEFAULT_API_KEY", "ApiError", "DagRunResult", "Fault", "JournalEntry", "ManualClock", "OpenAIEmulator"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "ApiError",
+    "BatchSchedule",
+    "DagRunResult",
+    "Fault",
+    "JournalEntry",
+    "ManualClock",
+    "OpenAIEmulator",
+]

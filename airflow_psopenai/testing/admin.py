@@ -3,7 +3,11 @@
 No authentication: the emulator is a test tool bound to loopback by default.
 
 ============================================  ==============================================================
-``POST /_emulator/batches``                   ``{status, race_to, total_requests, metadata, batch_id}`` → batch
+``POST /_emulator/batches``                   ``{status, race_to, total_requests, metadata, batch_id, schedule}``
+                                              → batch
+``POST /_emulator/batches/{id}/fail``         fail the batch now → batch
+``/_emulator/batch_schedule``                 the default schedule of new batches: GET reads, POST sets, DELETE
+                                              forgets it
 ``POST /_emulator/thread_runs``               ``{status, thread_id, race_to, run_id}`` → run
 ``POST /_emulator/responses``                 ``{status, background, response_id}`` → response
 ``GET /_emulator/journal?method=&path=``      journal entries (optionally filtered, ``path`` a glob)
@@ -15,7 +19,8 @@ No authentication: the emulator is a test tool bound to loopback by default.
 ``GET|POST /_emulator/settings``              ``{cancel_delay, latency}`` (POST sets those given)
 ============================================  ==============================================================
 
-Every field is optional; a fault is :meth:`~airflow_psopenai.testing.faults.Fault.to_json`'s form.
+Every field is optional; a fault is :meth:`~airflow_psopenai.testing.faults.Fault.to_json`'s form, a
+schedule ``BatchSchedule.to_json()``'s.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.testing.faults import Fault
 from airflow_psopenai.testing.messages import HttpRequest, api_error_reply, error_reply, json_reply
+from airflow_psopenai.testing.objects import BatchSchedule
 from airflow_psopenai.testing.state import ApiError
 
 if TYPE_CHECKING:
@@ -36,7 +42,20 @@ ADMIN_ROOT = "_emulator"
 
 _Types = type | tuple[type, ...]
 _Spec = Mapping[str, _Types]
-_BATCH: _Spec = {"status": str, "race_to": str, "total_requests": int, "metadata": dict, "batch_id": str}
+_BATCH: _Spec = {
+    "status": str,
+    "race_to": str,
+    "total_requests": int,
+    "metadata": dict,
+    "batch_id": str,
+    "schedule": dict,
+}
+_SCHEDULE: _Spec = {
+    "complete_after": (int, float),
+    "finalize_seconds": (int, float),
+    "validate_seconds": (int, float),
+    "window_seconds": (int, float),
+}
 _RUN: _Spec = {"status": str, "thread_id": str, "race_to": str, "run_id": str}
 _RESPONSE: _Spec = {"status": str, "background": bool, "response_id": str}
 _SETTINGS: _Spec = {"cancel_delay": (int, float), "latency": (int, float)}
@@ -82,7 +101,21 @@ class AdminApi:
         emulator = self.emulator
         match request.method, request.segments[1:]:
             case "POST", ["batches"]:
-                return emulator.create_batch(**_fields(request.json(), _BATCH))
+                fields = _fields(request.json(), _BATCH)
+                if "schedule" in fields:
+                    fields["schedule"] = _schedule(fields["schedule"])
+                return emulator.create_batch(**fields)
+            case "POST", ["batches", batch_id, "fail"]:
+                return emulator.fail_batch(batch_id)
+            case "POST", ["batch_schedule"]:
+                emulator.batch_schedule = _schedule(request.json())
+                return emulator.batch_schedule.to_json()
+            case "DELETE", ["batch_schedule"]:
+                emulator.batch_schedule = None
+                return None
+            case "GET", ["batch_schedule"]:
+                schedule = emulator.batch_schedule
+                return None if schedule is None else schedule.to_json()
             case "POST", ["thread_runs"]:
                 return emulator.create_thread_run(**_fields(request.json(), _RUN))
             case "POST", ["responses"]:
@@ -125,6 +158,10 @@ class AdminApi:
         if "fault" not in spec:
             raise ValueError("Expected {'fault': {...}, ...} or {'random': {...}}.")
         self.emulator.add_fault(_fault(spec.pop("fault")), **spec)
+
+
+def _schedule(data: object) -> BatchSchedule:
+    return BatchSchedule(**_fields(data, _SCHEDULE))
 
 
 def _fault(data: object) -> Fault:

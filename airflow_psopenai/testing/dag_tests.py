@@ -18,17 +18,30 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from airflow.models.dagrun import DagRun
 
     from airflow_psopenai.testing.emulator import OpenAIEmulator
 
 DEFAULT_CONNECTION_ENV = "AIRFLOW_CONN_PSOPENAI_DEFAULT"
+
+
+def deadline_run_unsupported() -> str | None:
+    """Return why this Airflow's ``dag.test()`` cannot run a DAG with a Deadline Alert, or None when it can."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_2_PLUS
+
+    if AIRFLOW_V_3_1_PLUS and not AIRFLOW_V_3_2_PLUS:
+        return (
+            "Airflow 3.1's dag.test() evaluates a DAGRUN_QUEUED_AT deadline before its run is queued and fails "
+            '("No matching record found in the database"); the scheduler creates runs queued'
+        )
+    return None
 
 
 class AirflowHomeError(RuntimeError):
@@ -181,6 +194,7 @@ class DagRunResult:
     :ivar task_states: Each task's state by task ID (``"task[2]"`` for a mapped task's index 2).
     :ivar tries: Each task's try number.
     :ivar ended_at: When each ended task ended, in epoch seconds.
+    :ivar missed_deadlines: The deadlines :meth:`DagRunner.missing_deadlines` missed, and what their callbacks did.
     """
 
     def __init__(self, dag_run: DagRun) -> None:
@@ -189,6 +203,7 @@ class DagRunResult:
         self.task_states: dict[str, str] = {}
         self.tries: dict[str, int] = {}
         self.ended_at: dict[str, float] = {}
+        self.missed_deadlines: list[MissedDeadline] = []
         for ti in dag_run.get_task_instances():
             key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
             self.task_states[key] = str(ti.state)
@@ -228,20 +243,286 @@ class DagRunResult:
             return {} if row is None else dict(row.rendered_fields)
 
 
-def dag_runner(dag_bag: Any) -> Callable[..., DagRunResult]:
-    """Return ``run(dag_id, **conf)``: run a DAG of ``dag_bag`` with ``dag.test()`` and return its result.
+@dataclass(frozen=True)
+class MissedDeadline:
+    """A deadline of a run that :meth:`DagRunner.missing_deadlines` missed, and what its callback did.
 
-    Deferred tasks run their triggers in the same process, as ``airflow dags test`` does.
+    :param callback_path: The callback's import path (``airflow_psopenai.callbacks.acancel_run_batches``).
+    :param kind: ``"AsyncCallback"`` (awaited as the triggerer awaits it) or ``"SyncCallback"`` (called as
+        the executor calls it).
+    :param state: The callback's state as Airflow records it: ``"success"`` or ``"failed"``.
+    :param output: What the callback returned (its summary, for this provider's callbacks), or its error.
     """
 
-    def run(dag_id: str, /, **conf: Any) -> DagRunResult:
-        dag = dag_bag.get_dag(dag_id)
-        if dag is None:
-            raise AirflowHomeError(f"No DAG {dag_id!r} in {dag_bag.dag_folder}; found: {sorted(dag_bag.dag_ids)}.")
-        with _params_kept(dag), _task_log_handlers_kept():
+    callback_path: str
+    kind: str
+    state: str
+    output: str | None
+
+
+class DagRunner:
+    """``run(dag_id, **conf)``: run a DAG of a DagBag with ``dag.test()`` and return its result.
+
+    Deferred tasks run their triggers in the same process, as ``airflow dags test`` does.
+    ``dag.test()`` never misses a deadline (the scheduler does): :meth:`missing_deadlines` does, while the
+    run runs.
+
+    :param dag_bag: The DagBag whose DAGs it runs.
+    """
+
+    def __init__(self, dag_bag: Any) -> None:
+        self.dag_bag = dag_bag
+
+    def __call__(self, dag_id: str, /, **conf: Any) -> DagRunResult:
+        """Run the DAG with ``conf`` and return its result."""
+        with self._running(dag_id) as dag:
             return DagRunResult(dag.test(run_conf=conf or None))
 
-    return run
+    def missing_deadlines(self, dag_id: str, /, *, once_running: str, **conf: Any) -> DagRunResult:
+        """Run the DAG with ``conf``, and miss its run's deadlines once task ``once_running`` runs.
+
+        Missing a deadline is what Airflow's scheduler does when a run passes it (``Deadline.handle_miss``,
+        with the context it builds: the REST API's DAG run as a dict, and the deadline); its callback then
+        runs while the run goes on: an ``AsyncCallback`` as the triggerer runs it (the trigger Airflow
+        stored for it), a ``SyncCallback`` as the executor calls it. Airflow 3.2 and later.
+
+        :param once_running: The task whose start makes the run late (it is running, deferred or waiting for
+            a reschedule). A run that ends before it starts misses no deadline.
+        :return: The run's result; its ``missed_deadlines`` say what each callback did.
+        :raises AirflowHomeError: On an Airflow line whose ``dag.test()`` cannot run a DAG with a Deadline
+            Alert, or that has none.
+        """
+        import threading
+
+        if reason := deadline_run_unsupported():
+            raise AirflowHomeError(f"run_dag.missing_deadlines needs Airflow 3.2 or later: {reason}.")
+        ended = threading.Event()
+        missed: list[MissedDeadline] = []
+        errors: list[BaseException] = []
+
+        def miss_once_running() -> None:
+            try:
+                while not ended.is_set():
+                    run_id = _running_run_of(dag_id, once_running)
+                    if run_id is not None:
+                        missed.extend(miss_deadlines(run_id))
+                        return
+                    ended.wait(0.05)
+            except BaseException as error:  # handed to the test's thread
+                errors.append(error)
+
+        late = threading.Thread(target=miss_once_running, name=f"deadlines of {dag_id}", daemon=True)
+        with self._running(dag_id) as dag:
+            late.start()
+            try:
+                dag_run = dag.test(run_conf=conf or None)
+            finally:
+                ended.set()
+                late.join()
+        if errors:
+            raise errors[0]
+        result = DagRunResult(dag_run)
+        result.missed_deadlines = missed
+        return result
+
+    @contextlib.contextmanager
+    def _running(self, dag_id: str) -> Iterator[Any]:
+        dag = self.dag_bag.get_dag(dag_id)
+        if dag is None:
+            raise AirflowHomeError(
+                f"No DAG {dag_id!r} in {self.dag_bag.dag_folder}; found: {sorted(self.dag_bag.dag_ids)}."
+            )
+        with _params_kept(dag), _task_log_handlers_kept(), _deadline_alerts_by_their_ids():
+            yield dag
+
+
+def dag_runner(dag_bag: Any) -> DagRunner:
+    """Return a :class:`DagRunner` of ``dag_bag``: ``run(dag_id, **conf)`` runs a DAG with ``dag.test()``."""
+    return DagRunner(dag_bag)
+
+
+# The states of a task that has started its work.
+_STARTED = ("running", "deferred", "up_for_reschedule")
+
+
+def _running_run_of(dag_id: str, task_id: str) -> int | None:
+    """Return the database ID of the DAG's running run once its task ``task_id`` has started, else None."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = (
+        select(DagRun.id)
+        .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id) & (TaskInstance.run_id == DagRun.run_id))
+        .where(DagRun.dag_id == dag_id, DagRun.state == "running")
+        .where(TaskInstance.task_id == task_id, TaskInstance.state.in_(_STARTED))
+    )
+    with create_session() as session:
+        return session.scalars(query).first()
+
+
+def miss_deadlines(dag_run_id: int) -> list[MissedDeadline]:
+    """Miss every deadline of a DAG run not yet missed, as the scheduler does, and run each callback (3.2+).
+
+    A deadline the run has none for is added first, due now, as the scheduler adds it when it queues a run.
+
+    ``Deadline.handle_miss`` builds the callback's context and queues it. An ``AsyncCallback`` is then run by
+    the trigger Airflow stored for it, its events handed back as the triggerer hands them; a ``SyncCallback``
+    is imported and called with its kwargs (the context among them), as the executor's workers call it.
+
+    :param dag_run_id: The DAG run's database ID (``DagRun.id``).
+    :return: What each callback did.
+    """
+    from airflow.models.deadline import Deadline
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        _add_the_runs_deadlines(dag_run_id, session)
+    with create_session() as session:  # read back as the scheduler reads them, a loop later
+        query = select(Deadline).where(Deadline.dagrun_id == dag_run_id, Deadline.missed.is_(False))
+        deadlines = list(session.scalars(query))
+        for deadline in deadlines:
+            deadline.handle_miss(session)
+        session.flush()
+        # The callbacks as handle_miss left them: Airflow 3.2 changes an ExecutorCallback's data in place,
+        # which its JSON column does not store, so the executor's workload carries the data in memory.
+        callbacks = [(deadline.callback_id, copy.deepcopy(deadline.callback.data)) for deadline in deadlines]
+    return [_run_callback(callback_id, data) for callback_id, data in callbacks]
+
+
+def _add_the_runs_deadlines(dag_run_id: int, session: Any) -> None:
+    """Add a deadline, due now, for each Deadline Alert of the run's DAG version that the run has none of.
+
+    The scheduler adds them when it queues a run: ``dag.test()`` creates its run running, never queued, so
+    a ``DAGRUN_QUEUED_AT`` deadline has no time there and Airflow adds no row for it.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.models.deadline import Deadline
+    from airflow.models.deadline_alert import DeadlineAlert
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+    from airflow.serialization.decoders import decode_deadline_alert
+    from airflow.serialization.definitions.deadline import DeadlineAlertFields
+    from airflow.serialization.enums import DagAttributeTypes, Encoding
+    from sqlalchemy import select
+
+    now = datetime.now(UTC)
+    dag_run = session.get(DagRun, dag_run_id)
+    known = set(session.scalars(select(Deadline.deadline_alert_id).where(Deadline.dagrun_id == dag_run_id)))
+    version = select(SerializedDagModel.id).where(SerializedDagModel.dag_version_id == dag_run.created_dag_version_id)
+    alerts = select(DeadlineAlert).where(DeadlineAlert.serialized_dag_id == version.scalar_subquery())
+    for alert in session.scalars(alerts):
+        if alert.id in known:
+            continue
+        definition = decode_deadline_alert(
+            {
+                Encoding.TYPE: DagAttributeTypes.DEADLINE_ALERT,
+                Encoding.VAR: {
+                    DeadlineAlertFields.REFERENCE: alert.reference,
+                    DeadlineAlertFields.INTERVAL: alert.interval,
+                    DeadlineAlertFields.CALLBACK: alert.callback_def,
+                },
+            }
+        )
+        bundle = {"bundle_name": dag_run.dag_model.bundle_name} if AIRFLOW_V_3_3_PLUS else {}
+        deadline = Deadline(
+            deadline_time=now,
+            callback=definition.callback,
+            dagrun_id=dag_run.id,
+            deadline_alert_id=alert.id,
+            dag_id=dag_run.dag_id,
+            **bundle,
+        )
+        session.add(deadline)
+
+
+def _imported(path: str) -> Any:
+    """Return the object at the import path ``path`` (``module.name``), as Airflow's ``import_string`` does."""
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run_callback(callback_id: Any, data: dict[str, Any]) -> MissedDeadline:
+    """Run one queued deadline callback as the triggerer or the executor runs it; record its outcome.
+
+    :param callback_id: The callback's ID.
+    :param data: Its data as ``handle_miss`` made it (the import path, and the kwargs with the context).
+    """
+    import asyncio
+
+    from airflow.models.callback import Callback, ExecutorCallback
+    from airflow.models.trigger import Trigger
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils.session import create_session
+    from airflow.utils.state import CallbackState
+
+    with create_session() as session:
+        callback: Any = session.get(Callback, callback_id)
+        path, kwargs = str(data["path"]), dict(data.get("kwargs") or {})
+        executor_callback = isinstance(callback, ExecutorCallback)
+        if not executor_callback:
+            trigger_id = callback.trigger_id
+            trigger = _imported(callback.trigger.classpath)(**callback.trigger.kwargs)
+    if executor_callback:
+        try:
+            state, returned = CallbackState.SUCCESS, _imported(path)(**kwargs)
+        except Exception as error:  # recorded as the executor records it
+            state, returned = CallbackState.FAILED, f"{type(error).__name__}: {error}"
+        output = None if returned is None else str(returned)
+        with create_session() as session:
+            callback = session.get(Callback, callback_id)
+            callback.state, callback.output = state, output
+        return MissedDeadline(path, "SyncCallback", str(state), output)
+
+    async def events() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    payloads = asyncio.run(events())
+    with create_session() as session:
+        callback = session.get(Callback, callback_id)
+        for payload in payloads:
+            callback.handle_event(TriggerEvent(payload), session)
+        session.flush()
+        session.execute(Trigger.__table__.delete().where(Trigger.id == trigger_id))
+        return MissedDeadline(path, "AsyncCallback", str(callback.state), callback.output)
+
+
+@contextlib.contextmanager
+def _deadline_alerts_by_their_ids() -> Iterator[None]:
+    """Give the DAG that ``dag.test()`` schedules the IDs of its Deadline Alerts, as the scheduler's DAG has them.
+
+    From Airflow 3.2 on, a DAG's ``deadline`` as stored holds the IDs of its ``deadline_alert`` rows, and
+    ``DagRun.update_state`` looks each up by ID when the run succeeds (to drop the deadlines it no longer
+    needs). ``dag.test()`` schedules a DAG it deserialised from its own serialisation, whose ``deadline``
+    holds the alerts' definitions: the look-up fails (``'dict' object has no attribute 'hex'``). Here the
+    stored IDs replace the definitions when ``dag.test()`` creates its run, after it wrote the DAG to the
+    database.
+    """
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS
+
+    if not AIRFLOW_V_3_2_PLUS:  # 3.1 keeps the definitions and reads them as such; 3.0 has no Deadline Alerts
+        yield
+        return
+    from unittest import mock
+
+    from airflow.models import dagrun
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    create_run = dagrun.get_or_create_dagrun
+
+    def get_or_create_dagrun(*, dag: Any, session: Any, **kwargs: Any) -> Any:
+        if dag.deadline and not all(isinstance(alert_id, str) for alert_id in dag.deadline):
+            stored = SerializedDagModel.get_dag(dag.dag_id, session=session)
+            if stored is not None:
+                dag.deadline = stored.deadline
+        return create_run(dag=dag, session=session, **kwargs)
+
+    with mock.patch.object(dagrun, "get_or_create_dagrun", get_or_create_dagrun):
+        yield
 
 
 @contextlib.contextmanager
@@ -280,13 +561,17 @@ def _params_kept(dag: Any) -> Iterator[None]:
 __all__ = [
     "AirflowHomeError",
     "DagRunResult",
+    "DagRunner",
+    "MissedDeadline",
     "PrivateAirflowHome",
     "connection_json",
     "current_airflow_home",
     "dag_bag_class",
     "dag_runner",
+    "deadline_run_unsupported",
     "leave_private_airflow_home",
     "load_dag_bag",
     "migrate_database",
+    "miss_deadlines",
     "use_private_airflow_home",
 ]

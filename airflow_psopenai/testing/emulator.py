@@ -11,6 +11,7 @@ from airflow_psopenai.testing.api import OpenAIApi, is_api_path
 from airflow_psopenai.testing.faults import Fault, FaultPlan
 from airflow_psopenai.testing.journal import Journal, JournalEntry
 from airflow_psopenai.testing.messages import HttpRequest, Pending, error_reply
+from airflow_psopenai.testing.objects import BatchSchedule
 from airflow_psopenai.testing.server import HttpServer
 from airflow_psopenai.testing.state import Clock, EmulatorState
 
@@ -44,6 +45,8 @@ class OpenAIEmulator:
     :param latency: Seconds added before every API answer (not admin ones).
     :param clock: Source of epoch seconds for statuses, timestamps and the journal; a
         :class:`~airflow_psopenai.testing.state.ManualClock` makes tests independent of real time.
+    :param batch_schedule: How the batches created without a schedule of their own progress, complete and
+        expire; None (the default): they stay in the status they were created in until cancelled.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class OpenAIEmulator:
         *,
         latency: float = 0.0,
         clock: Clock | None = None,
+        batch_schedule: BatchSchedule | None = None,
     ) -> None:
         """Prepare the emulator; nothing listens before :meth:`start`."""
         if not api_key:
@@ -67,6 +71,7 @@ class OpenAIEmulator:
         self._admin = AdminApi(self)
         self._server = HttpServer(self._begin, host, port)
         self.latency = latency
+        self.batch_schedule = batch_schedule
 
     # Life cycle
 
@@ -132,6 +137,17 @@ class OpenAIEmulator:
             raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}.")
         self._latency = float(seconds)
 
+    @property
+    def batch_schedule(self) -> BatchSchedule | None:
+        """How batches created from now on without a schedule of their own progress, complete and expire."""
+        return self._state.batch_schedule
+
+    @batch_schedule.setter
+    def batch_schedule(self, schedule: BatchSchedule | None) -> None:
+        if schedule is not None and not isinstance(schedule, BatchSchedule):
+            raise ValueError(f"batch_schedule must be a BatchSchedule or None, not {schedule!r}.")
+        self._state.batch_schedule = schedule
+
     # Objects
 
     def create_batch(
@@ -142,6 +158,7 @@ class OpenAIEmulator:
         metadata: Mapping[str, str] | None = None,
         *,
         batch_id: str | None = None,
+        schedule: BatchSchedule | None = None,
     ) -> dict[str, object]:
         """Create a batch and return it as the API shows it.
 
@@ -150,9 +167,17 @@ class OpenAIEmulator:
         :param total_requests: Requests in the batch; while ``in_progress`` it completes a few per second.
         :param metadata: The batch's metadata.
         :param batch_id: ID to use instead of a random ``batch_...`` (any string, e.g. to test encoding).
+        :param schedule: How it progresses, completes and expires; default :attr:`batch_schedule`.
         :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
         """
-        return self._state.create_batch(status, race_to, total_requests, metadata, batch_id=batch_id)
+        return self._state.create_batch(status, race_to, total_requests, metadata, batch_id=batch_id, schedule=schedule)
+
+    def fail_batch(self, batch_id: str) -> dict[str, object]:
+        """Fail a batch that has not ended, now, and return it (``failed``, with the requests it did).
+
+        :raises ApiError: For an unknown ID (404), or a batch that ended or is being cancelled (409).
+        """
+        return self._state.fail_batch(batch_id)
 
     def create_thread_run(
         self,

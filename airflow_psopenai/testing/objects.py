@@ -63,6 +63,41 @@ class TrackedObject:
         self.change(status, at)
 
 
+@dataclass(frozen=True)
+class BatchSchedule:
+    """How a batch moves on by itself; without one, a batch stays in the status it was created in.
+
+    :param complete_after: Seconds from ``in_progress`` until every request is done; its request counts
+        grow evenly until then, and it goes through ``finalizing`` to ``completed``. None: it never
+        completes (its counts grow by 5 requests a second, as without a schedule).
+    :param finalize_seconds: Seconds in ``finalizing`` before ``completed``.
+    :param validate_seconds: Seconds a batch created ``validating`` takes to be ``in_progress``.
+    :param window_seconds: The completion window: a batch not done by then (seconds from its creation)
+        ``expired``, with the requests it did.
+    :raises ValueError: For a negative or infinite number of seconds.
+    """
+
+    complete_after: float | None = None
+    finalize_seconds: float = 0.0
+    validate_seconds: float = 0.0
+    window_seconds: float = BATCH_WINDOW_SECONDS
+
+    def __post_init__(self) -> None:
+        for name in ("complete_after", "finalize_seconds", "validate_seconds", "window_seconds"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
+                raise ValueError(f"BatchSchedule.{name} must be a finite number of seconds >= 0, not {value!r}.")
+
+    def to_json(self) -> dict[str, float | None]:
+        """Return the schedule as the admin API takes and shows it."""
+        return {
+            "complete_after": self.complete_after,
+            "finalize_seconds": self.finalize_seconds,
+            "validate_seconds": self.validate_seconds,
+            "window_seconds": self.window_seconds,
+        }
+
+
 @dataclass
 class BatchObject(TrackedObject):
     endpoint: str = "/v1/chat/completions"
@@ -73,6 +108,7 @@ class BatchObject(TrackedObject):
     # Requests done when processing stopped; None while the batch still works.
     done_frozen: int | None = None
     output_file_id: str = field(default_factory=lambda: new_id("file-", 22))
+    schedule: BatchSchedule | None = None
 
     def done(self, now: float) -> int:
         """Return how many requests the batch has processed by ``now``."""
@@ -83,7 +119,41 @@ class BatchObject(TrackedObject):
         started = self.times.get("in_progress_at")
         if self.status != "in_progress" or started is None:
             return 0
-        return min(self.total, math.floor(max(0.0, now - started) * BATCH_REQUESTS_PER_SECOND))
+        elapsed = max(0.0, now - started)
+        if self.schedule is not None and self.schedule.complete_after is not None:
+            if elapsed >= self.schedule.complete_after:
+                return self.total
+            return math.floor(self.total * elapsed / self.schedule.complete_after)
+        return min(self.total, math.floor(elapsed * BATCH_REQUESTS_PER_SECOND))
+
+    def settle(self, now: float) -> None:
+        """Apply the end of a cancel, then what the schedule says has happened by ``now``, each at its time."""
+        super().settle(now)
+        if self.schedule is not None:
+            self._follow_schedule(self.schedule, now)
+
+    def _follow_schedule(self, schedule: BatchSchedule, now: float) -> None:
+        expires = self.created + schedule.window_seconds
+        if self.status == "validating" and now >= (at := self.created + schedule.validate_seconds) and at < expires:
+            self.times["in_progress_at"] = at
+            self.change("in_progress", at)
+        if self.status == "in_progress" and schedule.complete_after is not None:
+            at = self.times.get("in_progress_at", self.created) + schedule.complete_after
+            if now >= at and at < expires:
+                self.times["finalizing_at"] = at
+                self.change("finalizing", at)
+        if self.status == "finalizing" and schedule.complete_after is not None:
+            at = self.times.get("finalizing_at", self.created) + schedule.finalize_seconds
+            if now >= at:
+                TrackedObject.finish(self, "completed", at)
+        if self.status in ("validating", "in_progress") and now >= expires:
+            self.done_frozen = self.done(expires)
+            self.finish("expired", expires)
+
+    def fail(self, now: float) -> None:
+        """Fail now, with the requests done so far (a batch that has not ended yet)."""
+        self.done_frozen = self.done(now)
+        self.finish("failed", now)
 
     def request_cancel(self, now: float, delay: float) -> None:
         # A cancelled batch stops taking up requests at once; its counts show how far it got.
@@ -129,7 +199,7 @@ class BatchObject(TrackedObject):
             "error_file_id": None,
             "created_at": int(self.created),
             "in_progress_at": _timestamp(self.times.get("in_progress_at")),
-            "expires_at": int(self.created + BATCH_WINDOW_SECONDS),
+            "expires_at": int(self.created + (self.schedule or BatchSchedule()).window_seconds),
             "finalizing_at": _timestamp(self.times.get("finalizing_at")),
             "completed_at": _timestamp(self.times.get("completed_at")),
             "failed_at": _timestamp(self.times.get("failed_at")),

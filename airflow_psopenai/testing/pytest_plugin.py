@@ -18,10 +18,11 @@ import pytest
 from airflow_psopenai.testing.emulator import OpenAIEmulator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
-    from airflow_psopenai.testing.dag_tests import DagRunResult
+    from airflow_psopenai.testing.dag_tests import DagRunner
+    from airflow_psopenai.testing.objects import BatchSchedule
 
 FIXTURE_CANCEL_DELAY = 0.2
 DAGS_FOLDER_INI = "psopenai_dags_folder"
@@ -76,9 +77,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def openai_emulator() -> Iterator[OpenAIEmulator]:
-    """Yield a running emulator (free port on 127.0.0.1, ``cancel_delay`` 0.2 s), stopped afterwards."""
-    with OpenAIEmulator(cancel_delay=FIXTURE_CANCEL_DELAY) as emulator:
+def psopenai_batch_schedule() -> BatchSchedule | None:
+    """Return how the ``openai_emulator``'s batches progress, complete and expire: None, they never move on.
+
+    Override it in a ``conftest.py`` or a test module to give every batch of those tests a schedule,
+    e.g. ``return BatchSchedule(complete_after=2.0)``.
+    """
+    return None
+
+
+@pytest.fixture
+def openai_emulator(psopenai_batch_schedule: BatchSchedule | None) -> Iterator[OpenAIEmulator]:
+    """Yield a running emulator (free port on 127.0.0.1, ``cancel_delay`` 0.2 s), stopped afterwards.
+
+    Its batches follow ``psopenai_batch_schedule`` (by default none: they stay as they were created).
+    """
+    with OpenAIEmulator(cancel_delay=FIXTURE_CANCEL_DELAY, batch_schedule=psopenai_batch_schedule) as emulator:
         yield emulator
 
 
@@ -105,13 +119,13 @@ def psopenai_dagbag(psopenai_airflow_db: None) -> Any:
 
 
 @pytest.fixture
-def run_dag(
-    psopenai_dagbag: Any, openai_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., DagRunResult]:
+def run_dag(psopenai_dagbag: Any, openai_emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> DagRunner:
     """Return ``run_dag(dag_id, **conf)``: run the DAG with ``dag.test()`` against ``openai_emulator``.
 
     The connection ``psopenai_default`` points at the emulator for the test. The result has the
     run's ``state``, each task's state in ``task_states``, and ``xcom(task_id)``.
+    ``run_dag.missing_deadlines(dag_id, once_running=task_id, **conf)`` misses the run's deadlines
+    once that task runs, and runs their callbacks as Airflow would (3.2+).
     """
     from airflow_psopenai.testing.dag_tests import DEFAULT_CONNECTION_ENV, connection_json, dag_runner
 

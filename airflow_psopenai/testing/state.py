@@ -4,8 +4,10 @@ Time only moves through the injectable clock, and transitions are worked out laz
 object is read, so a test with a :class:`ManualClock` needs no sleeps. Statuses and which of them
 can be cancelled come from :mod:`airflow_psopenai.resources`.
 
-Objects stay in the status they were created in until they are cancelled: the emulator never
-finishes a batch or a run by itself (``race_to`` says how a cancel ends instead).
+Objects stay in the status they were created in until they are cancelled (``race_to`` says how a
+cancel ends instead), unless a batch has a ``BatchSchedule``
+(its own, or the state's ``batch_schedule`` when it was created): then it progresses, completes and
+expires on that schedule. :meth:`EmulatorState.fail_batch` fails a batch on demand.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from airflow_psopenai.testing.objects import (
     BATCH_TIMES_AT_CREATION,
     CANCELLING,
     BatchObject,
+    BatchSchedule,
     ResponseObject,
     RunObject,
     TrackedObject,
@@ -90,6 +93,8 @@ class EmulatorState:
         """Start with no objects."""
         self.clock = clock
         self.cancel_delay = cancel_delay
+        #: The schedule of the batches created from now on without one of their own (None: they never move on).
+        self.batch_schedule: BatchSchedule | None = None
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._batches: dict[str, BatchObject] = {}
@@ -137,12 +142,14 @@ class EmulatorState:
         endpoint: str = "/v1/chat/completions",
         input_file_id: str | None = None,
         completion_window: str = "24h",
+        schedule: BatchSchedule | None = None,
     ) -> dict[str, object]:
         """Create a batch in ``status`` and return it.
 
         :param race_to: How a later cancel ends instead of ``cancelled`` (``completed``, ``failed``, ``expired``).
         :param total_requests: Requests in the batch; ``in_progress`` works through them over time.
         :param batch_id: ID to use instead of a random ``batch_...`` (any string, for encoding tests).
+        :param schedule: How it completes and expires by itself; default the state's ``batch_schedule``.
         :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
         """
         _check_status(BATCH, status, race_to)
@@ -163,6 +170,7 @@ class EmulatorState:
                 completion_window=completion_window,
                 metadata=dict(metadata) if metadata is not None else None,
                 total=total_requests,
+                schedule=schedule if schedule is not None else self.batch_schedule,
             )
             if status in (CANCELLING, CANCELLED, "expired"):
                 batch.done_frozen = 0
@@ -202,6 +210,19 @@ class EmulatorState:
                 batch.request_cancel(now, self.cancel_delay)
             elif batch.status not in (CANCELLING, CANCELLED):
                 raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.")
+            return batch.render(now)
+
+    def fail_batch(self, batch_id: str) -> dict[str, object]:
+        """Fail a batch now, as the API fails one whose requests cannot run, and return it.
+
+        :raises ApiError: 404 for an unknown ID, 409 for a batch that already ended or is being cancelled.
+        """
+        with self._lock:
+            now = self.clock()
+            batch = self._batch(batch_id, now)
+            if batch.status not in BATCH.cancellable:
+                raise ApiError(409, f"Cannot fail a batch with status '{batch.status}'.")
+            batch.fail(now)
             return batch.render(now)
 
     def list_batches(self, page_size: int = 20, after: str | None = None) -> dict[str, object]:

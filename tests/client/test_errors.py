@@ -421,3 +421,40 @@ def test_a_local_protocol_error_is_permanent_and_redacted() -> None:
     assert not error.retryable
     assert key not in str(error)
     assert key[:16] not in str(error)
+
+
+# -- the request id behind a gateway ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-request-id": "req_1", "x-litellm-call-id": "call-2"}, "req_1"),
+        ({"x-litellm-call-id": "0b8e2a44-call"}, "0b8e2a44-call"),  # LiteLLM's proxy sends only its own
+        ({}, None),
+    ],
+)
+def test_the_request_id_falls_back_to_a_gateways_and_is_none_only_without_any(
+    headers: dict[str, str], expected: str | None
+) -> None:
+    from airflow_psopenai.client.errors import error_from_response
+    from airflow_psopenai.client.settings import ApiSettings
+
+    body = {"error": {"message": "Error code: 409 - Cannot cancel a batch with status 'completed'.", "code": "409"}}
+    response = httpx.Response(409, headers=headers, json=body)
+    settings = ApiSettings(conn_id="c", api_base="http://gateway:4000/v1", api_key="sk")
+    error = error_from_response(response, settings=settings, target="batch 'b'", assistants_api=False)
+    assert error.request_id == expected
+    assert (f"request id {expected}" in str(error)) == (expected is not None)
+
+
+def test_a_gateways_request_id_is_redacted() -> None:
+    from airflow_psopenai.client.errors import error_from_response
+    from airflow_psopenai.client.settings import ApiSettings
+
+    key = unique_key()
+    response = httpx.Response(500, headers={"x-litellm-call-id": f"call-{key}"}, json={"error": {"message": "x"}})
+    settings = ApiSettings(conn_id="c", api_base="http://gateway:4000/v1", api_key=key)
+    error = error_from_response(response, settings=settings, target="batch 'b'", assistants_api=False)
+    assert error.request_id == "call-***"
+    assert key not in str(error)

@@ -88,3 +88,89 @@ def create_in_a_try_run_twice() -> dict[str, Any]:
 
 with DAG("create_batch_same_try_twice", schedule=None, start_date=START, catchup=False, tags=["psopenai-test"]):
     create_in_a_try_run_twice()
+
+
+def deadline_of_two_hours() -> dict[str, Any]:
+    """Return a ``deadline`` argument calling acancel_run_batches two hours after the run was queued (3.1+)."""
+    from airflow_psopenai.compat import DEADLINE_ALERTS
+
+    if not DEADLINE_ALERTS:
+        return {}
+    from airflow_psopenai.callbacks import acancel_run_batches
+    from airflow_psopenai.compat import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    callback = AsyncCallback(acancel_run_batches, kwargs={"timeout_sec": 30})
+    alert = DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=2), callback=callback)
+    return {"deadline": alert}
+
+
+# A run with a Deadline Alert that ends in time: it succeeds, and its deadline is no longer needed.
+with DAG(
+    "deadline_run_in_time",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["psopenai-test"],
+    **deadline_of_two_hours(),
+):
+
+    @task
+    def quick() -> str:
+        return "done"
+
+    quick()
+
+
+def sync_deadline_of_two_hours() -> dict[str, Any]:
+    """Return a ``deadline`` argument calling cancel_run_batches in the executor (``SyncCallback``, 3.2+)."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS
+
+    if not AIRFLOW_V_3_2_PLUS:
+        return {}
+    from airflow_psopenai.callbacks import cancel_run_batches
+    from airflow_psopenai.compat import DeadlineAlert, DeadlineReference, SyncCallback
+
+    callback = SyncCallback(cancel_run_batches, kwargs={"timeout_sec": 30})
+    alert = DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=2), callback=callback)
+    return {"deadline": alert}
+
+
+# A run that waits for its batches, at most the conf's max_wait_seconds: its deadline's SyncCallback cancels them.
+with DAG(
+    "late_run_sync_deadline",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["psopenai-test"],
+    **sync_deadline_of_two_hours(),
+):
+
+    @task
+    def create_two() -> list[str]:
+        from airflow_psopenai.hooks import PSOpenAIHook
+
+        hook = PSOpenAIHook()
+        try:
+            return [str(hook.create_batch(f"file-sync-{n}")["id"]) for n in range(2)]
+        finally:
+            hook.close()
+
+    @task
+    def wait_until_ended(batch_ids: list[str]) -> dict[str, str]:
+        """Poll the batches until each has ended or max_wait_seconds passed; return their statuses."""
+        import time
+
+        from airflow_psopenai.hooks import PSOpenAIHook
+
+        until = time.monotonic() + get_current_context()["dag_run"].conf["max_wait_seconds"]
+        hook = PSOpenAIHook()
+        try:
+            while True:
+                statuses = {batch_id: str(hook.get_batch(batch_id)["status"]) for batch_id in batch_ids}
+                if "in_progress" not in statuses.values() or time.monotonic() >= until:
+                    return statuses
+                time.sleep(0.2)
+        finally:
+            hook.close()
+
+    wait_until_ended(create_two())

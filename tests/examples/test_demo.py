@@ -163,3 +163,15 @@ def test_run_state_and_report_are_checked() -> None:
     assert any("the DAG run ended success" in p for p in problems)
     assert any("report_partial_results did not report" in p for p in problems)
     assert find_problems(expected_run(), [], [], None)[-1] == "no batch was submitted"
+
+
+def test_the_account_names_a_list_page_as_one_and_the_port_option_reaches_the_emulator() -> None:
+    from scripts.demo import describe_request, emulator_command, parse_args
+
+    tasks = [TaskRow("submit_batch", "success", 0.1, started=0.0, ended=2.0)]
+    page = {"method": "GET", "path": "/v1/batches", "query": {"limit": "100"}, "status": 200, "time": 1.0}
+    assert describe_request(page, tasks, after_cancel=False) == (
+        "submit_batch: list page of the account's batches (limit=100), for a batch an earlier try created"
+    )
+    assert emulator_command(3.0, parse_args(["--port", "8765"]).port)[-4:] == ["--port", "8765", "--cancel-delay", "3"]
+    assert parse_args([]).port == 0

@@ -6,8 +6,6 @@ import ast
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_psopenai.testing import OpenAIEmulator
+    from airflow_psopenai.testing.dag_tests import DagRunner
     from tests.conftest import DagRunResult
 
     RunDag = Callable[..., DagRunResult]
@@ -347,41 +346,44 @@ def test_deadline_example_fails_without_its_results_and_its_teardown_cancels(
         assert sorted(batch_cancels(emulator)) == sorted(launched)
 
 
-def test_deadline_example_cancels_a_late_runs_batches_while_it_waits(
+def test_deadline_example_succeeds_when_its_batches_complete_in_time(
     emulator: OpenAIEmulator, run_dag: RunDag, dagbag: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The deadline passes while wait_for_results waits: the DAG's own callback runs as the triggerer runs it."""
+    """The run meets its deadline: it succeeds (dag.test() drops its deadline), and nothing is cancelled."""
+    from airflow_psopenai.testing import BatchSchedule
+
+    emulator.batch_schedule = BatchSchedule(complete_after=1.0)
+    result = run_deadline_example(run_dag, dagbag, monkeypatch, max_wait_seconds=120, poll_seconds=0.2)
+
+    assert result.state == "success", result.task_states
+    launched = result.xcom("submit_batches")
+    assert result.xcom("wait_for_results") == dict.fromkeys(launched, "completed")
+    assert batch_cancels(emulator) == []
+    assert result.missed_deadlines == []
+
+
+def test_deadline_example_cancels_a_late_runs_batches_while_it_waits(
+    emulator: OpenAIEmulator, run_dag: DagRunner, dagbag: Any
+) -> None:
+    """The deadline is missed while wait_for_results waits: the DAG's own callback runs as the triggerer runs it."""
     from airflow_psopenai.compat import DEADLINE_ALERTS, MISSING_DEADLINE_ALERTS
+    from airflow_psopenai.testing.dag_tests import deadline_run_unsupported
 
     if not DEADLINE_ALERTS:
         pytest.skip(f"{MISSING_DEADLINE_ALERTS}; this is 3.0")
-    from tests.conftest import deadline_context, run_as_the_triggerer
-
+    if reason := deadline_run_unsupported():
+        pytest.skip(reason)
     alert = deadline_alert_of(dagbag, "example_psopenai_deadline")
     assert alert.callback.kwargs == {"conn_id": "psopenai_default", "timeout_sec": 120}
-    fired: list[list[dict[str, Any]]] = []
 
-    def the_deadline_passes() -> None:
-        def submitted() -> int | None:
-            run_id = running_run_id("example_psopenai_deadline")
-            return run_id if run_id is not None and len(created_batch_ids(emulator)) == 2 else None
+    result = run_dag.missing_deadlines(
+        "example_psopenai_deadline", once_running="wait_for_results", max_wait_seconds=120, poll_seconds=0.2
+    )
 
-        until = time.monotonic() + 120
-        while (run_id := submitted()) is None and time.monotonic() < until:
-            time.sleep(0.1)
-        if run_id is not None:
-            fired.append(run_as_the_triggerer(alert.callback.path, alert.callback.kwargs, deadline_context(run_id)))
-
-    deadline = threading.Thread(target=the_deadline_passes)
-    deadline.start()
-    try:
-        result = run_deadline_example(run_dag, dagbag, monkeypatch, max_wait_seconds=120, poll_seconds=0.2)
-    finally:
-        deadline.join(150)
-
-    (events,) = fired
-    assert events[-1]["state"] == "success"
-    assert events[-1]["body"].endswith("2 batches tagged with it, 2 running: 2 cancels sent, 0 could not be cancelled.")
+    (missed,) = result.missed_deadlines
+    assert (missed.callback_path, missed.kind, missed.state) == (alert.callback.path, "AsyncCallback", "success")
+    assert missed.output is not None
+    assert missed.output.endswith("2 batches tagged with it, 2 running: 2 cancels sent, 0 could not be cancelled.")
     launched = result.xcom("submit_batches")
     assert sorted(batch_cancels(emulator)) == sorted(launched)  # by the deadline's callback; none by the teardown
     assert result.task_states == {

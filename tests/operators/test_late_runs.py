@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_psopenai.testing import OpenAIEmulator
+    from airflow_psopenai.testing.dag_tests import DagRunner
     from tests.conftest import DagRunResult
 
     RunDag = Callable[..., DagRunResult]
@@ -243,3 +244,70 @@ def test_outside_a_task_every_call_creates(emulator: OpenAIEmulator) -> None:
     assert first != second
     assert emulator.requests(method="GET") == []
     assert len(batch_posts(emulator)) == 2
+
+
+def test_a_missed_deadlines_sync_callback_cancels_the_runs_batches_while_it_waits(
+    emulator: OpenAIEmulator, run_dag: DagRunner
+) -> None:
+    """run_dag.missing_deadlines calls a SyncCallback as the executor does, with the context Airflow builds."""
+    from airflow_psopenai.testing.dag_tests import deadline_run_unsupported
+
+    if not DEADLINE_ALERTS:
+        pytest.skip(f"{MISSING_DEADLINE_ALERTS}; this is 3.0")
+    if reason := deadline_run_unsupported():
+        pytest.skip(reason)
+
+    result = run_dag.missing_deadlines("late_run_sync_deadline", once_running="wait_until_ended", max_wait_seconds=120)
+
+    (missed,) = result.missed_deadlines
+    assert (missed.callback_path, missed.kind, missed.state) == (
+        "airflow_psopenai.callbacks.cancel_run_batches",
+        "SyncCallback",
+        "success",
+    ), missed.output
+    assert result.state == "success"
+    batch_ids = result.xcom("create_two")
+    assert sorted(cancels(emulator)) == sorted(batch_ids)
+    assert set(result.xcom("wait_until_ended").values()) <= {"cancelling", "cancelled"}
+
+
+def test_a_run_that_ends_before_its_late_task_starts_misses_no_deadline(
+    emulator: OpenAIEmulator, run_dag: DagRunner
+) -> None:
+    from airflow_psopenai.testing.dag_tests import deadline_run_unsupported
+
+    if not DEADLINE_ALERTS:
+        pytest.skip(f"{MISSING_DEADLINE_ALERTS}; this is 3.0")
+    if reason := deadline_run_unsupported():
+        pytest.skip(reason)
+
+    result = run_dag.missing_deadlines("deadline_run_in_time", once_running="no_such_task")
+
+    assert result.state == "success"
+    assert result.missed_deadlines == []
+    assert cancels(emulator) == []
+
+
+@needs_deadline_alerts
+def test_every_line_the_deadline_callback_logs_names_the_run(
+    emulator: OpenAIEmulator, run_dag: RunDag, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The triggerer runs the callback outside any task (its lines say dag_id=None run_id=None): its own say the run."""
+    result, batch_ids, _ = late_run(emulator, run_dag)
+    caplog.set_level("INFO", logger="airflow_psopenai")
+
+    run_as_the_triggerer(CALLBACK_PATH, {"timeout_sec": 30}, deadline_context(result.dag_run.id))
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "airflow_psopenai.callbacks"]
+    assert len(lines) >= len(batch_ids) + 1  # one per batch, and the summary
+    run = f"dag_id=late_run_batches run_id={result.dag_run.run_id}"
+    assert all(run in line for line in lines), lines
+
+
+def test_a_failing_callback_names_the_run_too(emulator: OpenAIEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="airflow_psopenai")
+    context = {"dag_run": {"dag_id": "d", "dag_run_id": "r", "run_after": "2026-01-01T00:00:00+00:00"}}
+    assert asyncio.run(acancel_run_batches(context, conn_id="no_such_connection", timeout_sec=5)) is None
+    lines = [record.getMessage() for record in caplog.records if record.name == "airflow_psopenai.callbacks"]
+    assert lines
+    assert all("dag_id=d run_id=r" in line for line in lines), lines

@@ -170,3 +170,54 @@ def test_a_mapped_instance_is_checked_when_it_runs(
     assert "batch_id is empty (''): give the ID" in logs
     assert "XCom not found" not in logs
     assert [entry.path for entry in emulator.requests(method="POST")] == [f"/v1/batches/{batch['id']}/cancel"]
+
+
+# -- an ID of another kind ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: StopBatchOperator(task_id="t", batch_id="resp_abc"),
+            "batch_id 'resp_abc' is the ID of a response, not of a batch: use StopResponseOperator(response_id=...)",
+        ),
+        (
+            lambda: StopBatchOperator(task_id="t", batch_id="ftjob-abc"),
+            "batch_id 'ftjob-abc' is the ID of a fine-tuning job, not of a batch",
+        ),
+        (
+            lambda: StopResponseOperator(task_id="t", response_id="batch_abc"),
+            "response_id 'batch_abc' is the ID of a batch, not of a response: use StopBatchOperator(batch_id=...)",
+        ),
+        (
+            lambda: StopThreadRunOperator(task_id="t", thread_id="run_1", run_id="thread_1"),
+            "thread_id 'run_1' is the ID of a thread run, not of a thread",
+        ),
+        (
+            lambda: StopThreadRunOperator(task_id="t", thread_id="thread_1", run_id="msg_1"),
+            "run_id 'msg_1' is the ID of a thread message, not of a run",
+        ),
+        (
+            lambda: BatchCancelledSensor(task_id="t", batch={"id": "run_1"}),
+            "batch['id'] 'run_1' is the ID of a thread run, not of a batch: use StopThreadRunOperator",
+        ),
+        (
+            lambda: StopBatchesOperator(task_id="t", batch_ids=["batch_1", "resp_2"]),
+            "batch_ids[1] 'resp_2' is the ID of a response, not of a batch",
+        ),
+    ],
+)
+def test_an_id_of_another_kind_is_refused_naming_the_right_operator(build: Callable[[], Any], message: str) -> None:
+    with pytest.raises(PSOpenAIConfigurationError, match=re.escape(message)):
+        build()
+
+
+def test_ids_of_no_known_kind_and_of_their_own_kind_are_taken() -> None:
+    """Gateways and emulators may use IDs of their own: only another kind's known prefix is refused."""
+    StopBatchOperator(task_id="a", batch_id="bGl0ZWxsbV9wcm94eQ")
+    StopBatchOperator(task_id="b", batch_id="batch_abc")
+    StopThreadRunOperator(task_id="c", thread_id="thread_1", run_id="run_1")
+    StopResponseOperator(task_id="d", response_id="resp_1")
+    ResponseCancelledSensor(task_id="e", response_id="my-gateway-42")
+    ThreadRunCancelledSensor(task_id="f", thread_id="t1", run_id="r1")

@@ -181,7 +181,7 @@ def test_a_look_whose_own_get_failed_is_not_sent_again(
     assert result.state == "failed"
     assert [entry.status for entry in emulator.requests(method="GET", path="/v1/batches/*")] == [503]
     assert cancels(emulator) == []
-    assert "1 of 1 batches failed" in captured_logs()
+    assert "1 of 1 batch failed" in captured_logs()
 
 
 def test_a_list_rendered_as_text_without_tojson_is_read_back(emulator: OpenAIEmulator, run_dag: RunDag) -> None:

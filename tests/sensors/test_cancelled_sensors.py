@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -43,6 +44,16 @@ def test_waits_through_cancelling_and_passes_the_batch_on(emulator: OpenAIEmulat
     assert recovered["request_counts"] == cancelled["request_counts"]
     assert recovered["output_file_id"] == cancelled["output_file_id"]
     assert emulator.requests(method="POST") == []  # a sensor never cancels
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_first_check_that_finds_it_cancelled_logs_the_outcome_line(
+    emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str], mode: str
+) -> None:
+    batch = emulator.create_batch(status="cancelled")
+    result = run_dag(f"sensor_batch_{mode}", batch_id=batch["id"])
+    assert result.state == "success", result.task_states
+    assert re.search(rf"batch '{batch['id']}' is cancelled \(after \d+\.\d s\)\.", captured_logs())
 
 
 @pytest.mark.parametrize("mode", MODES)
