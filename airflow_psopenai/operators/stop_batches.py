@@ -17,7 +17,7 @@ from airflow_psopenai.exceptions import PSOpenAIConfigurationError, PSOpenAIErro
 from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, status_of
 from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
-from airflow_psopenai.waiting.polling import log_status, wait_limit
+from airflow_psopenai.waiting.polling import log_status, outcome_of, wait_limit
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -193,7 +193,13 @@ class StopBatchesOperator(CancellingOperator):
             if checked["status"] == EVENT_SETTLED:
                 outcome.obj = checked["object"]
                 if seconds_waited is not None:
-                    log_status(self.log, BATCH.describe(checked["ids"]), status_of(outcome.obj), seconds_waited)
+                    log_status(
+                        self.log,
+                        BATCH.describe(checked["ids"]),
+                        status_of(outcome.obj),
+                        seconds_waited,
+                        outcome_of(BATCH, outcome.obj),
+                    )
             else:
                 outcome.error = checked["message"]
                 if checked.get("object") is not None:
