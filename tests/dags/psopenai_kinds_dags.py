@@ -95,3 +95,22 @@ def create_job(reuse: bool) -> str:
 for dag_id, reuse in (("create_fine_tuning_job_retried", True), ("create_fine_tuning_job_retried_no_reuse", False)):
     with DAG(dag_id, schedule=None, start_date=START, catchup=False, tags=["psopenai-test"]):
         task(task_id="create", retries=1, retry_delay=timedelta(0))(create_job)(reuse)
+
+
+def launch_then_fail() -> None:
+    """Create a batch and a fine-tuning job with the hook (each tagged with the run), then fail."""
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+    hook = PSOpenAIHook()
+    try:
+        hook.create_batch("file-work")
+        hook.create_fine_tuning_job("gpt-4o-mini-2024-07-18", "file-train")
+    finally:
+        hook.close()
+    raise RuntimeError("the work failed after launching a batch and a fine-tuning job")
+
+
+with DAG("run_work_cleanup", schedule=None, start_date=START, catchup=False, tags=["psopenai-test"]):
+    from airflow_psopenai.callbacks import cancel_run_work
+
+    task(task_id="work", on_failure_callback=cancel_run_work)(launch_then_fail)()
