@@ -47,3 +47,10 @@ def test_a_metadata_filter_is_refused_for_a_list_without_one(resource: Cancellab
     # Refused before the settings (the connection) are needed.
     with pytest.raises(PSOpenAIConfigurationError):
         PSOpenAIHook._list_call(None, resource, None, 10, {"k": "v"})  # type: ignore[arg-type]
+
+
+def test_the_fine_tuning_jobs_page_is_its_console_link() -> None:
+    assert FINE_TUNING_JOB.console_page({"fine_tuning_job_id": "ftjob-1/x"}) == (
+        "https://platform.openai.com/finetune/ftjob-1%2Fx"
+    )
+    assert EVAL_RUN.console_page({"eval_id": "eval_1", "run_id": "evalrun_2"}) is None
