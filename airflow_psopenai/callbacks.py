@@ -15,6 +15,10 @@ cancels the same set from the triggerer; on 3.2+ ``SyncCallback(cancel_run_batch
 does it from the executor. Both take the deadline's context, whose ``dag_run`` is the REST API's DAG
 run as a dict, as well as a task's.
 
+``cancel_run_work`` and ``acancel_run_work`` do the same for the run's batches and its fine-tuning jobs
+(created with ``PSOpenAIHook.create_fine_tuning_job``, or tagged with ``run_tags``), both under one
+budget, with the same guarantees; the job list is filtered by the run's tags on the server.
+
 Where they run: a DAG's ``on_failure_callback`` runs in the DAG processor (a run failed by a task,
 by ``dagrun_timeout``), a task's in the worker that ran the task, an ``AsyncCallback`` in the
 triggerer, a ``SyncCallback`` in the executor's workers. Each reaches the connection the way the
@@ -36,7 +40,13 @@ if TYPE_CHECKING:
     from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
 
-__all__ = ["acancel_run_batches", "cancel_run_batches", "cancel_run_batches_with"]
+__all__ = [
+    "acancel_run_batches",
+    "acancel_run_work",
+    "cancel_run_batches",
+    "cancel_run_batches_with",
+    "cancel_run_work",
+]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +159,93 @@ async def acancel_run_batches(
         return None
 
 
+def cancel_run_work(
+    context: Mapping[str, Any],
+    *,
+    conn_id: str = DEFAULT_CONN_ID,
+    timeout_sec: float = DEFAULT_TIMEOUT_SEC,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+) -> None:
+    """Cancel every running batch and fine-tuning job tagged with the context's DAG run; log, never raise.
+
+    :func:`cancel_run_batches` for both kinds at once, under one budget: a failure callback
+    (``on_failure_callback=cancel_run_work``) or, on Airflow 3.2+, a deadline's ``SyncCallback``.
+
+    :param context: A task's or a DAG's callback context, or a deadline's (``dag_run`` a dict).
+    :param conn_id: The connection.
+    :param timeout_sec: Longest time the callback takes, both listings and every cancel included.
+    :param max_concurrency: Cancels sent at once per kind, 1 to 200.
+    """
+    import asyncio
+
+    from airflow_psopenai.client.deadline import Deadline
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+    name = "cancel_run_work"
+    try:
+        _check_options(conn_id, timeout_sec, max_concurrency)
+        deadline = Deadline.budget(timeout_sec)
+        hook = PSOpenAIHook(conn_id, timeout_sec=_request_timeout(deadline))
+        _ = hook.settings  # looked up synchronously, as tasks do; the async core finds it resolved
+        asyncio.run(_closing(_cancel_run_work(hook, context, deadline, max_concurrency, name)))
+    except Exception as error:  # a callback must never fail the run's bookkeeping
+        _log_failure(name, conn_id, error, context)
+
+
+async def acancel_run_work(
+    context: Mapping[str, Any],
+    *,
+    conn_id: str = DEFAULT_CONN_ID,
+    timeout_sec: float = DEFAULT_TIMEOUT_SEC,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+) -> str | None:
+    """Cancel every running batch and fine-tuning job tagged with the context's DAG run, without blocking.
+
+    :func:`acancel_run_batches` for both kinds at once, under one budget: a Deadline Alert's
+    ``AsyncCallback(acancel_run_work, kwargs={...})`` (Airflow 3.1+), or awaited with a task's context.
+
+    :return: The summary lines of both kinds, or None when nothing could be done.
+    """
+    from airflow_psopenai.client.deadline import Deadline
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+    name = "acancel_run_work"
+    try:
+        _check_options(conn_id, timeout_sec, max_concurrency)
+        deadline = Deadline.budget(timeout_sec)
+        hook = PSOpenAIHook(conn_id, timeout_sec=timeout_sec)
+        return await _cancel_run_work(hook, context, deadline, max_concurrency, name)
+    except Exception as error:  # a callback must never fail the run's bookkeeping
+        _log_failure(name, conn_id, error, context)
+        return None
+
+
+async def _cancel_run_work(
+    hook: PSOpenAIHook, context: Mapping[str, Any], deadline: Deadline, max_concurrency: int, name: str
+) -> str:
+    """Clean up the run's batches and its fine-tuning jobs side by side, under the one ``deadline``.
+
+    One kind's failure (its list cannot be read, its part ran out of time) does not stop the other's.
+    """
+    import asyncio
+
+    kinds = {"batch": "batches", "fine_tuning_job": "fine-tuning jobs"}
+    done = await asyncio.gather(
+        *(_cancel_run_batches(hook, context, deadline, max_concurrency, name, kind=kind) for kind in kinds),
+        return_exceptions=True,
+    )
+    summaries = []
+    for plural, outcome in zip(kinds.values(), done, strict=True):
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome  # a cancelled await stops the callback
+            _log_failure(f"{name} ({plural})", hook.conn_id, outcome, context)
+            summaries.append(f"{name}: the run's {plural} could not be cleaned up: {outcome}")
+        else:
+            summaries.append(outcome)
+    return " ".join(summaries)
+
+
 def _check_options(conn_id: object, timeout_sec: object, max_concurrency: object) -> None:
     require_conn_id(conn_id)
     require_positive_seconds(timeout_sec, "timeout_sec")
@@ -191,9 +288,15 @@ async def _closing(cancel: Any) -> None:
 
 
 async def _cancel_run_batches(
-    hook: PSOpenAIHook, context: Mapping[str, Any], deadline: Deadline, max_concurrency: int, name: str
+    hook: PSOpenAIHook,
+    context: Mapping[str, Any],
+    deadline: Deadline,
+    max_concurrency: int,
+    name: str,
+    *,
+    kind: str = "batch",
 ) -> str:
-    """List the run's batches and cancel the running ones, all of it within ``deadline``."""
+    """List the run's batches (or fine-tuning jobs: ``kind``) and cancel the running ones, all within ``deadline``."""
     import asyncio
 
     from airflow_psopenai.cancelling.bulk import (
@@ -201,10 +304,17 @@ async def _cancel_run_batches(
         CANCEL_SENT,
         CANCEL_UNDER_WAY,
         alist_run_batches,
+        alist_run_fine_tuning_jobs,
         cancel_each,
     )
     from airflow_psopenai.cancelling.cancel import CancelPolicy
-    from airflow_psopenai.resources import BATCH, counted, has_status, status_of
+    from airflow_psopenai.resources import BATCH, FINE_TUNING_JOB, counted, has_status, status_of
+
+    resource, list_run, noun = (
+        (BATCH, alist_run_batches, "batch")
+        if kind == "batch"
+        else (FINE_TUNING_JOB, alist_run_fine_tuning_jobs, "fine-tuning job")
+    )
 
     dag_id, run_id, run_after = run_of(context)
     run_log = _run_log(context)
@@ -214,12 +324,14 @@ async def _cancel_run_batches(
         # listing and the cancels, each batch reported, within it.
         async with asyncio.timeout(None if left is None else left + LAST_RESORT_GRACE_SEC):
             # The listing has a part of the budget; what it found is cancelled even when it could not read all.
-            listed = await alist_run_batches(hook, dag_id, run_id, run_after, run_log, deadline=deadline)
+            listed = await list_run(hook, dag_id, run_id, run_after, run_log, deadline=deadline)
             batches = listed.found
             # A listed status that is no status at all is looked at (each look falls back to its own GET).
-            pending = [str(b["id"]) for b in batches if status_of(b) in BATCH.cancellable or not has_status(b)]
+            pending = [str(b["id"]) for b in batches if status_of(b) in resource.cancellable or not has_status(b)]
             policy = CancelPolicy(if_not_cancellable="succeed")
-            outcomes = await cancel_each(hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline)
+            outcomes = await cancel_each(
+                hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline, resource=resource
+            )
     except TimeoutError:
         raise TimeoutError(f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r}.") from None
     for outcome in outcomes:
@@ -228,13 +340,13 @@ async def _cancel_run_batches(
     lost, under_way = actions.count(ANSWER_LOST), actions.count(CANCEL_UNDER_WAY)
     failed = sum(1 for outcome in outcomes if outcome.error is not None and outcome.action != ANSWER_LOST)
     summary = (
-        f"{name}: run {run_id!r} of {dag_id!r}: {counted(len(batches), 'batch')} tagged with it, "
+        f"{name}: run {run_id!r} of {dag_id!r}: {counted(len(batches), noun)} tagged with it, "
         f"{len(pending)} running: "
         f"{counted(actions.count(CANCEL_SENT), 'cancel')} sent, "
         + (f"{lost} sent whose answer did not arrive (they may have gone through), " if lost else "")
         + (f"{under_way} left to another cancel of them under way in this process, " if under_way else "")
         + f"{failed} could not be cancelled."
-        + (f" Not looked at: {listed.what_was_not_read(BATCH.label)}." if not listed.complete else "")
+        + (f" Not looked at: {listed.what_was_not_read(resource.label)}." if not listed.complete else "")
     )
     if listed.complete:
         run_log.info(summary)

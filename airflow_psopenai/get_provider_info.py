@@ -40,5 +40,8 @@ def get_provider_info() -> dict[str, Any]:
                 **provider_info_fields(),
             }
         ],
-        "extra-links": ["airflow_psopenai.operators.stop.OpenAIBatchLink"],
+        "extra-links": [
+            "airflow_psopenai.operators.stop.OpenAIBatchLink",
+            "airflow_psopenai.operators.stop.OpenAIFineTuningJobLink",
+        ],
     }

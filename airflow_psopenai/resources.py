@@ -9,6 +9,7 @@ This module imports nothing but the standard library: operators import it at DAG
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -51,7 +52,17 @@ ID_KINDS: tuple[IdKind, ...] = (
     IdKind("thread_", "a thread", "use StopThreadRunOperator(thread_id=..., run_id=...) with the ID of its run"),
     IdKind("msg_", "a thread message", "a message is not cancelled: give the IDs of the run that writes it"),
     IdKind("asst_", "an assistant", "an assistant is not cancelled: give the IDs of its thread run"),
-    IdKind("ftjob-", "a fine-tuning job", "this provider does not cancel fine-tuning jobs"),
+    IdKind("ftjob-", "a fine-tuning job", "use StopFineTuningJobOperator(fine_tuning_job_id=...)"),
+    IdKind("evalrun_", "an eval run", "use StopEvalRunOperator(eval_id=..., run_id=...)"),
+    IdKind("eval_", "an eval", "use StopEvalRunOperator(eval_id=..., run_id=...) with the ID of its run"),
+    IdKind(
+        "vsfb_", "a vector store file batch", "use StopVectorStoreFileBatchOperator(vector_store_id=..., batch_id=...)"
+    ),
+    IdKind(
+        "vs_",
+        "a vector store",
+        "use StopVectorStoreFileBatchOperator(vector_store_id=..., batch_id=...) with the ID of its file batch",
+    ),
     IdKind("file-", "a file", "give the ID of the batch made from it"),
 )
 
@@ -87,6 +98,11 @@ class CancellableResource:
     :param list_path: The account-wide list of these objects (newest first, ``limit`` up to 100, ``after``
         cursor), whose items are the objects a retrieve returns; None when there is none. Waits on
         objects with a list poll through it together (see ``waiting/status_board.py``).
+    :param list_filters_metadata: The list takes ``metadata[key]=value`` and the server filters by it.
+    :param cancel_method: HTTP method of the cancel.
+    :param cancel_suffix: What the cancel's path adds to the object's path (empty: the object itself).
+    :param cancelled_status: How the API spells the status of a cancelled object.
+    :param cost_fields: The fields of a settled object that say what ran (and was billed).
     """
 
     name: str
@@ -108,6 +124,11 @@ class CancellableResource:
     cancel_not_found: str | None = None
     list_path: str | None = None
     id_prefixes: Mapping[str, str] = field(default_factory=dict)
+    list_filters_metadata: bool = False
+    cancel_method: str = "POST"
+    cancel_suffix: str = "/cancel"
+    cancelled_status: str = "cancelled"
+    cost_fields: tuple[str, ...] = ()
 
     def path(self, ids: Mapping[str, str]) -> str:
         """Return the object's path with every ID percent-encoded (``/``, ``?``, ``#`` and ``..`` included)."""
@@ -115,7 +136,7 @@ class CancellableResource:
 
     def cancel_path(self, ids: Mapping[str, str]) -> str:
         """Return the path of the object's cancel endpoint."""
-        return self.path(ids) + "/cancel"
+        return self.path(ids) + self.cancel_suffix
 
     def console_page(self, ids: Mapping[str, str]) -> str | None:
         """Return the object's page on platform.openai.com (IDs percent-encoded), if it has one."""
@@ -136,6 +157,15 @@ class CancellableResource:
     def ids_from_object(self, obj: Mapping[str, object]) -> dict[str, object]:
         """Return the ID fields as found in an object returned by the API (values not yet validated)."""
         return {name: obj.get(key) for name, key in self.object_keys.items()}
+
+    def what_ran(self, obj: Mapping[str, Any]) -> str:
+        """Return what a settled object says ran, e.g. ``request_counts {"total": 10, ...}``; '' if it says nothing."""
+        parts = [
+            f"{name} {json.dumps(obj[name], sort_keys=True, default=str)}"
+            for name in self.cost_fields
+            if obj.get(name) is not None
+        ]
+        return "; ".join(parts)
 
     @staticmethod
     def normalise_status(status: object) -> str:
@@ -171,6 +201,7 @@ BATCH = CancellableResource(
     console_url="https://platform.openai.com/batches/{batch_id}",
     list_path="/batches",
     id_prefixes={"batch_id": "batch_"},
+    cost_fields=("request_counts", "usage"),
 )
 
 THREAD_RUN = CancellableResource(
@@ -202,6 +233,7 @@ THREAD_RUN = CancellableResource(
     headers=ASSISTANTS_BETA_HEADERS,
     assistants_api=True,
     id_prefixes={"thread_id": "thread_", "run_id": "run_"},
+    cost_fields=("usage",),
 )
 
 # Background responses are the successor of thread runs; the API has no `cancelling` state for them.
@@ -220,10 +252,74 @@ RESPONSE = CancellableResource(
     description_template="response {response_id!r}",
     cancel_not_found="only responses created with background=true can be cancelled",
     id_prefixes={"response_id": "resp_"},
+    cost_fields=("usage",),
+)
+
+# A cancelled job is billed for the tokens trained so far; the API has no `cancelling` state: a cancel is
+# `cancelled` at once (or the job already ended). The list filters by metadata on the server.
+FINE_TUNING_JOB = CancellableResource(
+    name="fine_tuning_job",
+    label="fine-tuning job",
+    object_type="fine_tuning.job",
+    id_fields=("fine_tuning_job_id",),
+    object_keys={"fine_tuning_job_id": "id"},
+    object_arg="fine_tuning_job",
+    path_template="/fine_tuning/jobs/{fine_tuning_job_id}",
+    statuses=frozenset({"validating_files", "queued", "running", "succeeded", "failed", "cancelled"}),
+    cancellable=frozenset({"validating_files", "queued", "running"}),
+    settled=frozenset({"succeeded", "failed", "cancelled"}),
+    cancel_requested=frozenset({"cancelled"}),
+    description_template="fine-tuning job {fine_tuning_job_id!r}",
+    console_url="https://platform.openai.com/finetune/{fine_tuning_job_id}",
+    list_path="/fine_tuning/jobs",
+    list_filters_metadata=True,
+    cost_fields=("trained_tokens",),
+    id_prefixes={"fine_tuning_job_id": "ftjob-"},
+)
+
+# An eval run is cancelled by a POST to the run itself, and the API spells its status `canceled`. Its runs
+# are listed per eval only: it is cancelled by ID.
+EVAL_RUN = CancellableResource(
+    name="eval_run",
+    label="eval run",
+    object_type="eval.run",
+    id_fields=("eval_id", "run_id"),
+    object_keys={"eval_id": "eval_id", "run_id": "id"},
+    object_arg="eval_run",
+    path_template="/evals/{eval_id}/runs/{run_id}",
+    statuses=frozenset({"queued", "in_progress", "completed", "failed", "canceled"}),
+    cancellable=frozenset({"queued", "in_progress"}),
+    settled=frozenset({"completed", "failed", "canceled"}),
+    cancel_requested=frozenset({"canceled"}),
+    description_template="run {run_id!r} of eval {eval_id!r}",
+    cancel_suffix="",
+    cancelled_status="canceled",
+    cost_fields=("result_counts",),
+    id_prefixes={"eval_id": "eval_", "run_id": "evalrun_"},
+)
+
+# A vector store's file batch has no metadata and no account-wide list: it is cancelled by ID.
+VECTOR_STORE_FILE_BATCH = CancellableResource(
+    name="vector_store_file_batch",
+    label="vector store file batch",
+    object_type="vector_store.files_batch",
+    id_fields=("vector_store_id", "batch_id"),
+    object_keys={"vector_store_id": "vector_store_id", "batch_id": "id"},
+    object_arg="file_batch",
+    path_template="/vector_stores/{vector_store_id}/file_batches/{batch_id}",
+    statuses=frozenset({"in_progress", "completed", "cancelled", "failed"}),
+    cancellable=frozenset({"in_progress"}),
+    settled=frozenset({"completed", "cancelled", "failed"}),
+    cancel_requested=frozenset({"cancelled"}),
+    description_template="file batch {batch_id!r} of vector store {vector_store_id!r}",
+    cost_fields=("file_counts",),
+    id_prefixes={"vector_store_id": "vs_", "batch_id": "vsfb_"},
 )
 
 #: Every cancellable resource, by its ``name``.
-RESOURCES: Mapping[str, CancellableResource] = {r.name: r for r in (BATCH, THREAD_RUN, RESPONSE)}
+RESOURCES: Mapping[str, CancellableResource] = {
+    r.name: r for r in (BATCH, THREAD_RUN, RESPONSE, FINE_TUNING_JOB, EVAL_RUN, VECTOR_STORE_FILE_BATCH)
+}
 
 CANCELLED = "cancelled"
 

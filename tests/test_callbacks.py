@@ -15,9 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_psopenai.callbacks import acancel_run_batches, cancel_run_batches, cancel_run_batches_with
+from airflow_psopenai.callbacks import (
+    acancel_run_batches,
+    acancel_run_work,
+    cancel_run_batches,
+    cancel_run_batches_with,
+    cancel_run_work,
+)
 from airflow_psopenai.exceptions import PSOpenAIConfigurationError
-from airflow_psopenai.testing import ManualClock, OpenAIEmulator
+from airflow_psopenai.testing import Fault, ManualClock, OpenAIEmulator
 from tests.conftest import connection_json
 from tests.connections import conn_json, set_connection, unique_key
 from tests.gateway import Gateway, Reply, batch, page
@@ -312,3 +318,65 @@ def test_the_same_run_reported_failed_twice_to_the_listener_gets_one_cancel_per_
     summaries = [record.getMessage() for record in logs.records if "batches tagged with it" in record.getMessage()]
     assert len(summaries) == 2
     assert sum(sent_in(summary) for summary in summaries) == 5
+
+
+# -- fine-tuning jobs too: cancel_run_work and acancel_run_work ---------------------------------------------------
+
+
+def test_the_work_callback_cancels_a_failed_runs_batch_and_fine_tuning_job(
+    emulator: OpenAIEmulator, run_dag: Callable[..., Any]
+) -> None:
+    other = str(
+        emulator.create_fine_tuning_job(metadata={"airflow_dag_id": "run_work_cleanup", "airflow_run_id": "x"})["id"]
+    )
+    result = run_dag("run_work_cleanup")
+    assert result.task_states["work"] == "failed"
+    (job_post,) = emulator.requests(method="POST", path="/v1/fine_tuning/jobs")
+    (batch_post,) = emulator.requests(method="POST", path="/v1/batches")
+    cancelled = [entry.path for entry in emulator.requests(method="POST", path="*/cancel")]
+    assert len(cancelled) == 2
+    assert {path.split("/")[2] for path in cancelled} == {"batches", "fine_tuning"}
+    assert emulator.get_fine_tuning_job(other)["status"] == "running"
+    # The job list was read filtered by the run's tags on the server: by the create's look, then by the cleanup.
+    _, cleanup = emulator.requests(method="GET", path="/v1/fine_tuning/jobs")
+    assert cleanup.query["metadata[airflow_dag_id]"] == "run_work_cleanup"
+    assert cleanup.query["metadata[airflow_run_id]"] == result.dag_run.run_id
+    assert "metadata[airflow_task_id]" not in cleanup.query  # every task's jobs of the run
+    assert job_post.status == batch_post.status == 200
+
+
+def test_the_async_work_callback_cancels_both_kinds_under_one_budget(emulator: OpenAIEmulator) -> None:
+    batches = [str(emulator.create_batch(metadata=TAGS)["id"]) for _ in range(2)]
+    jobs = [str(emulator.create_fine_tuning_job(status, metadata=TAGS)["id"]) for status in ("queued", "running")]
+    done = str(emulator.create_fine_tuning_job("succeeded", metadata=TAGS)["id"])
+    emulator.create_fine_tuning_job(metadata={**TAGS, "airflow_run_id": "run-2"})
+    summary = asyncio.run(acancel_run_work({**run_context(), "ti": object()}, timeout_sec=30))
+    assert summary is not None
+    assert "2 batches tagged with it, 2 running: 2 cancels sent, 0 could not be cancelled." in summary
+    assert "3 fine-tuning jobs tagged with it, 2 running: 2 cancels sent, 0 could not be cancelled." in summary
+    cancelled = sorted(entry.path.split("/")[-2] for entry in emulator.requests(method="POST", path="*/cancel"))
+    assert cancelled == sorted(batches + jobs)
+    assert emulator.get_fine_tuning_job(done)["status"] == "succeeded"
+
+
+def test_a_job_list_that_hangs_leaves_the_batches_cancelled_within_the_budget(
+    emulator: OpenAIEmulator, logs: pytest.LogCaptureFixture
+) -> None:
+    mine = str(emulator.create_batch(metadata=TAGS)["id"])
+    emulator.create_fine_tuning_job(metadata=TAGS)
+    emulator.add_fault(Fault.hang(None), method="GET", path="/v1/fine_tuning/jobs", times=100)
+    started = time.monotonic()
+    cancel_run_work(run_context(), timeout_sec=3)
+    assert time.monotonic() - started < 30  # bounded by its budget (a loose guard, not a speed target)
+    assert [entry.path for entry in emulator.requests(method="POST", path="*/cancel")] == [f"/v1/batches/{mine}/cancel"]
+    text = logs.text
+    assert "1 batches tagged with it, 1 running: 1 cancels sent" in text
+    assert "0 fine-tuning jobs tagged with it" in text and "Not looked at: the whole fine-tuning job list" in text
+
+
+def test_cancel_run_batches_still_leaves_fine_tuning_jobs_alone(emulator: OpenAIEmulator) -> None:
+    job = str(emulator.create_fine_tuning_job(metadata=TAGS)["id"])
+    emulator.create_batch(metadata=TAGS)
+    cancel_run_batches(run_context(), timeout_sec=30)
+    assert emulator.get_fine_tuning_job(job)["status"] == "running"
+    assert emulator.requests(method="GET", path="/v1/fine_tuning/jobs") == []

@@ -20,7 +20,7 @@ from airflow_psopenai.cancelling.cancel import Action, cancel_one
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.client.listing import Listed, awalk_list
 from airflow_psopenai.client.validation import require_epoch_seconds
-from airflow_psopenai.resources import BATCH, counted, status_of
+from airflow_psopenai.resources import BATCH, FINE_TUNING_JOB, counted, status_of
 from airflow_psopenai.run_tags import run_selector
 from airflow_psopenai.waiting.status_board import status_poller
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from airflow_psopenai.cancelling.cancel import CancelPolicy
     from airflow_psopenai.hooks import PSOpenAIHook
     from airflow_psopenai.hooks.psopenai import JsonObject
+    from airflow_psopenai.resources import CancellableResource
 
 PAGE_SIZE = 100
 # A run cleanup's listing gets at most this part of the time left; the cancels keep the rest.
@@ -56,6 +57,7 @@ class BatchOutcome:
     action: str = FAILED
     obj: dict[str, Any] | None = None
     error: str | None = None
+    label: str = BATCH.label
 
     @property
     def status(self) -> str | None:
@@ -66,8 +68,8 @@ class BatchOutcome:
         """Return the batch's log line: ID, status found, what was done, final status (or the error)."""
         found = self.found or "unknown"  # a forced first try sends without looking
         if self.error is not None:
-            return f"batch {self.batch_id!r}: found {found}, {self.action}: {self.error}"
-        return f"batch {self.batch_id!r}: found {found}, {self.action}, now {self.status}"
+            return f"{self.label} {self.batch_id!r}: found {found}, {self.action}: {self.error}"
+        return f"{self.label} {self.batch_id!r}: found {found}, {self.action}, now {self.status}"
 
 
 def batches_by_metadata(
@@ -181,6 +183,31 @@ async def alist_run_batches(
     )
 
 
+async def alist_run_fine_tuning_jobs(
+    hook: PSOpenAIHook, dag_id: str, run_id: str, run_after: float | None, log: Any, *, deadline: Deadline
+) -> Listed:
+    """List the fine-tuning jobs tagged with one DAG run, for its cleanup, within a part of ``deadline``.
+
+    The server filters the job list by the run's tags (``metadata[k]=v``), so the walk reads the run's own
+    jobs only, down to its ``run_after`` less the cutoff margin; the tags are checked here too. The listing
+    gets at most :data:`LISTING_SHARE` of the time left, as :func:`alist_run_batches`'s does.
+    """
+    since = None if run_after is None else require_epoch_seconds(run_after, "run_after")
+    selector = run_selector(dag_id, run_id)
+    redact = (await hook.asettings()).redact
+
+    async def read_page(after: str | None, page_deadline: Deadline) -> dict[str, Any]:
+        return await hook.alist_page(
+            FINE_TUNING_JOB, after=after, page_size=PAGE_SIZE, deadline=page_deadline, metadata=selector
+        )
+
+    listed = await awalk_list(
+        read_page, FINE_TUNING_JOB, redact, metadata=selector, since=since, deadline=deadline.part(LISTING_SHARE)
+    )
+    log.info("Listed %d fine-tuning jobs tagged with run %r (%d pages).", len(listed.found), run_id, listed.pages)
+    return listed
+
+
 async def cancel_each(
     hook: PSOpenAIHook,
     batch_ids: Sequence[str],
@@ -188,6 +215,7 @@ async def cancel_each(
     *,
     max_concurrency: int,
     deadline: Deadline = NO_DEADLINE,
+    resource: CancellableResource = BATCH,
 ) -> list[BatchOutcome]:
     """Cancel every batch (at most ``max_concurrency`` GETs and cancels at once, besides the looks' list
     pages); return their outcomes in order.
@@ -198,25 +226,43 @@ async def cancel_each(
     reported as not attempted (and counts as failed); a cancel sent whose answer did not arrive in time as
     :data:`ANSWER_LOST`. A batch another set or cleanup of this process is cancelling now gets no second
     cancel (:data:`CANCEL_UNDER_WAY`).
+
+    :param resource: What the IDs are of: batches, or another resource with one ID field (fine-tuning jobs).
     """
     slots = asyncio.Semaphore(max_concurrency)
     unique = dict.fromkeys(batch_ids)
-    return list(await asyncio.gather(*(_cancel_one(hook, batch_id, policy, deadline, slots) for batch_id in unique)))
+    return list(
+        await asyncio.gather(
+            *(_cancel_one(hook, batch_id, policy, deadline, slots, resource=resource) for batch_id in unique)
+        )
+    )
 
 
 async def _cancel_one(
-    hook: PSOpenAIHook, batch_id: str, policy: CancelPolicy, deadline: Deadline, slots: asyncio.Semaphore
+    hook: PSOpenAIHook,
+    batch_id: str,
+    policy: CancelPolicy,
+    deadline: Deadline,
+    slots: asyncio.Semaphore,
+    *,
+    resource: CancellableResource,
 ) -> BatchOutcome:
-    ids = {"batch_id": batch_id}
+    ids = {resource.id_fields[0]: batch_id}
     with _UNDER_WAY.claim((await hook.asettings()).api_base, batch_id) as ours:
         if not ours:
-            return BatchOutcome(batch_id, action=CANCEL_UNDER_WAY)
+            return BatchOutcome(batch_id, action=CANCEL_UNDER_WAY, label=resource.label)
         result = await cancel_one(
-            hook, BATCH, ids, policy, deadline=deadline, look=lambda: _look(hook, ids, deadline, slots), slots=slots
+            hook,
+            resource,
+            ids,
+            policy,
+            deadline=deadline,
+            look=lambda: _look(hook, resource, ids, deadline, slots),
+            slots=slots,
         )
     error = None if result.error is None else result.message
     action = ANSWER_LOST if result.answer_lost else result.action.value
-    return BatchOutcome(batch_id, result.found, action, result.obj, error)
+    return BatchOutcome(batch_id, result.found, action, result.obj, error, resource.label)
 
 
 class _UnderWay:
@@ -249,12 +295,18 @@ class _UnderWay:
 _UNDER_WAY = _UnderWay()
 
 
-async def _look(hook: PSOpenAIHook, ids: Mapping[str, str], deadline: Deadline, slots: asyncio.Semaphore) -> JsonObject:
+async def _look(
+    hook: PSOpenAIHook,
+    resource: CancellableResource,
+    ids: Mapping[str, str],
+    deadline: Deadline,
+    slots: asyncio.Semaphore,
+) -> JsonObject:
     """Return a batch as it is now, read with the set's other looks from the list's pages where they hold it.
 
     The looks of a set go through the status board the waits use, so fresh batches cost about one list
     page per 100 instead of a GET each. A page lost to a transient error leaves each of its looks to its
     own GET rather than failing the whole set for one answer; a look's own GET is not sent again.
     """
-    async with status_poller(hook, BATCH, ids, own_get_slots=slots, own_get_on_page_error=True) as poll:
+    async with status_poller(hook, resource, ids, own_get_slots=slots, own_get_on_page_error=True) as poll:
         return await poll(0.0, deadline)

@@ -225,7 +225,10 @@ async def cancel_one(
             return CancelResult(Action.NOT_ATTEMPTED, f"its cancel was not sent: {error}", found, current, error)
         lost = cancel_sent and isinstance(error, PSOpenAITransportError) and error.lost_answer
         return CancelResult(Action.FAILED, str(error), found, current, error, answer_lost=lost)
-    return CancelResult(Action.SENT, f"Cancel requested for {target}: status is now {status_of(sent)}.", found, sent)
+    now = status_of(sent)
+    ran = resource.what_ran(sent) if now in resource.settled else ""
+    message = f"Cancel requested for {target}: status is now {now}." + (f" What ran: {ran}." if ran else "")
+    return CancelResult(Action.SENT, message, found, sent)
 
 
 def _check_time_left(deadline: Deadline, what: str, target: str) -> None:

@@ -37,7 +37,7 @@ from airflow_psopenai.exceptions import (
     answer_may_be_lost,
 )
 from airflow_psopenai.hooks import connection_form
-from airflow_psopenai.resources import BATCH, RESPONSE, THREAD_RUN, CancellableResource, status_of
+from airflow_psopenai.resources import BATCH, FINE_TUNING_JOB, RESPONSE, THREAD_RUN, CancellableResource, status_of
 from airflow_psopenai.run_tags import tagged_metadata
 from airflow_psopenai.task_tries import Earlier, TaskTry, current_try
 
@@ -53,6 +53,8 @@ JsonObject = dict[str, Any]
 # A batch an earlier try created is taken over while it runs or once it completed; one that failed,
 # expired or was cancelled is not: the retry creates a new one.
 REUSABLE_BATCH_STATUSES = BATCH.cancellable | {"completed"}
+# Likewise a fine-tuning job that runs or succeeded.
+REUSABLE_FINE_TUNING_JOB_STATUSES = FINE_TUNING_JOB.cancellable | {"succeeded"}
 # The look for it reads at most this many pages of the batch list.
 REUSE_PAGE_SIZE = 100
 REUSE_MAX_PAGES = 10
@@ -272,12 +274,15 @@ class PSOpenAIHook(BaseHook):
         after: str | None = None,
         page_size: int = 100,
         deadline: Deadline = NO_DEADLINE,
+        metadata: Mapping[str, str] | None = None,
     ) -> JsonObject:
         """Return one page of the account's list of ``resource`` (newest first), after the object ``after``.
 
         :param deadline: Bounds the page and its retries (a listing's budget: each page gets what is left).
+        :param metadata: Only the objects whose metadata holds these pairs, filtered by the server (for a
+            resource whose list filters by metadata).
         """
-        call = self._list_call(self.settings, resource, after, page_size)
+        call = self._list_call(self.settings, resource, after, page_size, metadata)
         return self.retry_policy.call(lambda time_left: self._attempt(call, time_left), deadline)
 
     async def alist_page(
@@ -287,19 +292,30 @@ class PSOpenAIHook(BaseHook):
         after: str | None = None,
         page_size: int = 100,
         deadline: Deadline = NO_DEADLINE,
+        metadata: Mapping[str, str] | None = None,
     ) -> JsonObject:
         """Return one page of the account's list of ``resource`` (newest first), after the object ``after``.
 
-        :raises PSOpenAIConfigurationError: For a resource without a list.
+        :param metadata: As for :meth:`list_page`.
+        :raises PSOpenAIConfigurationError: For a resource without a list, or a metadata filter its list lacks.
         """
-        call = self._list_call(await self.asettings(), resource, after, page_size)
+        call = self._list_call(await self.asettings(), resource, after, page_size, metadata)
         return await self._asend(call, deadline, lambda time_left: self._aattempt(call, time_left))
 
     @staticmethod
-    def _list_call(settings: ApiSettings, resource: CancellableResource, after: str | None, page_size: int) -> _Call:
+    def _list_call(
+        settings: ApiSettings,
+        resource: CancellableResource,
+        after: str | None,
+        page_size: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> _Call:
         if resource.list_path is None:
             raise PSOpenAIConfigurationError(f"The API has no list of every {resource.label}.")
+        if metadata and not resource.list_filters_metadata:
+            raise PSOpenAIConfigurationError(f"The API's {resource.label} list does not filter by metadata.")
         query = {"limit": str(page_size), **({"after": after} if after else {})}
+        query.update({f"metadata[{key}]": value for key, value in (metadata or {}).items()})
         # The cursor is an ID the server sent: it goes into messages redacted.
         target = settings.redact(f"the {resource.label} list" + (f" after {after!r}" if after else ""))
         return _Call(settings, "GET", resource, resource.list_path, target, query=query)
@@ -479,6 +495,120 @@ class PSOpenAIHook(BaseHook):
             )
         return earlier
 
+    def create_fine_tuning_job(
+        self,
+        model: str,
+        training_file: str,
+        *,
+        validation_file: str | None = None,
+        method: Mapping[str, Any] | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        integrations: list[Mapping[str, Any]] | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        reuse_earlier_job: bool = True,
+        **more: Any,
+    ) -> JsonObject:
+        """Create a fine-tuning job (not retried: it is not idempotent, and a job bills per trained token).
+
+        Called in a running task, the job's metadata gets the run tags (:func:`~airflow_psopenai.run_tags.run_tags`;
+        your own keys win). A retry pays for no second job: in a running task, the jobs an earlier try of the
+        same task instance created (the same run tags, the same map index or none, the same ``model`` and
+        ``training_file``, not failed or cancelled) are looked for first, in the job list filtered by the run
+        tags on the server (one request for a run that created fewer than 100 jobs), down to the DAG run's
+        ``run_after`` less the cutoff margin, as :meth:`create_batch` does for batches; the oldest one not yet
+        returned in this try is returned instead of creating a new one. ``reuse_earlier_job=False`` always
+        creates. A page that still cannot be read fails the try unless a job already read fits.
+
+        :param model: The model to fine-tune.
+        :param training_file: ID of an uploaded file with ``purpose="fine-tune"``.
+        :param validation_file: ID of an uploaded validation file.
+        :param method: The fine-tuning method (``{"type": "supervised", "supervised": {...}}``, ``dpo``, ...).
+        :param suffix: Up to 64 characters added to the fine-tuned model's name.
+        :param seed: Makes the job reproducible.
+        :param integrations: Integrations of the job (Weights and Biases, ...).
+        :param hyperparameters: The API's older way to give them (deprecated in favour of ``method``).
+        :param metadata: Your own text keys and values, merged with the run tags (at most 16 pairs in all).
+        :param reuse_earlier_job: Return a job an earlier try created instead of creating another.
+        :param more: Any other create parameter of the API, sent as given.
+        :return: The job object, as the API returns it.
+        :raises PSOpenAIConfigurationError: Before the request, when the metadata is over the API's limits.
+        :raises PSOpenAIError: When part of the list that could hold an earlier try's job cannot be read.
+        """
+        settings = self.settings
+        body: JsonObject = {"model": model, "training_file": require_id("training_file", training_file), **more}
+        optional = {
+            "validation_file": validation_file,
+            "method": method,
+            "suffix": suffix,
+            "seed": seed,
+            "integrations": integrations,
+            "hyperparameters": hyperparameters,
+        }
+        body.update({name: value for name, value in optional.items() if value is not None})
+        task_try = current_try()
+        tags = task_try.tags if task_try is not None else {}
+        tagged = tagged_metadata(tags, metadata)
+        if tagged:
+            body["metadata"] = tagged
+        if task_try is not None and reuse_earlier_job:
+            own = TaskTry.own_tags({key: tagged[key] for key in tags})
+
+            def fits(item: Mapping[str, Any]) -> bool:
+                return (
+                    status_of(item) in REUSABLE_FINE_TUNING_JOB_STATUSES
+                    and item.get("model") == model
+                    and item.get("training_file") == body["training_file"]
+                    and metadata_holds(item.get("metadata"), own)
+                )
+
+            server_filter = {key: value for key, value in own.items() if value is not None}
+            earlier = task_try.take(
+                FINE_TUNING_JOB.name, lambda: self._earlier_fine_tuning_jobs(task_try, server_filter), fits
+            )
+            if earlier is not None:
+                self.log.info(
+                    "Fine-tuning job %r (%s) was created by an earlier try of this task instance with the same "
+                    "model and training file: returning it instead of creating a second job "
+                    "(reuse_earlier_job=False creates one).",
+                    earlier["id"],
+                    status_of(earlier),
+                )
+                return earlier
+        return self._request(
+            "POST",
+            settings.url(FINE_TUNING_JOB.list_path or ""),
+            headers=settings.headers({}),
+            target="a new fine-tuning job",
+            body=body,
+        )
+
+    def _earlier_fine_tuning_jobs(self, task_try: TaskTry, server_filter: Mapping[str, str]) -> Earlier:
+        """Return the jobs with ``server_filter``'s metadata created since the DAG run's ``run_after``, oldest first.
+
+        The server filters the list by metadata, so the run's own jobs are all there is to read.
+        """
+        since = None if task_try.run_after is None else as_epoch_seconds(task_try.run_after, "run_after")
+        listed = walk_list(
+            lambda after, deadline: self.list_page(
+                FINE_TUNING_JOB, after=after, page_size=REUSE_PAGE_SIZE, deadline=deadline, metadata=server_filter
+            ),
+            FINE_TUNING_JOB,
+            self.settings.redact,
+            metadata={},
+            since=since,
+            max_pages=REUSE_MAX_PAGES,
+        )
+        earlier = Earlier(listed.found[::-1])
+        if listed.unread is not None or listed.capped:
+            earlier.unread = PSOpenAIError(
+                "Could not look for a fine-tuning job an earlier try of this task created: could not read "
+                f"{listed.what_was_not_read(FINE_TUNING_JOB.label)}. This try fails rather than risk creating a "
+                "second job; Airflow's retry looks again."
+            )
+        return earlier
+
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated GET (list one batch), for the UI's Test button and the CLI."""
         try:
@@ -598,7 +728,7 @@ class _Cancel:
     def __init__(self, settings: ApiSettings, resource: CancellableResource, ids: Mapping[str, str], log: Any) -> None:
         self.resource = resource
         self.ids = ids
-        self.post = _Call.on_object(settings, "POST", resource, ids, "cancel")
+        self.post = _Call.on_object(settings, resource.cancel_method, resource, ids, "cancel")
         self.check = _Call.on_object(settings, "GET", resource, ids, "get")
         self.maybe_sent = False
         self._log = log

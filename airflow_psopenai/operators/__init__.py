@@ -1,15 +1,31 @@
-"""Operators that cancel OpenAI Batches, thread runs and background responses."""
+"""Operators that cancel OpenAI Batches, thread runs, background responses, fine-tuning jobs, eval runs and
+vector store file batches."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_psopenai.operators.stop import StopBatchOperator, StopResponseOperator, StopThreadRunOperator
+from airflow_psopenai.operators.stop import (
+    StopBatchOperator,
+    StopEvalRunOperator,
+    StopFineTuningJobOperator,
+    StopResponseOperator,
+    StopThreadRunOperator,
+    StopVectorStoreFileBatchOperator,
+)
 
 if TYPE_CHECKING:
     from airflow_psopenai.operators.stop_batches import StopBatchesOperator
 
-__all__ = ["StopBatchOperator", "StopBatchesOperator", "StopResponseOperator", "StopThreadRunOperator"]
+__all__ = [
+    "StopBatchOperator",
+    "StopBatchesOperator",
+    "StopEvalRunOperator",
+    "StopFineTuningJobOperator",
+    "StopResponseOperator",
+    "StopThreadRunOperator",
+    "StopVectorStoreFileBatchOperator",
+]
 
 
 def __getattr__(name: str) -> Any:

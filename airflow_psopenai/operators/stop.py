@@ -1,7 +1,7 @@
 """Operators that cancel an OpenAI object, optionally wait until it is settled, and pass it on.
 
 The behaviour of PSOpenAI's ``Stop-Batch`` and ``Stop-ThreadRun``, written once over the resource
-table; :class:`StopBatchOperator` and :class:`StopThreadRunOperator` only name their arguments.
+table; each public operator only names its arguments.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from airflow_psopenai.cancelling.cancel import Action, CancelPolicy, cancel_one
 from airflow_psopenai.client.deadline import Deadline
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIWaitTimeoutError
 from airflow_psopenai.operators.options import CancellingOperator
-from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
+from airflow_psopenai.resources import (
+    BATCH,
+    EVAL_RUN,
+    FINE_TUNING_JOB,
+    RESPONSE,
+    THREAD_RUN,
+    VECTOR_STORE_FILE_BATCH,
+    status_of,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
@@ -25,10 +33,10 @@ if TYPE_CHECKING:
 CONSOLE_URL_XCOM_KEY = "openai_console_url"
 
 
-class OpenAIBatchLink(BaseOperatorLink):
-    """Link to the batch's page on platform.openai.com (only when the task used api.openai.com)."""
+class OpenAIConsoleLink(BaseOperatorLink):
+    """Link to the object's page on platform.openai.com (only when the task used api.openai.com)."""
 
-    name = "OpenAI Batch"
+    name = "OpenAI"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         """Return the URL the task pushed to XCom, or an empty string when there is none.
@@ -41,9 +49,21 @@ class OpenAIBatchLink(BaseOperatorLink):
         try:
             url = XCom.get_value(key=CONSOLE_URL_XCOM_KEY, ti_key=ti_key)
         except Exception as error:  # a link must not change the task's outcome
-            logging.getLogger(__name__).warning("Could not read the OpenAI Batch link's URL: %s", error)
+            logging.getLogger(__name__).warning("Could not read the %s link's URL: %s", self.name, error)
             return ""
         return url if isinstance(url, str) else ""
+
+
+class OpenAIBatchLink(OpenAIConsoleLink):
+    """Link to the batch's page on platform.openai.com (only when the task used api.openai.com)."""
+
+    name = "OpenAI Batch"
+
+
+class OpenAIFineTuningJobLink(OpenAIConsoleLink):
+    """Link to the fine-tuning job's page on platform.openai.com (only when the task used api.openai.com)."""
+
+    name = "OpenAI Fine-tuning job"
 
 
 class StopResourceOperator(CancellingOperator):
@@ -102,7 +122,7 @@ class StopResourceOperator(CancellingOperator):
             the worker logs itself.
         """
         from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
-        from airflow_psopenai.waiting.polling import log_status
+        from airflow_psopenai.waiting.polling import log_status, outcome_of
 
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
@@ -110,7 +130,9 @@ class StopResourceOperator(CancellingOperator):
         if checked["status"] == EVENT_ERROR:
             raise PSOpenAIError(checked["message"])
         if resumed:
-            log_status(self.log, self.resource.describe(ids), status_of(checked["object"]), settled_after(checked))
+            obj = checked["object"]
+            target = self.resource.describe(ids)
+            log_status(self.log, target, status_of(obj), settled_after(checked), outcome_of(self.resource, obj))
         return self._finish(checked["object"], ids)
 
     def _cancel(self, hook: PSOpenAIHook, ids: dict[str, str], policy: CancelPolicy) -> dict[str, Any]:
@@ -131,7 +153,7 @@ class StopResourceOperator(CancellingOperator):
 
     def _finish(self, obj: dict[str, Any], ids: dict[str, str]) -> dict[str, Any] | None:
         status = status_of(obj)
-        if status in self.resource.settled and status != CANCELLED:
+        if status in self.resource.settled and status != self.resource.cancelled_status:
             self.log.warning(
                 "%s settled as %r, not cancelled: it ended before the cancel took effect.",
                 self.resource.describe(ids),
@@ -221,4 +243,96 @@ class StopResponseOperator(StopResourceOperator):
         super().__init__(**kwargs)
         self.response_id = response_id
         self.response = response
+        self._check_when_built()
+
+
+class StopFineTuningJobOperator(StopResourceOperator):
+    """Cancel a fine-tuning job, optionally wait, and pass it on.
+
+    The API has no ``cancelling`` status for jobs: a cancel answers ``cancelled`` at once, or the job
+    had already ``succeeded`` or ``failed``. A cancelled job is billed for its ``trained_tokens``.
+
+    :param fine_tuning_job_id: The job's ID (templated).
+    :param fine_tuning_job: Instead of ``fine_tuning_job_id``: a job object as returned by the API or another
+        task (templated).
+
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`.
+    """
+
+    resource = FINE_TUNING_JOB
+    template_fields = (*FINE_TUNING_JOB.id_fields, FINE_TUNING_JOB.object_arg, *CancellingOperator.template_fields)
+    operator_extra_links = (OpenAIFineTuningJobLink(),)
+
+    def __init__(
+        self,
+        *,
+        fine_tuning_job_id: str | None = None,
+        fine_tuning_job: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fine_tuning_job_id = fine_tuning_job_id
+        self.fine_tuning_job = fine_tuning_job
+        self._check_when_built()
+
+
+class StopEvalRunOperator(StopResourceOperator):
+    """Cancel a run of an eval, optionally wait, and pass it on.
+
+    The API cancels a run with a POST to the run itself and spells its status ``canceled``.
+
+    :param eval_id: The eval's ID (templated).
+    :param run_id: The run's ID (templated).
+    :param eval_run: Instead of the IDs: an eval run object as returned by the API or another task (templated).
+
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`.
+    """
+
+    resource = EVAL_RUN
+    template_fields = (*EVAL_RUN.id_fields, EVAL_RUN.object_arg, *CancellingOperator.template_fields)
+
+    def __init__(
+        self,
+        *,
+        eval_id: str | None = None,
+        run_id: str | None = None,
+        eval_run: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.eval_id = eval_id
+        self.run_id = run_id
+        self.eval_run = eval_run
+        self._check_when_built()
+
+
+class StopVectorStoreFileBatchOperator(StopResourceOperator):
+    """Cancel a vector store's file batch, optionally wait, and pass it on.
+
+    :param vector_store_id: The vector store's ID (templated).
+    :param batch_id: The file batch's ID (templated).
+    :param file_batch: Instead of the IDs: a file batch object as returned by the API or another task (templated).
+
+    Every other argument is described in :class:`~airflow_psopenai.operators.options.CancellingOperator`.
+    """
+
+    resource = VECTOR_STORE_FILE_BATCH
+    template_fields = (
+        *VECTOR_STORE_FILE_BATCH.id_fields,
+        VECTOR_STORE_FILE_BATCH.object_arg,
+        *CancellingOperator.template_fields,
+    )
+
+    def __init__(
+        self,
+        *,
+        vector_store_id: str | None = None,
+        batch_id: str | None = None,
+        file_batch: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.vector_store_id = vector_store_id
+        self.batch_id = batch_id
+        self.file_batch = file_batch
         self._check_when_built()

@@ -184,7 +184,7 @@ class StopBatchesOperator(CancellingOperator):
         """
         from airflow_psopenai.cancelling.set_carry import waited_for
         from airflow_psopenai.waiting.events import EVENT_SETTLED, check_event
-        from airflow_psopenai.waiting.polling import log_status
+        from airflow_psopenai.waiting.polling import log_status, outcome_of
 
         waited = [o for o in outcomes if waited_for(o)]
         if len(events) != len(waited):
@@ -194,7 +194,13 @@ class StopBatchesOperator(CancellingOperator):
             if checked["status"] == EVENT_SETTLED:
                 outcome.obj = checked["object"]
                 if seconds_waited is not None:
-                    log_status(self.log, BATCH.describe(checked["ids"]), status_of(outcome.obj), seconds_waited)
+                    log_status(
+                        self.log,
+                        BATCH.describe(checked["ids"]),
+                        status_of(outcome.obj),
+                        seconds_waited,
+                        outcome_of(BATCH, outcome.obj),
+                    )
             else:
                 outcome.error = checked["message"]
                 if checked.get("object") is not None:

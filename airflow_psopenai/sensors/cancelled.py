@@ -24,7 +24,15 @@ from airflow.providers.common.compat.sdk import (
 from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.exceptions import PSOpenAIError, PSOpenAIUnexpectedStatusError
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
-from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, status_of
+from airflow_psopenai.resources import (
+    BATCH,
+    EVAL_RUN,
+    FINE_TUNING_JOB,
+    RESPONSE,
+    THREAD_RUN,
+    VECTOR_STORE_FILE_BATCH,
+    status_of,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -74,7 +82,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         ``cancelled`` object ends the sensor with ``AirflowSensorTimeout`` there and then.
         """
         from airflow_psopenai.client.retry import is_retryable
-        from airflow_psopenai.waiting.polling import log_status
+        from airflow_psopenai.waiting.polling import log_status, outcome_of
 
         ids = self.resolved_ids()
         target = self.resource.describe(ids)
@@ -89,9 +97,10 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
             self.log.warning("Poke of %s failed for now, trying at the next poke: %s", target, error)
             return False
         status = status_of(obj)
-        if status == CANCELLED:
+        if status == self.resource.cancelled_status:
             after = None if self._wait_started is None else max(0.0, time.time() - self._wait_started)
-            log_status(self.log, target, status, after)  # the outcome line a deferred wait logs
+            # the outcome line a deferred wait logs
+            log_status(self.log, target, status, after, outcome_of(self.resource, obj))
             return PokeReturnValue(is_done=True, xcom_value=obj)
         if status in self.resource.settled:
             raise self._unexpected(obj, ids)
@@ -176,7 +185,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
             return self.execute(context)  # type: ignore[no-any-return]
         # Here, not at the top: a DAG file imports this module, and parsing needs none of the wait's code.
         from airflow_psopenai.waiting.events import EVENT_ERROR, EVENT_TIMEOUT, check_event, settled_after
-        from airflow_psopenai.waiting.polling import log_status
+        from airflow_psopenai.waiting.polling import log_status, outcome_of
 
         ids = self.resolved_ids()
         checked = check_event(event, self.resource, ids)
@@ -185,8 +194,14 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         if checked["status"] == EVENT_ERROR:
             raise PSOpenAIError(checked["message"])
         obj: dict[str, Any] = checked["object"]
-        log_status(self.log, self.resource.describe(ids), status_of(obj), settled_after(checked))
-        if status_of(obj) != CANCELLED:
+        log_status(
+            self.log,
+            self.resource.describe(ids),
+            status_of(obj),
+            settled_after(checked),
+            outcome_of(self.resource, obj),
+        )
+        if status_of(obj) != self.resource.cancelled_status:
             raise self._unexpected(obj, ids)
         return obj
 
@@ -261,4 +276,84 @@ class ResponseCancelledSensor(ResourceCancelledSensor):
         super().__init__(**kwargs)
         self.response_id = response_id
         self.response = response
+        self._check_when_built()
+
+
+class FineTuningJobCancelledSensor(ResourceCancelledSensor):
+    """Wait until a fine-tuning job is ``cancelled``; the job goes to XCom.
+
+    :param fine_tuning_job_id: The job's ID (templated).
+    :param fine_tuning_job: Instead of ``fine_tuning_job_id``: a job object as returned by the API or another
+        task (templated).
+    """
+
+    resource = FINE_TUNING_JOB
+    template_fields = (*FINE_TUNING_JOB.id_fields, FINE_TUNING_JOB.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+
+    def __init__(
+        self,
+        *,
+        fine_tuning_job_id: str | None = None,
+        fine_tuning_job: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fine_tuning_job_id = fine_tuning_job_id
+        self.fine_tuning_job = fine_tuning_job
+        self._check_when_built()
+
+
+class EvalRunCancelledSensor(ResourceCancelledSensor):
+    """Wait until a run of an eval is ``canceled`` (the API's spelling); the run goes to XCom.
+
+    :param eval_id: The eval's ID (templated).
+    :param run_id: The run's ID (templated).
+    :param eval_run: Instead of the IDs: an eval run object as returned by the API or another task (templated).
+    """
+
+    resource = EVAL_RUN
+    template_fields = (*EVAL_RUN.id_fields, EVAL_RUN.object_arg, *CONNECTION_TEMPLATE_FIELDS)
+
+    def __init__(
+        self,
+        *,
+        eval_id: str | None = None,
+        run_id: str | None = None,
+        eval_run: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.eval_id = eval_id
+        self.run_id = run_id
+        self.eval_run = eval_run
+        self._check_when_built()
+
+
+class VectorStoreFileBatchCancelledSensor(ResourceCancelledSensor):
+    """Wait until a vector store's file batch is ``cancelled``; the file batch goes to XCom.
+
+    :param vector_store_id: The vector store's ID (templated).
+    :param batch_id: The file batch's ID (templated).
+    :param file_batch: Instead of the IDs: a file batch object as returned by the API or another task (templated).
+    """
+
+    resource = VECTOR_STORE_FILE_BATCH
+    template_fields = (
+        *VECTOR_STORE_FILE_BATCH.id_fields,
+        VECTOR_STORE_FILE_BATCH.object_arg,
+        *CONNECTION_TEMPLATE_FIELDS,
+    )
+
+    def __init__(
+        self,
+        *,
+        vector_store_id: str | None = None,
+        batch_id: str | None = None,
+        file_batch: dict[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.vector_store_id = vector_store_id
+        self.batch_id = batch_id
+        self.file_batch = file_batch
         self._check_when_built()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
@@ -134,6 +134,31 @@ class OpenAIApi:
                 return state.get_response(response_id)
             case "POST", ["responses", response_id, "cancel"]:
                 return state.cancel_response(response_id)
+            case "POST", ["fine_tuning", "jobs"]:
+                return self._create_fine_tuning_job(request)
+            case "GET", ["fine_tuning", "jobs"]:
+                return state.list_fine_tuning_jobs(
+                    _page_size(request.query), request.query.get("after"), _metadata_filter(request.query)
+                )
+            case "GET", ["fine_tuning", "jobs", job_id]:
+                return state.get_fine_tuning_job(job_id)
+            case "POST", ["fine_tuning", "jobs", job_id, "cancel"]:
+                return state.cancel_fine_tuning_job(job_id)
+            case "POST", ["evals", eval_id, "runs"]:
+                return self._create_eval_run(request, eval_id)
+            case "GET", ["evals", eval_id, "runs"]:
+                return state.list_eval_runs(eval_id, _page_size(request.query), request.query.get("after"))
+            case "GET", ["evals", eval_id, "runs", run_id]:
+                return state.get_eval_run(eval_id, run_id)
+            # The spec cancels an eval run with a POST to the run; the official SDK posts to .../cancel.
+            case "POST", ["evals", eval_id, "runs", run_id] | ["evals", eval_id, "runs", run_id, "cancel"]:
+                return state.cancel_eval_run(eval_id, run_id)
+            case "POST", ["vector_stores", vector_store_id, "file_batches"]:
+                return self._create_file_batch(request, vector_store_id)
+            case "GET", ["vector_stores", vector_store_id, "file_batches", batch_id]:
+                return state.get_vector_store_file_batch(vector_store_id, batch_id)
+            case "POST", ["vector_stores", vector_store_id, "file_batches", batch_id, "cancel"]:
+                return state.cancel_vector_store_file_batch(vector_store_id, batch_id)
         raise ApiError(404, f"Invalid URL ({request.method} {request.raw_path})")
 
     @staticmethod
@@ -148,31 +173,8 @@ class OpenAIApi:
         raise ApiError(400, message, code="invalid_beta")
 
     def _create_batch(self, request: HttpRequest) -> dict[str, object]:
-        try:
-            body = request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise ApiError(
-                400,
-                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-                "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
-                "valid JSON.)",
-            )
-        for name in ("input_file_id", "endpoint", "completion_window"):
-            if name not in body:
-                raise ApiError(
-                    400, f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
-                )
-            if not isinstance(body[name], str):
-                raise ApiError(400, f"Invalid type for '{name}': expected a string.", param=name, code="invalid_type")
-        metadata = body.get("metadata")
-        if metadata is not None and not (
-            isinstance(metadata, dict) and all(isinstance(value, str) for value in metadata.values())
-        ):
-            raise ApiError(
-                400, "Invalid 'metadata': expected an object of strings.", param="metadata", code="invalid_type"
-            )
+        body = _json_object(request, ("input_file_id", "endpoint", "completion_window"))
+        metadata = _metadata(body)
         # A new batch would validate its input file first; the emulator has no files to read.
         return self.state.create_batch(
             "in_progress",
@@ -181,3 +183,83 @@ class OpenAIApi:
             input_file_id=body["input_file_id"],
             completion_window=body["completion_window"],
         )
+
+    def _create_fine_tuning_job(self, request: HttpRequest) -> dict[str, object]:
+        body = _json_object(request, ("model", "training_file"))
+        options = {name: body[name] for name in JOB_OPTIONS if body.get(name) is not None}
+        # A new job validates its files first; the emulator has no files to read.
+        return self.state.create_fine_tuning_job(
+            "validating_files",
+            metadata=_metadata(body),
+            model=body["model"],
+            training_file=body["training_file"],
+            **options,
+        )
+
+    def _create_eval_run(self, request: HttpRequest, eval_id: str) -> dict[str, object]:
+        body = _json_object(request, ())
+        data_source = body.get("data_source")
+        if not isinstance(data_source, dict):
+            raise ApiError(
+                400,
+                "Missing required parameter: 'data_source'.",
+                param="data_source",
+                code="missing_required_parameter",
+            )
+        options = {name: body[name] for name in ("name", "model") if isinstance(body.get(name), str)}
+        return self.state.create_eval_run(
+            eval_id, "queued", metadata=_metadata(body), data_source=data_source, **options
+        )
+
+    def _create_file_batch(self, request: HttpRequest, vector_store_id: str) -> dict[str, object]:
+        body = _json_object(request, ())
+        files = body.get("file_ids", body.get("files"))
+        if not isinstance(files, list) or not files:
+            raise ApiError(
+                400, "Missing required parameter: 'file_ids'.", param="file_ids", code="missing_required_parameter"
+            )
+        return self.state.create_vector_store_file_batch(vector_store_id, files=len(files))
+
+
+# The create parameters of a fine-tuning job besides model and training_file that the emulator keeps.
+JOB_OPTIONS = ("validation_file", "suffix", "seed", "method", "integrations")
+
+
+def _json_object(request: HttpRequest, required_strings: tuple[str, ...]) -> dict[str, Any]:
+    """Return the request's JSON object, with each of ``required_strings`` present and a string."""
+    try:
+        body = request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError(
+            400,
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+            "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
+            "valid JSON.)",
+        )
+    for name in required_strings:
+        if name not in body:
+            raise ApiError(400, f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+        if not isinstance(body[name], str):
+            raise ApiError(400, f"Invalid type for '{name}': expected a string.", param=name, code="invalid_type")
+    return body
+
+
+def _metadata(body: Mapping[str, Any]) -> dict[str, str] | None:
+    """Return the body's ``metadata``: an object of strings, or None."""
+    metadata = body.get("metadata")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(value, str) for value in metadata.values())
+    ):
+        raise ApiError(400, "Invalid 'metadata': expected an object of strings.", param="metadata", code="invalid_type")
+    return metadata
+
+
+def _metadata_filter(query: Mapping[str, str]) -> dict[str, str]:
+    """Return the list's ``metadata[key]=value`` filter."""
+    return {
+        key[len("metadata[") : -1]: value
+        for key, value in query.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }

@@ -231,8 +231,91 @@ class OpenAIEmulator:
         """
         return self._state.get_response(response_id)
 
+    def create_fine_tuning_job(
+        self,
+        status: str = "running",
+        race_to: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        job_id: str | None = None,
+        model: str = "gpt-4o-mini-2024-07-18",
+        training_file: str | None = None,
+    ) -> dict[str, object]:
+        """Create a fine-tuning job and return it as the API shows it.
+
+        :param status: Any job status; ``running`` trains a thousand tokens a second (``trained_tokens``).
+        :param race_to: How a later cancel ends instead of ``cancelled``: ``succeeded`` or ``failed``. The
+            cancel is accepted, the job still ``running``, and it ends so after ``cancel_delay``.
+        :param metadata: The job's metadata (the job list filters by it).
+        :param job_id: ID to use instead of a random ``ftjob-...``.
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        return self._state.create_fine_tuning_job(
+            status, race_to, metadata, job_id=job_id, model=model, training_file=training_file
+        )
+
+    def create_eval_run(
+        self,
+        eval_id: str = "eval_emulated",
+        status: str = "in_progress",
+        race_to: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> dict[str, object]:
+        """Create a run of an eval and return it as the API shows it.
+
+        :param status: Any eval run status (``canceled`` is the API's spelling); ``in_progress`` grades two
+            items a second (``result_counts``).
+        :param race_to: How a later cancel ends instead of ``canceled``: ``completed`` or ``failed``.
+        :param run_id: ID to use instead of a random ``evalrun_...``.
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        return self._state.create_eval_run(eval_id, status, race_to, metadata, run_id=run_id)
+
+    def create_vector_store_file_batch(
+        self,
+        vector_store_id: str = "vs_emulated",
+        status: str = "in_progress",
+        race_to: str | None = None,
+        *,
+        batch_id: str | None = None,
+        files: int = 10,
+    ) -> dict[str, object]:
+        """Create a file batch of a vector store and return it as the API shows it.
+
+        :param status: Any file batch status; ``in_progress`` ingests a file a second (``file_counts``).
+        :param race_to: How a later cancel ends instead of ``cancelled``: ``completed`` or ``failed``.
+        :param batch_id: ID to use instead of a random ``vsfb_...``.
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        return self._state.create_vector_store_file_batch(
+            vector_store_id, status, race_to, batch_id=batch_id, files=files
+        )
+
+    def get_fine_tuning_job(self, job_id: str) -> dict[str, object]:
+        """Return the fine-tuning job as the API shows it now.
+
+        :raises ApiError: For an unknown ID (status 404).
+        """
+        return self._state.get_fine_tuning_job(job_id)
+
+    def get_eval_run(self, eval_id: str, run_id: str) -> dict[str, object]:
+        """Return the eval run as the API shows it now.
+
+        :raises ApiError: For an unknown eval or run (status 404).
+        """
+        return self._state.get_eval_run(eval_id, run_id)
+
+    def get_vector_store_file_batch(self, vector_store_id: str, batch_id: str) -> dict[str, object]:
+        """Return the file batch as the API shows it now.
+
+        :raises ApiError: For an unknown vector store or file batch (status 404).
+        """
+        return self._state.get_vector_store_file_batch(vector_store_id, batch_id)
+
     def status_history(self, object_id: str) -> list[tuple[float, str]]:
-        """Return ``(epoch seconds, status)`` for each status change of a batch, run or response, from creation.
+        """Return ``(epoch seconds, status)`` for each status change of an object, from its creation.
 
         :raises ApiError: For an unknown ID (status 404).
         """

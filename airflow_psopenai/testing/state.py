@@ -18,7 +18,29 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from airflow_psopenai.resources import BATCH, CANCELLED, RESPONSE, THREAD_RUN, CancellableResource
+from airflow_psopenai.resources import (
+    BATCH,
+    CANCELLED,
+    EVAL_RUN,
+    FINE_TUNING_JOB,
+    RESPONSE,
+    THREAD_RUN,
+    VECTOR_STORE_FILE_BATCH,
+    CancellableResource,
+)
+from airflow_psopenai.testing.kinds import (
+    EVAL_ITEMS_PER_SECOND,
+    FILES_PER_SECOND,
+    TRAINED_TOKENS_PER_SECOND,
+    TRAINING_TOKENS,
+    EvalRunObject,
+    FileBatchObject,
+    FineTuningJobObject,
+    WorkingObject,
+    cannot_cancel_message,
+    check_kind_status,
+    metadata_matches,
+)
 from airflow_psopenai.testing.objects import (
     BATCH_TIMES_AT_CREATION,
     CANCELLING,
@@ -103,6 +125,9 @@ class EmulatorState:
         self._threads: dict[str, dict[str, RunObject]] = {}
         self._responses: dict[str, ResponseObject] = {}
         self._objects: dict[str, TrackedObject] = {}
+        self._jobs: dict[str, FineTuningJobObject] = {}
+        self._eval_runs: dict[str, dict[str, EvalRunObject]] = {}
+        self._file_batches: dict[str, dict[str, FileBatchObject]] = {}
 
     @property
     def cancel_delay(self) -> float:
@@ -123,6 +148,9 @@ class EmulatorState:
             self._threads.clear()
             self._responses.clear()
             self._objects.clear()
+            self._jobs.clear()
+            self._eval_runs.clear()
+            self._file_batches.clear()
 
     def _register(self, record: TrackedObject) -> None:
         if record.id in self._objects:
@@ -376,6 +404,242 @@ class EmulatorState:
             elif response.status != CANCELLED:
                 raise ApiError(400, f"Cannot cancel a {response.status} response.")
             return response.render(now)
+
+    # Fine-tuning jobs, eval runs, vector store file batches (kinds.py: no `cancelling`, a cancel is at once)
+
+    def create_fine_tuning_job(
+        self,
+        status: str = "running",
+        race_to: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        job_id: str | None = None,
+        model: str = "gpt-4o-mini-2024-07-18",
+        training_file: str | None = None,
+        trained_tokens: int = TRAINING_TOKENS,
+        **options: object,
+    ) -> dict[str, object]:
+        """Create a fine-tuning job in ``status`` and return it.
+
+        :param race_to: How a later cancel ends instead of ``cancelled`` (``succeeded``, ``failed``): the cancel
+            is accepted, and the job ends so ``cancel_delay`` seconds later.
+        :param trained_tokens: Tokens of the whole training; ``running`` trains through them over time.
+        :param options: More fields of the job as created (``validation_file``, ``suffix``, ``seed``, ``method``,
+            ``integrations``).
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        check_kind_status(FINE_TUNING_JOB, status, race_to)
+        with self._lock:
+            now = self.clock()
+            job = FineTuningJobObject(
+                id=job_id if job_id is not None else new_id("ftjob-", 24),
+                status=status,
+                created=now,
+                race_to=race_to,
+                seq=next(self._seq),
+                history=[(now, status)],
+                working="running",
+                units=trained_tokens,
+                units_per_second=TRAINED_TOKENS_PER_SECOND,
+                model=model,
+                training_file=training_file if training_file is not None else new_id("file-", 22),
+                metadata=dict(metadata) if metadata is not None else None,
+                **options,  # type: ignore[arg-type]  # the API's create parameters, checked by api.py
+            )
+            job.start(status, now, FINE_TUNING_JOB)
+            self._register(job)
+            self._jobs[job.id] = job
+            return job.render(now)
+
+    def _job(self, job_id: str, now: float) -> FineTuningJobObject:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"Could not find fine tune: {job_id}", code="fine_tune_not_found")
+        job.settle(now)
+        return job
+
+    def get_fine_tuning_job(self, job_id: str) -> dict[str, object]:
+        """Return the job as the API shows it now.
+
+        :raises ApiError: 404 for an unknown ID.
+        """
+        with self._lock:
+            now = self.clock()
+            return self._job(job_id, now).render(now)
+
+    def cancel_fine_tuning_job(self, job_id: str) -> dict[str, object]:
+        """Cancel a job and return it (``cancelled``, or still running when it races to its end).
+
+        :raises ApiError: 404 for an unknown ID, 400 for a job that already ended (cancelled included).
+        """
+        with self._lock:
+            now = self.clock()
+            return self._cancel_working(self._job(job_id, now), FINE_TUNING_JOB, now)
+
+    def list_fine_tuning_jobs(
+        self, page_size: int = 20, after: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> dict[str, object]:
+        """Return one page of the jobs whose metadata holds ``metadata``, newest first, after the job ``after``."""
+        with self._lock:
+            now = self.clock()
+            wanted = metadata or {}
+            return self._page(
+                [job for job in self._jobs.values() if metadata_matches(job.metadata, wanted)], page_size, after, now
+            )
+
+    def create_eval_run(
+        self,
+        eval_id: str,
+        status: str = "in_progress",
+        race_to: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        run_id: str | None = None,
+        items: int = 50,
+        **options: object,
+    ) -> dict[str, object]:
+        """Create a run of the eval ``eval_id`` in ``status`` and return it.
+
+        :param race_to: How a later cancel ends instead of ``canceled`` (``completed``, ``failed``).
+        :param items: Items to grade; ``in_progress`` grades through them over time.
+        :param options: More fields of the run as created (``name``, ``model``, ``data_source``).
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        check_kind_status(EVAL_RUN, status, race_to)
+        with self._lock:
+            now = self.clock()
+            run = EvalRunObject(
+                id=run_id if run_id is not None else new_id("evalrun_", 32),
+                status=status,
+                created=now,
+                race_to=race_to,
+                seq=next(self._seq),
+                history=[(now, status)],
+                working="in_progress",
+                units=items,
+                units_per_second=EVAL_ITEMS_PER_SECOND,
+                eval_id=eval_id,
+                metadata=dict(metadata) if metadata is not None else None,
+                **options,  # type: ignore[arg-type]  # the API's create parameters, checked by api.py
+            )
+            run.start(status, now, EVAL_RUN)
+            self._register(run)
+            self._eval_runs.setdefault(eval_id, {})[run.id] = run
+            return run.render(now)
+
+    def _eval_run(self, eval_id: str, run_id: str, now: float) -> EvalRunObject:
+        run = self._eval_runs.get(eval_id, {}).get(run_id)
+        if run is None:
+            raise ApiError(404, f"Eval run with id '{run_id}' not found for eval '{eval_id}'.")
+        run.settle(now)
+        return run
+
+    def get_eval_run(self, eval_id: str, run_id: str) -> dict[str, object]:
+        """Return the eval run as the API shows it now.
+
+        :raises ApiError: 404 for an unknown eval or run.
+        """
+        with self._lock:
+            now = self.clock()
+            return self._eval_run(eval_id, run_id, now).render(now)
+
+    def cancel_eval_run(self, eval_id: str, run_id: str) -> dict[str, object]:
+        """Cancel an eval run and return it (``canceled``, or still running when it races to its end).
+
+        :raises ApiError: 404 for an unknown eval or run, 400 for a run that already ended.
+        """
+        with self._lock:
+            now = self.clock()
+            return self._cancel_working(self._eval_run(eval_id, run_id, now), EVAL_RUN, now)
+
+    def list_eval_runs(self, eval_id: str, page_size: int = 20, after: str | None = None) -> dict[str, object]:
+        """Return one page of the eval's runs, newest first, after the run ``after``."""
+        with self._lock:
+            return self._page(list(self._eval_runs.get(eval_id, {}).values()), page_size, after, self.clock())
+
+    def create_vector_store_file_batch(
+        self,
+        vector_store_id: str,
+        status: str = "in_progress",
+        race_to: str | None = None,
+        *,
+        batch_id: str | None = None,
+        files: int = 10,
+    ) -> dict[str, object]:
+        """Create a file batch of the vector store ``vector_store_id`` in ``status`` and return it.
+
+        :param race_to: How a later cancel ends instead of ``cancelled`` (``completed``, ``failed``).
+        :param files: Files in the batch; ``in_progress`` ingests them over time.
+        :raises ValueError: On an unknown status or ``race_to``, or an ID already used.
+        """
+        check_kind_status(VECTOR_STORE_FILE_BATCH, status, race_to)
+        with self._lock:
+            now = self.clock()
+            batch = FileBatchObject(
+                id=batch_id if batch_id is not None else new_id("vsfb_", 32),
+                status=status,
+                created=now,
+                race_to=race_to,
+                seq=next(self._seq),
+                history=[(now, status)],
+                working="in_progress",
+                units=files,
+                units_per_second=FILES_PER_SECOND,
+                vector_store_id=vector_store_id,
+            )
+            batch.start(status, now, VECTOR_STORE_FILE_BATCH)
+            self._register(batch)
+            self._file_batches.setdefault(vector_store_id, {})[batch.id] = batch
+            return batch.render(now)
+
+    def _file_batch(self, vector_store_id: str, batch_id: str, now: float) -> FileBatchObject:
+        batch = self._file_batches.get(vector_store_id, {}).get(batch_id)
+        if batch is None:
+            raise ApiError(404, f"No file batch found with id '{batch_id}' in vector store '{vector_store_id}'.")
+        batch.settle(now)
+        return batch
+
+    def get_vector_store_file_batch(self, vector_store_id: str, batch_id: str) -> dict[str, object]:
+        """Return the file batch as the API shows it now.
+
+        :raises ApiError: 404 for an unknown vector store or file batch.
+        """
+        with self._lock:
+            now = self.clock()
+            return self._file_batch(vector_store_id, batch_id, now).render(now)
+
+    def cancel_vector_store_file_batch(self, vector_store_id: str, batch_id: str) -> dict[str, object]:
+        """Cancel a file batch and return it (``cancelled``, or still in progress when it races to its end).
+
+        :raises ApiError: 404 for an unknown vector store or file batch, 400 for one that already ended.
+        """
+        with self._lock:
+            now = self.clock()
+            batch = self._file_batch(vector_store_id, batch_id, now)
+            return self._cancel_working(batch, VECTOR_STORE_FILE_BATCH, now)
+
+    def _cancel_working(self, record: WorkingObject, resource: CancellableResource, now: float) -> dict[str, object]:
+        if record.status not in resource.cancellable:
+            raise ApiError(400, cannot_cancel_message(resource, record.status))
+        record.cancel(now, self.cancel_delay, resource)
+        return record.render(now)
+
+    @staticmethod
+    def _page(records: list[WorkingObject], page_size: int, after: str | None, now: float) -> dict[str, object]:
+        """Return one page of ``records``, newest first, after the record ``after`` (an empty one if it is unknown)."""
+        ordered = sorted(records, key=lambda record: (record.created, record.seq), reverse=True)
+        ids = [record.id for record in ordered]
+        start = 0 if after is None else (ids.index(after) + 1 if after in ids else len(ids))
+        page = ordered[start : start + page_size]
+        for record in page:
+            record.settle(now)
+        return {
+            "object": "list",
+            "data": [record.render(now) for record in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": start + page_size < len(ordered),
+        }
 
     def status_history(self, object_id: str) -> list[tuple[float, str]]:
         """Return ``(epoch seconds, status)`` for each status the object has had, from its creation.

@@ -26,15 +26,22 @@ FIRST_POLL_DELAYS = (0.25, 0.5)
 UNNAMED_DEADLINE = "the deadline"
 
 
-def log_status(log: Any, target: str, status: str, after: float | None) -> None:
+def log_status(log: Any, target: str, status: str, after: float | None, what_ran: str = "") -> None:
     """Log an object's status and the seconds since its wait began: the line of each change, and the outcome.
 
     :param after: The seconds since the wait began; None when unknown (an event of format 1).
+    :param what_ran: For a settled object, what it says ran (``CancellableResource.what_ran``).
     """
+    ran = f" What ran: {what_ran}." if what_ran else ""
     if after is None:
-        log.info("%s is %s.", target, status)
+        log.info("%s is %s.%s", target, status, ran)
     else:
-        log.info("%s is %s (after %.1f s).", target, status, after)
+        log.info("%s is %s (after %.1f s).%s", target, status, after, ran)
+
+
+def outcome_of(resource: CancellableResource, obj: Mapping[str, Any]) -> str:
+    """Return what a settled object says ran, or '' for one that is not settled."""
+    return resource.what_ran(obj) if status_of(obj) in resource.settled else ""
 
 
 def poll_delays(poll_interval: float) -> Iterator[float]:
@@ -99,7 +106,7 @@ class StatusWatch:
         """Record a polled object; return whether its status is settled."""
         status = status_of(obj)
         if status != self.last_status:
-            log_status(self.log, self.target, status, self.elapsed())
+            log_status(self.log, self.target, status, self.elapsed(), outcome_of(self.resource, obj))
             self.last_status = status
         return status in self.resource.settled
 

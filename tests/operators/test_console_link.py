@@ -7,8 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_psopenai.get_provider_info import get_provider_info
 from airflow_psopenai.hooks import PSOpenAIHook
-from airflow_psopenai.operators import StopBatchOperator, StopThreadRunOperator
-from airflow_psopenai.operators.stop import CONSOLE_URL_XCOM_KEY, OpenAIBatchLink
+from airflow_psopenai.operators import (
+    StopBatchOperator,
+    StopEvalRunOperator,
+    StopFineTuningJobOperator,
+    StopThreadRunOperator,
+)
+from airflow_psopenai.operators.stop import CONSOLE_URL_XCOM_KEY, OpenAIBatchLink, OpenAIFineTuningJobLink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,10 +69,13 @@ def test_emulator_run_pushes_an_empty_console_url(
     assert result.xcom("stop", key=CONSOLE_URL_XCOM_KEY) == ""
 
 
-def test_link_is_attached_to_the_batch_operator_only() -> None:
+def test_link_is_attached_to_the_operators_of_objects_with_a_page() -> None:
     assert [link.name for link in StopBatchOperator.operator_extra_links] == ["OpenAI Batch"]
     assert isinstance(StopBatchOperator.operator_extra_links[0], OpenAIBatchLink)
+    assert [link.name for link in StopFineTuningJobOperator.operator_extra_links] == ["OpenAI Fine-tuning job"]
+    assert isinstance(StopFineTuningJobOperator.operator_extra_links[0], OpenAIFineTuningJobLink)
     assert not StopThreadRunOperator.operator_extra_links
+    assert not StopEvalRunOperator.operator_extra_links
 
 
 def resolve(dotted: str) -> Any:
@@ -85,4 +93,4 @@ def test_every_path_in_the_provider_info_resolves() -> None:
     hook_class = resolve(connection_type["hook-class-name"])
     assert hook_class is PSOpenAIHook
     assert connection_type["connection-type"] == PSOpenAIHook.conn_type
-    assert [resolve(path) for path in info["extra-links"]] == [OpenAIBatchLink]
+    assert [resolve(path) for path in info["extra-links"]] == [OpenAIBatchLink, OpenAIFineTuningJobLink]

@@ -25,8 +25,18 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     return validator_class(schema)
 
 
-VALIDATORS = {name: _validator(name) for name in ("batch", "run", "response", "error")}
-SCHEMA_OF_OBJECT = {"batch": "batch", "thread.run": "run", "response": "response"}
+VALIDATORS = {
+    name: _validator(name)
+    for name in ("batch", "run", "response", "fine_tuning_job", "eval_run", "vector_store_file_batch", "error")
+}
+SCHEMA_OF_OBJECT = {
+    "batch": "batch",
+    "thread.run": "run",
+    "response": "response",
+    "fine_tuning.job": "fine_tuning_job",
+    "eval.run": "eval_run",
+    "vector_store.files_batch": "vector_store_file_batch",
+}
 
 
 def check_body(body: object, status: int) -> None:

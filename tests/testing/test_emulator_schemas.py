@@ -12,7 +12,14 @@ import jsonschema
 import pytest
 
 from airflow_psopenai.resources import ASSISTANTS_BETA_HEADERS as BETA
-from airflow_psopenai.resources import BATCH, RESPONSE, THREAD_RUN
+from airflow_psopenai.resources import (
+    BATCH,
+    EVAL_RUN,
+    FINE_TUNING_JOB,
+    RESPONSE,
+    THREAD_RUN,
+    VECTOR_STORE_FILE_BATCH,
+)
 from airflow_psopenai.testing import Fault, ManualClock, OpenAIEmulator
 
 if TYPE_CHECKING:
@@ -79,6 +86,96 @@ def test_response_in_each_status(
 def test_response_through_a_cancel(emulator: OpenAIEmulator, api: httpx.Client, validate_body: Validate) -> None:
     response = emulator.create_response()
     assert fetch(api, "POST", f"/v1/responses/{response['id']}/cancel", validate_body)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("status", sorted(FINE_TUNING_JOB.statuses))
+def test_fine_tuning_job_in_each_status(
+    emulator: OpenAIEmulator, api: httpx.Client, validate_body: Validate, status: str
+) -> None:
+    job = emulator.create_fine_tuning_job(status, metadata={"k": "v"})
+    assert fetch(api, "GET", f"/v1/fine_tuning/jobs/{job['id']}", validate_body)["status"] == status
+    assert fetch(api, "GET", "/v1/fine_tuning/jobs", validate_body, params={"metadata[k]": "v"})["data"]
+
+
+@pytest.mark.parametrize("end", [None, "succeeded", "failed"])
+def test_fine_tuning_job_through_a_cancel(
+    emulator: OpenAIEmulator, api: httpx.Client, clock: ManualClock, validate_body: Validate, end: str | None
+) -> None:
+    created = fetch(api, "POST", "/v1/fine_tuning/jobs", validate_body, json={"model": "m", "training_file": "f"})
+    assert created["status"] == "validating_files"
+    job = emulator.create_fine_tuning_job(race_to=end)
+    clock.advance(3)
+    answer = fetch(api, "POST", f"/v1/fine_tuning/jobs/{job['id']}/cancel", validate_body)
+    assert answer["status"] == ("running" if end else "cancelled")
+    clock.advance(5)
+    assert fetch(api, "GET", f"/v1/fine_tuning/jobs/{job['id']}", validate_body)["status"] == (end or "cancelled")
+
+
+@pytest.mark.parametrize("status", sorted(EVAL_RUN.statuses))
+def test_eval_run_in_each_status(
+    emulator: OpenAIEmulator, api: httpx.Client, validate_body: Validate, status: str
+) -> None:
+    run = emulator.create_eval_run("eval_1", status)
+    assert fetch(api, "GET", f"/v1/evals/eval_1/runs/{run['id']}", validate_body)["status"] == status
+    assert fetch(api, "GET", "/v1/evals/eval_1/runs", validate_body)["data"]
+
+
+@pytest.mark.parametrize("end", [None, "completed", "failed"])
+def test_eval_run_through_a_cancel(
+    emulator: OpenAIEmulator, api: httpx.Client, clock: ManualClock, validate_body: Validate, end: str | None
+) -> None:
+    source = {"type": "jsonl", "source": {"type": "file_id", "id": "file-1"}}
+    assert (
+        fetch(api, "POST", "/v1/evals/eval_1/runs", validate_body, json={"data_source": source})["status"] == "queued"
+    )
+    run = emulator.create_eval_run("eval_1", race_to=end)
+    path = f"/v1/evals/eval_1/runs/{run['id']}"
+    assert fetch(api, "POST", path, validate_body)["status"] == ("in_progress" if end else "canceled")
+    clock.advance(5)
+    assert fetch(api, "GET", path, validate_body)["status"] == (end or "canceled")
+
+
+@pytest.mark.parametrize("status", sorted(VECTOR_STORE_FILE_BATCH.statuses))
+def test_file_batch_in_each_status(
+    emulator: OpenAIEmulator, api: httpx.Client, validate_body: Validate, status: str
+) -> None:
+    batch = emulator.create_vector_store_file_batch("vs_1", status)
+    path = f"/v1/vector_stores/vs_1/file_batches/{batch['id']}"
+    assert fetch(api, "GET", path, validate_body)["status"] == status
+
+
+@pytest.mark.parametrize("end", [None, "completed", "failed"])
+def test_file_batch_through_a_cancel(
+    emulator: OpenAIEmulator, api: httpx.Client, clock: ManualClock, validate_body: Validate, end: str | None
+) -> None:
+    created = fetch(api, "POST", "/v1/vector_stores/vs_1/file_batches", validate_body, json={"file_ids": ["a"]})
+    assert created["status"] == "in_progress"
+    batch = emulator.create_vector_store_file_batch("vs_1", race_to=end)
+    path = f"/v1/vector_stores/vs_1/file_batches/{batch['id']}"
+    assert fetch(api, "POST", path + "/cancel", validate_body)["status"] == ("in_progress" if end else "cancelled")
+    clock.advance(5)
+    assert fetch(api, "GET", path, validate_body)["status"] == (end or "cancelled")
+
+
+def test_every_error_of_the_other_kinds(emulator: OpenAIEmulator, api: httpx.Client, validate_body: Validate) -> None:
+    job = emulator.create_fine_tuning_job("succeeded")
+    run = emulator.create_eval_run("eval_1", "failed")
+    file_batch = emulator.create_vector_store_file_batch("vs_1", "completed")
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", f"/v1/fine_tuning/jobs/{job['id']}/cancel", {}),
+        ("GET", "/v1/fine_tuning/jobs/nope", {}),
+        ("POST", "/v1/fine_tuning/jobs", {"json": {"model": "m"}}),
+        ("POST", "/v1/fine_tuning/jobs", {"json": {"model": "m", "training_file": "f", "metadata": {"k": 1}}}),
+        ("GET", "/v1/fine_tuning/jobs", {"params": {"limit": 101}}),
+        ("POST", f"/v1/evals/eval_1/runs/{run['id']}", {}),
+        ("GET", "/v1/evals/eval_1/runs/nope", {}),
+        ("POST", "/v1/evals/eval_1/runs", {"json": {}}),
+        ("POST", f"/v1/vector_stores/vs_1/file_batches/{file_batch['id']}/cancel", {}),
+        ("GET", "/v1/vector_stores/vs_1/file_batches/nope", {}),
+        ("POST", "/v1/vector_stores/vs_1/file_batches", {"json": {"file_ids": []}}),
+    ]
+    for method, path, kwargs in calls:
+        assert "error" in fetch(api, method, path, validate_body, **kwargs), (method, path)
 
 
 def test_every_error(emulator: OpenAIEmulator, api: httpx.Client, validate_body: Validate) -> None:

@@ -1,14 +1,20 @@
-"""Fidelity with the official ``openai`` SDK: its models parse every answer, its errors map every failure."""
+"""Fidelity with the official ``openai`` SDK: its models parse every answer, its errors map every failure.
+
+The SDK's client checks every answer against the spec's schema for it (conftest's ``check_response``): a test
+ends with no answer that broke the spec.
+"""
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import jsonschema
 import openai
 import pytest
 
 from airflow_psopenai.testing import Fault, ManualClock, OpenAIEmulator
+from tests.testing.conftest import check_response
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -16,8 +22,20 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def client(emulator: OpenAIEmulator) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=emulator.api_base, api_key=emulator.api_key, max_retries=0) as sdk_client:
+    violations: list[str] = []
+
+    def check(response: Any) -> None:
+        try:
+            check_response(response)
+        except (AssertionError, jsonschema.ValidationError) as error:  # kept: the SDK would hide a raise
+            violations.append(f"{response.request.method} {response.url.path}: {error}")
+
+    http_client = openai.DefaultHttpxClient(event_hooks={"response": [check]})
+    with openai.OpenAI(
+        base_url=emulator.api_base, api_key=emulator.api_key, max_retries=0, http_client=http_client
+    ) as sdk_client:
         yield sdk_client
+    assert violations == []
 
 
 @pytest.fixture(autouse=True)
@@ -178,3 +196,119 @@ class TestResponses:
         response = emulator.create_response("completed")
         with pytest.raises(openai.BadRequestError, match=r"Cannot cancel a completed response\."):
             client.responses.cancel(str(response["id"]))
+
+
+class TestFineTuningJobs:
+    def test_create_retrieve_list_and_cancel(self, emulator: OpenAIEmulator, client: openai.OpenAI) -> None:
+        job = client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18",
+            training_file="file-train",
+            suffix="demo",
+            seed=7,
+            metadata={"airflow_dag_id": "d", "team": "data"},
+        )
+        assert (job.status, job.training_file, job.seed, job.metadata) == (
+            "validating_files",
+            "file-train",
+            7,
+            {"airflow_dag_id": "d", "team": "data"},
+        )
+        other = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file="file-other")
+        assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "data"})] == [job.id]
+        assert {j.id for j in client.fine_tuning.jobs.list()} == {job.id, other.id}
+        (listed,) = emulator.requests("GET", "/v1/fine_tuning/jobs")[:1]
+        assert listed.query == {"metadata[team]": "data"}
+        cancelled = client.fine_tuning.jobs.cancel(job.id)
+        assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+        assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+
+    def test_running_job_reports_its_trained_tokens(
+        self, emulator: OpenAIEmulator, client: openai.OpenAI, clock: ManualClock
+    ) -> None:
+        job_id = str(emulator.create_fine_tuning_job()["id"])
+        clock.advance(3)
+        assert client.fine_tuning.jobs.cancel(job_id).trained_tokens == 3000
+        clock.advance(10)
+        assert client.fine_tuning.jobs.retrieve(job_id).trained_tokens == 3000
+
+    def test_cancel_that_loses_the_race(
+        self, emulator: OpenAIEmulator, client: openai.OpenAI, clock: ManualClock
+    ) -> None:
+        job_id = str(emulator.create_fine_tuning_job(race_to="succeeded")["id"])
+        assert client.fine_tuning.jobs.cancel(job_id).status == "running"
+        clock.advance(emulator.cancel_delay)
+        done = client.fine_tuning.jobs.retrieve(job_id)
+        assert (done.status, done.fine_tuned_model is not None) == ("succeeded", True)
+
+    def test_cancel_of_a_succeeded_job_is_a_bad_request(self, emulator: OpenAIEmulator, client: openai.OpenAI) -> None:
+        job = emulator.create_fine_tuning_job("succeeded")
+        with pytest.raises(openai.BadRequestError, match=r"Cannot cancel fine-tuning job with status 'succeeded'\."):
+            client.fine_tuning.jobs.cancel(str(job["id"]))
+
+    def test_unknown_job_is_not_found(self, client: openai.OpenAI) -> None:
+        with pytest.raises(openai.NotFoundError):
+            client.fine_tuning.jobs.retrieve("ftjob-nope")
+
+    def test_faults_apply(self, emulator: OpenAIEmulator, client: openai.OpenAI) -> None:
+        job = emulator.create_fine_tuning_job()
+        emulator.add_fault(Fault.server_error(503), path="/v1/fine_tuning/jobs/*")
+        with pytest.raises(openai.InternalServerError):
+            client.fine_tuning.jobs.cancel(str(job["id"]))
+        assert emulator.get_fine_tuning_job(str(job["id"]))["status"] == "running"
+
+
+class TestEvalRuns:
+    def test_create_retrieve_list_and_cancel(
+        self, emulator: OpenAIEmulator, client: openai.OpenAI, clock: ManualClock
+    ) -> None:
+        run = client.evals.runs.create(
+            "eval_1",
+            data_source={"type": "jsonl", "source": {"type": "file_id", "id": "file-items"}},
+            name="nightly",
+            metadata={"team": "data"},
+        )
+        assert (run.status, run.eval_id, run.name) == ("queued", "eval_1", "nightly")
+        assert [r.id for r in client.evals.runs.list("eval_1")] == [run.id]
+        assert list(client.evals.runs.list("eval_2")) == []
+        running = emulator.create_eval_run("eval_1")
+        clock.advance(4)
+        cancelled = client.evals.runs.cancel(str(running["id"]), eval_id="eval_1")
+        assert cancelled.status == "canceled"
+        assert cancelled.result_counts.passed + cancelled.result_counts.failed == 8
+        # The SDK posts to .../cancel; the spec (and this provider) to the run itself: the emulator serves both.
+        (cancel,) = emulator.requests("POST", f"/v1/evals/eval_1/runs/{running['id']}/cancel")
+        assert cancel.status == 200
+        assert client.evals.runs.retrieve(str(running["id"]), eval_id="eval_1").status == "canceled"
+
+    def test_cancel_of_a_completed_run_is_a_bad_request(self, emulator: OpenAIEmulator, client: openai.OpenAI) -> None:
+        run = emulator.create_eval_run(status="completed")
+        with pytest.raises(openai.BadRequestError, match="Cannot cancel eval run with status 'completed'"):
+            client.evals.runs.cancel(str(run["id"]), eval_id=str(run["eval_id"]))
+
+    def test_unknown_run_is_not_found(self, client: openai.OpenAI) -> None:
+        with pytest.raises(openai.NotFoundError):
+            client.evals.runs.retrieve("evalrun_nope", eval_id="eval_1")
+
+
+class TestVectorStoreFileBatches:
+    def test_create_retrieve_and_cancel(
+        self, emulator: OpenAIEmulator, client: openai.OpenAI, clock: ManualClock
+    ) -> None:
+        batch = client.vector_stores.file_batches.create("vs_1", file_ids=["file-a", "file-b", "file-c"])
+        assert (batch.status, batch.vector_store_id, batch.file_counts.total) == ("in_progress", "vs_1", 3)
+        clock.advance(1)
+        cancelled = client.vector_stores.file_batches.cancel(batch.id, vector_store_id="vs_1")
+        assert cancelled.status == "cancelled"
+        assert (cancelled.file_counts.completed, cancelled.file_counts.cancelled) == (1, 2)
+        assert client.vector_stores.file_batches.retrieve(batch.id, vector_store_id="vs_1").status == "cancelled"
+
+    def test_cancel_of_a_completed_batch_is_a_bad_request(
+        self, emulator: OpenAIEmulator, client: openai.OpenAI
+    ) -> None:
+        batch = emulator.create_vector_store_file_batch(status="completed")
+        with pytest.raises(openai.BadRequestError, match="Cannot cancel vector store file batch"):
+            client.vector_stores.file_batches.cancel(str(batch["id"]), vector_store_id="vs_emulated")
+
+    def test_unknown_batch_is_not_found(self, client: openai.OpenAI) -> None:
+        with pytest.raises(openai.NotFoundError):
+            client.vector_stores.file_batches.retrieve("vsfb_nope", vector_store_id="vs_1")
