@@ -193,8 +193,10 @@ async def _cancel_run_batches(
     )
     from airflow_psopenai.cancelling.cancel import CancelPolicy
     from airflow_psopenai.resources import BATCH, has_status, status_of
+    from airflow_psopenai.run_tags import deployment
 
     dag_id, run_id, run_after = run_of(context)
+    ours = deployment()
     left = deadline.poll_limit()
     try:
         # A guard of last resort, for what takes no deadline (a connection lookup): the budget itself ends the
@@ -208,19 +210,23 @@ async def _cancel_run_batches(
             policy = CancelPolicy(if_not_cancellable="succeed")
             outcomes = await cancel_each(hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline)
     except TimeoutError:
-        raise TimeoutError(f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r}.") from None
+        raise TimeoutError(
+            f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r} (deployment {ours!r})."
+        ) from None
     for outcome in outcomes:
-        log.info("%s: %s", name, outcome.line())
+        log.info("%s (deployment %r): %s", name, ours, outcome.line())
     actions = [outcome.action for outcome in outcomes]
     lost, under_way = actions.count(ANSWER_LOST), actions.count(CANCEL_UNDER_WAY)
     failed = sum(1 for outcome in outcomes if outcome.error is not None and outcome.action != ANSWER_LOST)
     summary = (
-        f"{name}: run {run_id!r} of {dag_id!r}: {len(batches)} batches tagged with it, {len(pending)} running: "
+        f"{name}: run {run_id!r} of {dag_id!r} (deployment {ours!r}): {len(batches)} batches tagged with it, "
+        f"{len(pending)} running: "
         f"{actions.count(CANCEL_SENT)} cancels sent, "
         + (f"{lost} sent whose answer did not arrive (they may have gone through), " if lost else "")
         + (f"{under_way} left to another cancel of them under way in this process, " if under_way else "")
         + f"{failed} could not be cancelled."
         + (f" Not looked at: {listed.what_was_not_read(BATCH.label)}." if not listed.complete else "")
+        + "".join(f" {count} {why}." for why, count in listed.set_apart.items())
     )
     if listed.complete:
         log.info(summary)

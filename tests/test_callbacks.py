@@ -288,7 +288,7 @@ def test_a_cancel_whose_answer_did_not_arrive_is_not_counted_as_failed(
     summary = summary_of(logs)
     assert received > 0
     assert f"0 cancels sent, {received} sent whose answer did not arrive (they may have gone through), " in summary
-    assert summary.endswith(f"{6 - received} could not be cancelled.")
+    assert f"{6 - received} could not be cancelled." in summary
 
 
 def test_the_same_run_reported_failed_twice_to_the_listener_gets_one_cancel_per_batch(
@@ -312,3 +312,22 @@ def test_the_same_run_reported_failed_twice_to_the_listener_gets_one_cancel_per_
     summaries = [record.getMessage() for record in logs.records if "batches tagged with it" in record.getMessage()]
     assert len(summaries) == 2
     assert sum(sent_in(summary) for summary in summaries) == 5
+
+
+# -- another deployment's batches -----------------------------------------------------------------------------
+
+
+def test_a_failed_staging_run_leaves_productions_batch_of_the_same_run_alone(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, logs: pytest.LogCaptureFixture
+) -> None:
+    production = str(emulator.create_batch(metadata={**TAGS, "airflow_deployment": "production"})["id"])
+    staging = str(emulator.create_batch(metadata={**TAGS, "airflow_deployment": "staging"})["id"])
+    untagged = str(emulator.create_batch(metadata=TAGS)["id"])
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "staging")
+    cancel_run_batches(run_context())
+    assert sorted(cancel_posts(emulator)) == sorted([staging, untagged])
+    assert emulator.get_batch(production)["status"] == "in_progress"
+    summary = summary_of(logs)
+    assert "deployment 'staging'" in summary
+    assert "1 of another deployment left alone" in summary
+    assert "1 without a deployment tag" in summary
