@@ -8,8 +8,15 @@ from airflow_psopenai.operators.stop import StopBatchOperator, StopResponseOpera
 
 if TYPE_CHECKING:
     from airflow_psopenai.operators.stop_batches import StopBatchesOperator
+    from airflow_psopenai.operators.sweep import StopOrphanedBatchesOperator
 
-__all__ = ["StopBatchOperator", "StopBatchesOperator", "StopResponseOperator", "StopThreadRunOperator"]
+__all__ = [
+    "StopBatchOperator",
+    "StopBatchesOperator",
+    "StopOrphanedBatchesOperator",
+    "StopResponseOperator",
+    "StopThreadRunOperator",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from airflow_psopenai.operators.stop_batches import StopBatchesOperator
 
         return StopBatchesOperator
+    if name == "StopOrphanedBatchesOperator":
+        from airflow_psopenai.operators.sweep import StopOrphanedBatchesOperator
+
+        return StopOrphanedBatchesOperator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,6 +35,7 @@ EXPECTED_DAG_IDS = {
     "example_psopenai_response",
     "example_psopenai_run_cleanup",
     "example_psopenai_deadline",
+    "example_psopenai_sweep",
 }
 
 
@@ -110,7 +111,9 @@ def test_cancel_on_failure_cancels_confirms_and_reports(emulator: OpenAIEmulator
     batch = emulator.get_batch(batch_id)
     assert batch["status"] == "cancelled"
     assert batch["input_file_id"] == "file-psopenai-example-input"
+    assert batch["metadata"].pop("airflow_create_nonce")
     assert batch["metadata"] == {
+        "airflow_deployment": "default",
         "airflow_dag_id": "example_psopenai_cancel_on_failure",
         "airflow_run_id": result.dag_run.run_id,
         "airflow_task_id": "submit_batch",
@@ -164,7 +167,10 @@ def test_xcom_ids_cancels_each_batch_once(emulator: OpenAIEmulator, run_dag: Run
         cancelled = result.xcom(cancel_task)
         assert cancelled["id"] == submitted[label], cancel_task
         assert cancelled["status"] == "cancelling"
-        assert emulator.get_batch(submitted[label])["metadata"] == {
+        metadata = emulator.get_batch(submitted[label])["metadata"]
+        assert metadata.pop("airflow_create_nonce")
+        assert metadata == {
+            "airflow_deployment": "default",
             "airflow_dag_id": "example_psopenai_xcom_ids",
             "airflow_run_id": result.dag_run.run_id,
             "airflow_task_id": f"submit_{label}",
@@ -545,3 +551,21 @@ def test_parsing_the_examples_loads_no_hook_trigger_or_worker_code() -> None:
         "airflow_psopenai.waiting.status_board",
     )
     assert [name for name in loaded if name.startswith(run_time)] == []
+
+
+def test_the_sweep_cancels_what_a_failed_run_left_and_nothing_else(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    failed = run_dag("example_psopenai_cancel_on_failure")
+    assert failed.state == "failed"  # expected: its processing task failed
+    run = {"airflow_dag_id": "example_psopenai_cancel_on_failure", "airflow_run_id": failed.dag_run.run_id}
+    # A batch of the failed run that its callback did not see (created by another process after it ran).
+    left = str(emulator.create_batch(metadata={**run, "airflow_deployment": "default"})["id"])
+    emulator.create_batch(metadata={**run, "airflow_deployment": "another-airflow"})
+    emulator.create_batch(metadata={"airflow_deployment": "default"})
+    cancels_before = len(batch_cancels(emulator))
+    result = run_dag("example_psopenai_sweep")
+    assert result.state == "success"
+    swept = result.xcom("sweep")
+    assert swept["cancelled"] == [left]
+    assert swept["kept"]["another deployment"] == 1
+    assert swept["kept"]["no run tags"] == 1
+    assert batch_cancels(emulator)[cancels_before:] == [left]
