@@ -64,8 +64,8 @@ def deployment_is_default() -> bool:
 
 
 def deployment_match(metadata: object, ours: str) -> str:
-    """Return how a batch's ``metadata`` relates to deployment ``ours``: :data:`OURS`, :data:`OTHER`, or
-    :data:`UNTAGGED` (no deployment tag: made before the tag existed, or tagged by hand)."""
+    """Return how a batch's ``metadata`` relates to deployment ``ours``: ``"ours"``, ``"other"``, or
+    ``"untagged"`` (no deployment tag: made before the tag existed, or tagged by hand)."""
     pairs = metadata if isinstance(metadata, dict) else {}
     tag = pairs.get(DEPLOYMENT_KEY)
     if tag is None:
@@ -95,7 +95,7 @@ def run_tags(context: Mapping[str, Any]) -> dict[str, str]:
 
 def run_selector(dag_id: str, run_id: str) -> dict[str, str]:
     """Return the metadata that every batch of one DAG run holds (whatever task created it), deployment
-    aside: a selection by it keeps the batches whose :func:`deployment_match` is not :data:`OTHER`."""
+    aside: a selection by it keeps the batches whose :func:`deployment_match` is not ``"other"``."""
     return {DAG_ID_KEY: dag_id, RUN_ID_KEY: run_id}
 
 
