@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import bulk_cancel, cancel_throughput, coalesced_polling, import_cost, trigger_concurrency
+from benchmarks import bulk_cancel, cancel_throughput, coalesced_polling, import_cost, sweep, trigger_concurrency
 from benchmarks.common import OFFICIAL, OURS, RESULTS, exit_on_signals, load_average, pyplot, wait_for_quiet_machine
 
 if TYPE_CHECKING:
@@ -345,6 +345,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "bulk_cancel" in results:
         lines += bulk_cancel.markdown(results["bulk_cancel"])
+    if results.get("sweep"):
+        lines += sweep.markdown(results["sweep"])
     verdicts = results.get("targets", [])
     if verdicts:
         lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -506,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("import_cost", lambda: import_cost.measure(3 if args.quick else 12)),
         ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
         ("bulk_cancel", lambda: bulk_cancel.measure(*((100, (20,)) if args.quick else (1000, (100, 300))))),
+        ("sweep", lambda: sweep.measure(*((1000, 50) if args.quick else (sweep.N, sweep.RUNS)))),
     ]
     for name, step in steps:
         try:
