@@ -162,11 +162,15 @@ def _request_timeout(deadline: Deadline) -> float | None:
 
 def _log_failure(name: str, conn_id: str, error: Exception) -> None:
     from airflow_psopenai.exceptions import PSOpenAIError
+    from airflow_psopenai.run_tags import deployment
 
+    ours = deployment()
     if isinstance(error, PSOpenAIError | TimeoutError):  # says what went wrong by itself: one line, no traceback
-        log.error("%s could not cancel the run's batches (connection %r): %s", name, conn_id, error)
+        log.error(
+            "%s could not cancel the run's batches of deployment %r (connection %r): %s", name, ours, conn_id, error
+        )
     else:
-        log.exception("%s could not cancel the run's batches (connection %r).", name, conn_id)
+        log.exception("%s could not cancel the run's batches of deployment %r (connection %r).", name, ours, conn_id)
 
 
 async def _closing(cancel: Any) -> None:

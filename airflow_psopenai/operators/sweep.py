@@ -16,11 +16,12 @@ from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_C
 from airflow_psopenai.resources import BATCH
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_psopenai.cancelling.sweep import RunKey
+    from airflow_psopenai.client.deadline import Deadline
 
 DEFAULT_LOOKBACK = timedelta(hours=48)
 DEFAULT_SWEEP_TIMEOUT = timedelta(minutes=10)
@@ -136,8 +137,9 @@ class StopOrphanedBatchesOperator(ResourceTaskMixin, BaseOperator):
                 else:
                     count(kept, outcome.action)
         not_read = listed.what_was_not_read(BATCH.label)
+        hours = self.lookback.total_seconds() / 3600
         summary = (
-            f"Sweep (deployment {ours!r}): {listed.scanned} batches in the last {self.lookback}, "
+            f"Sweep (deployment {ours!r}): {listed.scanned} batches in the last {hours:g} h, "
             f"{sum(len(ids) for ids in runs.values())} running of {len(runs)} DAG runs of this deployment; "
             + (f"would cancel {len(chosen)}" if self.report_only else f"cancelled {len(result['cancelled'])}")
             + f" (runs {', '.join(self.run_states)}), {len(result['failed'])} failed; kept: "
@@ -151,7 +153,7 @@ class StopOrphanedBatchesOperator(ResourceTaskMixin, BaseOperator):
             self.log.info(summary)
         return result
 
-    def _run_states(self, context: Context, runs: Sequence[RunKey] | Any, deadline: Any) -> dict[RunKey, str | None]:
+    def _run_states(self, context: Context, runs: Iterable[RunKey], deadline: Deadline) -> dict[RunKey, str | None]:
         """Ask Airflow for each run's state once, through the Task SDK; None where the lookup failed or the
         budget was spent before it."""
         from airflow_psopenai.compat import dag_run_state
