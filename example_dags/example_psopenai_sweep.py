@@ -21,6 +21,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["psopenai", "example"],
+    doc_md=__doc__,
 ):
     StopOrphanedBatchesOperator(
         task_id="sweep",
