@@ -259,12 +259,16 @@ def _request_timeout(deadline: Deadline) -> float | None:
 
 def _log_failure(name: str, conn_id: str, error: Exception, context: Mapping[str, Any]) -> None:
     from airflow_psopenai.exceptions import PSOpenAIError
+    from airflow_psopenai.run_tags import deployment
 
     run_log = _run_log(context)
+    ours = deployment()
     if isinstance(error, PSOpenAIError | TimeoutError):  # says what went wrong by itself: one line, no traceback
-        run_log.error("%s could not cancel the run's batches (connection %r): %s", name, conn_id, error)
+        run_log.error(
+            "%s could not cancel the run's work of deployment %r (connection %r): %s", name, ours, conn_id, error
+        )
     else:
-        run_log.exception("%s could not cancel the run's batches (connection %r).", name, conn_id)
+        run_log.exception("%s could not cancel the run's work of deployment %r (connection %r).", name, ours, conn_id)
 
 
 def _run_log(context: Mapping[str, Any]) -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
@@ -309,6 +313,7 @@ async def _cancel_run_batches(
     )
     from airflow_psopenai.cancelling.cancel import CancelPolicy
     from airflow_psopenai.resources import BATCH, FINE_TUNING_JOB, counted, has_status, status_of
+    from airflow_psopenai.run_tags import deployment
 
     resource, list_run, noun = (
         (BATCH, alist_run_batches, "batch")
@@ -318,6 +323,7 @@ async def _cancel_run_batches(
 
     dag_id, run_id, run_after = run_of(context)
     run_log = _run_log(context)
+    ours = deployment()
     left = deadline.poll_limit()
     try:
         # A guard of last resort, for what takes no deadline (a connection lookup): the budget itself ends the
@@ -333,20 +339,23 @@ async def _cancel_run_batches(
                 hook, pending, policy, max_concurrency=max_concurrency, deadline=deadline, resource=resource
             )
     except TimeoutError:
-        raise TimeoutError(f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r}.") from None
+        raise TimeoutError(
+            f"{name} did not finish within its time budget for run {run_id!r} of {dag_id!r} (deployment {ours!r})."
+        ) from None
     for outcome in outcomes:
-        run_log.info("%s: %s", name, outcome.line())
+        run_log.info("%s (deployment %r): %s", name, ours, outcome.line())
     actions = [outcome.action for outcome in outcomes]
     lost, under_way = actions.count(ANSWER_LOST), actions.count(CANCEL_UNDER_WAY)
     failed = sum(1 for outcome in outcomes if outcome.error is not None and outcome.action != ANSWER_LOST)
     summary = (
-        f"{name}: run {run_id!r} of {dag_id!r}: {counted(len(batches), noun)} tagged with it, "
+        f"{name}: run {run_id!r} of {dag_id!r} (deployment {ours!r}): {counted(len(batches), noun)} tagged with it, "
         f"{len(pending)} running: "
         f"{counted(actions.count(CANCEL_SENT), 'cancel')} sent, "
         + (f"{lost} sent whose answer did not arrive (they may have gone through), " if lost else "")
         + (f"{under_way} left to another cancel of them under way in this process, " if under_way else "")
         + f"{failed} could not be cancelled."
         + (f" Not looked at: {listed.what_was_not_read(resource.label)}." if not listed.complete else "")
+        + "".join(f" {count} {why}." for why, count in listed.set_apart.items())
     )
     if listed.complete:
         run_log.info(summary)

@@ -15,7 +15,14 @@ if AIRFLOW_V_3_2_PLUS:
 else:  # importing them from airflow.exceptions is deprecated from 3.2 on
     from airflow.exceptions import TaskDeferralError, TaskDeferralTimeout  # type: ignore[no-redef]
 
-__all__ = ["DEADLINE_ALERTS", "MISSING_DEADLINE_ALERTS", "TaskDeferralError", "TaskDeferralTimeout", "amask_secret"]
+__all__ = [
+    "DEADLINE_ALERTS",
+    "MISSING_DEADLINE_ALERTS",
+    "TaskDeferralError",
+    "TaskDeferralTimeout",
+    "amask_secret",
+    "dag_run_state",
+]
 
 # Deadline Alerts came with Airflow 3.1 (AsyncCallback, run in the triggerer); 3.2 added SyncCallback,
 # run by the executor, and exports the names from airflow.sdk (3.1 has them in airflow.sdk.definitions.deadline).
@@ -56,3 +63,26 @@ async def amask_secret(secret: str) -> None:
     from asgiref.sync import sync_to_async
 
     await sync_to_async(mask_secret, thread_sensitive=False)(secret)
+
+
+def dag_run_state(ti: Any, dag_id: str, run_id: str) -> str:
+    """Return the state of another DAG run, asked by the running task ``ti`` through the Task SDK (3.0-3.3:
+    ``RuntimeTaskInstance.get_dagrun_state``); ``"missing"`` when Airflow answers it does not know the run.
+
+    :raises Exception: When the lookup fails otherwise (the API server's error, the supervisor's).
+    """
+    from airflow.sdk.api.client import ServerResponseError
+    from airflow.sdk.exceptions import AirflowRuntimeError
+
+    try:
+        state = ti.get_dagrun_state(dag_id, run_id)
+    except AirflowRuntimeError as error:  # from the supervisor of a task process
+        detail = getattr(error.error, "detail", None)
+        if isinstance(detail, dict) and detail.get("status_code") == 404:
+            return "missing"
+        raise
+    except ServerResponseError as error:  # in-process (dag.test()): the API client's own error
+        if error.response.status_code == 404:
+            return "missing"
+        raise
+    return str(getattr(state, "value", state))  # a DagRunState in-process, its text from the supervisor

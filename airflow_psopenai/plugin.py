@@ -163,8 +163,15 @@ def _cleanup_timeout() -> float:
 def _cancel(run: Any, conn_id: str, deadline: Deadline) -> None:
     from airflow_psopenai.callbacks import cancel_batches_of_run
     from airflow_psopenai.cancelling.concurrency import DEFAULT_MAX_CONCURRENCY
+    from airflow_psopenai.run_tags import deployment
 
-    log.info("DAG run %r of %r failed: cancelling its batches (connection %r).", run.run_id, run.dag_id, conn_id)
+    log.info(
+        "DAG run %r of %r failed: cancelling its batches of deployment %r (connection %r).",
+        run.run_id,
+        run.dag_id,
+        deployment(),
+        conn_id,
+    )
     cancel_batches_of_run({"dag_run": run}, conn_id, deadline, DEFAULT_MAX_CONCURRENCY)
 
 
@@ -230,3 +237,16 @@ class PSOpenAIPlugin(AirflowPlugin):
     listeners = [failed_run_listener]
     fastapi_apps = [{"app": page_app, "url_prefix": URL_PREFIX, "name": "OpenAI page"}]
     external_views = EXTERNAL_VIEWS
+
+    @classmethod
+    def on_load(cls, *args: Any, **kwargs: Any) -> None:
+        """Warn when nothing names this deployment: its batches would look like another's of the account."""
+        from airflow_psopenai.run_tags import DEFAULT_DEPLOYMENT, deployment_is_default
+
+        if deployment_is_default():
+            log.warning(
+                "Neither [psopenai] deployment nor [api] base_url is set: this Airflow tags its batches "
+                "airflow_deployment=%r. Where two Airflows share an OpenAI account, set [psopenai] deployment "
+                "(AIRFLOW__PSOPENAI__DEPLOYMENT) to a name of each, or each cleans up the other's runs.",
+                DEFAULT_DEPLOYMENT,
+            )

@@ -1,4 +1,9 @@
-"""Run tags: the metadata that ties a batch to the Airflow task and DAG run that launched it.
+"""Run tags: the metadata that ties a batch to the Airflow deployment, task and DAG run that launched it.
+
+Two Airflow deployments (staging and production, say) may share an OpenAI account and run the same
+DAG with the same run IDs: ``airflow_deployment`` (:func:`deployment`) tells their batches apart,
+and every selection of a run's batches requires it to be this deployment's (or absent, for batches
+tagged before it existed: :func:`deployment_match`).
 
 ``PSOpenAIHook.create_batch`` adds them by itself in a running task; :func:`run_tags` returns them for
 batches created another way (the ``openai`` SDK, the official ``OpenAITriggerBatchOperator(metadata=...)``).
@@ -16,24 +21,73 @@ from airflow_psopenai.exceptions import PSOpenAIConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Mapping, MutableMapping
 
+DEPLOYMENT_KEY = "airflow_deployment"
 DAG_ID_KEY = "airflow_dag_id"
 RUN_ID_KEY = "airflow_run_id"
 TASK_ID_KEY = "airflow_task_id"
 MAP_INDEX_KEY = "airflow_map_index"
+# A pair of its own on each create_batch call, so that a duplicate made by a retry on the way is found.
+CREATE_NONCE_KEY = "airflow_create_nonce"
+# The pairs this provider may add to a batch's metadata (the API allows 16): the rest are the user's.
+PROVIDER_KEYS = (DEPLOYMENT_KEY, DAG_ID_KEY, RUN_ID_KEY, TASK_ID_KEY, MAP_INDEX_KEY, CREATE_NONCE_KEY)
+# When neither [psopenai] deployment nor [api] base_url is set.
+DEFAULT_DEPLOYMENT = "default"
+# How a batch's deployment tag relates to this deployment (deployment_match).
+OURS = "ours"
+UNTAGGED = "untagged"
+OTHER = "other"
 # The API's limits on a batch's metadata.
 MAX_PAIRS = 16
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 512
 
 
+def deployment() -> str:
+    """Return the name of this Airflow deployment, as its batches carry it in ``airflow_deployment``.
+
+    ``[psopenai] deployment`` (``AIRFLOW__PSOPENAI__DEPLOYMENT``) when set; else ``[api] base_url``,
+    which every component of a deployment shares and two deployments do not; else ``"default"``
+    (:func:`deployment_is_default` says so). At most 512 characters (a metadata value's limit): a
+    longer one is cut.
+    """
+    from airflow.providers.common.compat.sdk import conf
+
+    for section, key in (("psopenai", "deployment"), ("api", "base_url")):
+        value = str(conf.get(section, key, fallback="") or "").strip()
+        if value:
+            return value.rstrip("/")[:MAX_VALUE_LENGTH] if key == "base_url" else value[:MAX_VALUE_LENGTH]
+    return DEFAULT_DEPLOYMENT
+
+
+def deployment_is_default() -> bool:
+    """Return whether neither ``[psopenai] deployment`` nor ``[api] base_url`` names this deployment."""
+    return deployment() == DEFAULT_DEPLOYMENT
+
+
+def deployment_match(metadata: object, ours: str) -> str:
+    """Return how a batch's ``metadata`` relates to deployment ``ours``: ``"ours"``, ``"other"``, or
+    ``"untagged"`` (no deployment tag: made before the tag existed, or tagged by hand)."""
+    pairs = metadata if isinstance(metadata, dict) else {}
+    tag = pairs.get(DEPLOYMENT_KEY)
+    if tag is None:
+        return UNTAGGED
+    return OURS if tag == ours else OTHER
+
+
 def run_tags(context: Mapping[str, Any]) -> dict[str, str]:
-    """Return the run tags of the task whose ``context`` this is (``airflow_map_index`` only when mapped).
+    """Return the run tags of the task whose ``context`` this is: the deployment, DAG, run and task IDs
+    (``airflow_map_index`` only when mapped).
 
     Use it as ``metadata=run_tags(context)`` (or merged with your own keys) when a batch is created
     without this provider's hook.
     """
     ti = context["ti"]
-    tags = {DAG_ID_KEY: str(ti.dag_id), RUN_ID_KEY: str(ti.run_id), TASK_ID_KEY: str(ti.task_id)}
+    tags = {
+        DEPLOYMENT_KEY: deployment(),
+        DAG_ID_KEY: str(ti.dag_id),
+        RUN_ID_KEY: str(ti.run_id),
+        TASK_ID_KEY: str(ti.task_id),
+    }
     map_index = getattr(ti, "map_index", -1)
     if map_index is not None and map_index >= 0:
         tags[MAP_INDEX_KEY] = str(map_index)
@@ -41,8 +95,14 @@ def run_tags(context: Mapping[str, Any]) -> dict[str, str]:
 
 
 def run_selector(dag_id: str, run_id: str) -> dict[str, str]:
-    """Return the metadata that every batch of one DAG run holds (whatever task created it)."""
+    """Return the metadata that every batch of one DAG run holds (whatever task created it), deployment
+    aside: a selection by it keeps the batches whose :func:`deployment_match` is not ``"other"``."""
     return {DAG_ID_KEY: dag_id, RUN_ID_KEY: run_id}
+
+
+def is_run_selector(metadata: Mapping[str, str]) -> bool:
+    """Return whether ``metadata`` selects the batches of a DAG run (it holds a DAG ID and a run ID)."""
+    return DAG_ID_KEY in metadata and RUN_ID_KEY in metadata
 
 
 def tagged_metadata(tags: Mapping[str, str], own: Mapping[str, object] | None) -> dict[str, str]:

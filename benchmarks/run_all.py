@@ -28,6 +28,7 @@ from benchmarks import (
     cancel_throughput,
     coalesced_polling,
     import_cost,
+    sweep,
     trigger_concurrency,
     triggerer_first_poll,
 )
@@ -357,6 +358,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += bulk_cancel.markdown(results["bulk_cancel"])
     if "triggerer_first_poll" in results:
         lines += triggerer_first_poll.markdown(results["triggerer_first_poll"])
+    if results.get("sweep"):
+        lines += sweep.markdown(results["sweep"])
     verdicts = results.get("targets", [])
     if verdicts:
         lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -520,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("cancel_throughput", lambda: cancel_throughput.measure(100 if args.quick else 1000)),
         ("bulk_cancel", lambda: bulk_cancel.measure(*((100, (20,)) if args.quick else (1000, (100, 300))))),
         ("triggerer_first_poll", triggerer_first_poll.measure),
+        ("sweep", lambda: sweep.measure(*((1000, 50) if args.quick else (sweep.N, sweep.RUNS)))),
     ]
     suffix = "-quick" if args.quick else ""
     if args.only is not None:

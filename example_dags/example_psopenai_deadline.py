@@ -125,8 +125,8 @@ with DAG(
     waited = wait_for_results(submitted)
     cleanup = StopBatchesOperator(
         task_id="cancel_leftover_batches",
-        # Every batch tagged with this run, whichever task created it.
-        metadata={"airflow_dag_id": "{{ dag.dag_id }}", "airflow_run_id": "{{ run_id }}"},
+        # Every batch this deployment tagged with this run, whichever task created it.
+        this_run=True,
         if_not_cancellable="succeed",
         wait=True,
         deferrable=True,

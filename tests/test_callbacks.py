@@ -294,7 +294,7 @@ def test_a_cancel_whose_answer_did_not_arrive_is_not_counted_as_failed(
     summary = summary_of(logs)
     assert received > 0
     assert f"0 cancels sent, {received} sent whose answer did not arrive (they may have gone through), " in summary
-    assert summary.endswith(f"{6 - received} could not be cancelled.")
+    assert f"{6 - received} could not be cancelled." in summary
 
 
 def test_the_same_run_reported_failed_twice_to_the_listener_gets_one_cancel_per_batch(
@@ -370,7 +370,7 @@ def test_a_job_list_that_hangs_leaves_the_batches_cancelled_within_the_budget(
     assert time.monotonic() - started < 30  # bounded by its budget (a loose guard, not a speed target)
     assert [entry.path for entry in emulator.requests(method="POST", path="*/cancel")] == [f"/v1/batches/{mine}/cancel"]
     text = logs.text
-    assert "1 batches tagged with it, 1 running: 1 cancels sent" in text
+    assert "1 batch tagged with it, 1 running: 1 cancel sent" in text
     assert "0 fine-tuning jobs tagged with it" in text and "Not looked at: the whole fine-tuning job list" in text
 
 
@@ -380,3 +380,36 @@ def test_cancel_run_batches_still_leaves_fine_tuning_jobs_alone(emulator: OpenAI
     cancel_run_batches(run_context(), timeout_sec=30)
     assert emulator.get_fine_tuning_job(job)["status"] == "running"
     assert emulator.requests(method="GET", path="/v1/fine_tuning/jobs") == []
+
+
+# -- another deployment's batches -----------------------------------------------------------------------------
+
+
+def test_a_failed_staging_run_leaves_productions_batch_of_the_same_run_alone(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, logs: pytest.LogCaptureFixture
+) -> None:
+    production = str(emulator.create_batch(metadata={**TAGS, "airflow_deployment": "production"})["id"])
+    staging = str(emulator.create_batch(metadata={**TAGS, "airflow_deployment": "staging"})["id"])
+    untagged = str(emulator.create_batch(metadata=TAGS)["id"])
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "staging")
+    cancel_run_batches(run_context())
+    assert sorted(cancel_posts(emulator)) == sorted([staging, untagged])
+    assert emulator.get_batch(production)["status"] == "in_progress"
+    summary = summary_of(logs)
+    assert "deployment 'staging'" in summary
+    assert "1 of another deployment left alone" in summary
+    assert "1 without a deployment tag" in summary
+
+
+def test_the_work_callback_leaves_another_deployments_fine_tuning_job_of_the_same_run_alone(
+    emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    production = str(emulator.create_fine_tuning_job(metadata={**TAGS, "airflow_deployment": "production"})["id"])
+    staging = str(emulator.create_fine_tuning_job(metadata={**TAGS, "airflow_deployment": "staging"})["id"])
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "staging")
+    summary = asyncio.run(acancel_run_work({**run_context(), "ti": object()}, timeout_sec=30))
+    assert summary is not None
+    assert "1 fine-tuning job tagged with it, 1 running: 1 cancel sent" in summary
+    assert "1 of another deployment left alone" in summary
+    assert emulator.get_fine_tuning_job(production)["status"] == "running"
+    assert emulator.get_fine_tuning_job(staging)["status"] == "cancelled"

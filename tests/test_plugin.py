@@ -128,3 +128,18 @@ def test_the_listener_stops_its_work_when_the_process_shuts_down(
         fail_run(listener, "run-1")
         assert listener.join(30)
         assert sorted(gateway.cancelled()) == sorted(item["id"] for item in items)
+
+
+def test_loading_the_plugin_warns_when_nothing_names_the_deployment(
+    listener: Any, monkeypatch: pytest.MonkeyPatch, logs: pytest.LogCaptureFixture
+) -> None:
+    from airflow_psopenai.plugin import PSOpenAIPlugin
+
+    monkeypatch.delenv("AIRFLOW__PSOPENAI__DEPLOYMENT", raising=False)
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "")
+    PSOpenAIPlugin.on_load()
+    assert "set [psopenai] deployment" in logs.text
+    logs.clear()
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "production")
+    PSOpenAIPlugin.on_load()
+    assert "deployment" not in logs.text

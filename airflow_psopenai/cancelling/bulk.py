@@ -21,7 +21,15 @@ from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.client.listing import Listed, awalk_list
 from airflow_psopenai.client.validation import require_epoch_seconds
 from airflow_psopenai.resources import BATCH, FINE_TUNING_JOB, counted, status_of
-from airflow_psopenai.run_tags import run_selector
+from airflow_psopenai.run_tags import (
+    DEPLOYMENT_KEY,
+    OTHER,
+    UNTAGGED,
+    deployment,
+    deployment_match,
+    is_run_selector,
+    run_selector,
+)
 from airflow_psopenai.waiting.status_board import status_poller
 
 if TYPE_CHECKING:
@@ -44,6 +52,9 @@ CANCEL_SENT = Action.SENT.value
 NOTHING_TO_DO = Action.NOT_CANCELLABLE.value
 NOT_ATTEMPTED = Action.NOT_ATTEMPTED.value
 FAILED = Action.FAILED.value
+# Why a batch that matched a run's selector was left out of it, or taken although untagged.
+OTHER_DEPLOYMENT = "of another deployment left alone"
+NO_DEPLOYMENT_TAG = "without a deployment tag included"
 ANSWER_LOST = "cancel sent, its answer did not arrive (it may have gone through)"
 CANCEL_UNDER_WAY = "no second cancel (another cancel of it in this process is under way)"
 
@@ -143,6 +154,10 @@ async def alist_by_metadata(
     fails on a transient error is read again (up to three reads, within ``deadline``); one that still
     cannot be read ends the listing, and the result keeps what was found before it.
 
+    A selector of a DAG run (``airflow_dag_id`` and ``airflow_run_id``) without ``airflow_deployment``
+    selects this deployment's batches of the run: another deployment's are left out, and those without
+    a deployment tag kept, each counted in :attr:`Listed.set_apart`.
+
     :param deadline: Bounds the whole listing: each page and retry gets only what is left.
     :raises PSOpenAIConfigurationError: For a ``created_after`` that is not a finite number.
     """
@@ -154,14 +169,34 @@ async def alist_by_metadata(
         return await hook.alist_page(BATCH, after=after, page_size=PAGE_SIZE, deadline=page_deadline)
 
     listed = await awalk_list(read_page, BATCH, redact, metadata=metadata, since=created_after, deadline=deadline)
+    ours = ""
+    if is_run_selector(metadata) and DEPLOYMENT_KEY not in metadata:
+        ours = deployment()
+        keep_deployments_own(listed, ours)
     log.info(
-        "Listed %s (%s): %d match the metadata %s.",
+        "Listed %s (%s): %d match the metadata %s%s%s.",
         counted(listed.scanned, "batch"),
         counted(listed.pages, "page"),
         len(listed.found),
         dict(metadata),
+        f" for deployment {ours!r}" if ours else "",
+        "".join(f", {count} {why}" for why, count in listed.set_apart.items()),
     )
     return listed
+
+
+def keep_deployments_own(listed: Listed, ours: str) -> None:
+    """Leave out of ``listed`` the objects another deployment tagged; count them, and the untagged ones kept."""
+    kept: list[dict[str, Any]] = []
+    for item in listed.found:
+        match = deployment_match(item.get("metadata"), ours)
+        if match == OTHER:
+            listed.set_apart[OTHER_DEPLOYMENT] = listed.set_apart.get(OTHER_DEPLOYMENT, 0) + 1
+            continue
+        if match == UNTAGGED:
+            listed.set_apart[NO_DEPLOYMENT_TAG] = listed.set_apart.get(NO_DEPLOYMENT_TAG, 0) + 1
+        kept.append(item)
+    listed.found = kept
 
 
 async def alist_run_batches(
@@ -204,7 +239,16 @@ async def alist_run_fine_tuning_jobs(
     listed = await awalk_list(
         read_page, FINE_TUNING_JOB, redact, metadata=selector, since=since, deadline=deadline.part(LISTING_SHARE)
     )
-    log.info("Listed %d fine-tuning jobs tagged with run %r (%d pages).", len(listed.found), run_id, listed.pages)
+    ours = deployment()
+    keep_deployments_own(listed, ours)
+    log.info(
+        "Listed %s tagged with run %r for deployment %r (%s)%s.",
+        counted(len(listed.found), "fine-tuning job"),
+        run_id,
+        ours,
+        counted(listed.pages, "page"),
+        "".join(f", {count} {why}" for why, count in listed.set_apart.items()),
+    )
     return listed
 
 

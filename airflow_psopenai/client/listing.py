@@ -145,6 +145,7 @@ class Listed:
     :param unread: Why the walk stopped before the cutoff or the end of the list (a page that could not be
         read, a spent budget, a list that repeats itself or answers junk); None when nothing stopped it.
     :param capped: Whether the walk stopped at its page cap with more to read.
+    :param set_apart: Matching objects the caller left out of ``found``, counted by why.
     """
 
     found: list[dict[str, Any]] = field(default_factory=list)
@@ -152,6 +153,7 @@ class Listed:
     pages: int = 0
     unread: PSOpenAIError | None = None
     capped: bool = False
+    set_apart: dict[str, int] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 
@@ -11,7 +12,7 @@ import httpx
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
-from airflow_psopenai.client.deadline import NO_DEADLINE
+from airflow_psopenai.client.deadline import NO_DEADLINE, Deadline
 from airflow_psopenai.client.errors import (
     budget_spent,
     error_from_response,
@@ -38,7 +39,7 @@ from airflow_psopenai.exceptions import (
 )
 from airflow_psopenai.hooks import connection_form
 from airflow_psopenai.resources import BATCH, FINE_TUNING_JOB, RESPONSE, THREAD_RUN, CancellableResource, status_of
-from airflow_psopenai.run_tags import tagged_metadata
+from airflow_psopenai.run_tags import CREATE_NONCE_KEY, DEPLOYMENT_KEY, deployment, tagged_metadata
 from airflow_psopenai.task_tries import Earlier, TaskTry, current_try
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Connection
 
-    from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.client.settings import ApiSettings
 
 JsonObject = dict[str, Any]
@@ -58,6 +58,8 @@ REUSABLE_FINE_TUNING_JOB_STATUSES = FINE_TUNING_JOB.cancellable | {"succeeded"}
 # The look for it reads at most this many pages of the batch list.
 REUSE_PAGE_SIZE = 100
 REUSE_MAX_PAGES = 10
+# The look for duplicates of a create reads the newest page, within the create's own timeout (or this long).
+DUPLICATE_LOOK_SEC = 30.0
 # The answers of a gateway that serves no batch list: the look is skipped, and the batch created.
 LIST_NOT_SERVED = (404, 405)
 # The statuses of the API's "cannot cancel" refusals: 409 for batches, 400 for runs.
@@ -413,6 +415,14 @@ class PSOpenAIHook(BaseHook):
         fits, rather than risk a second batch; a list the gateway does not serve (404, 405) is a warning,
         and the batch is created.
 
+        Every batch carries ``airflow_deployment`` (:func:`airflow_psopenai.run_tags.deployment`), and each
+        call a nonce of its own (``airflow_create_nonce``): a gateway that sent the create again after its
+        answer was lost upstream made two batches for it; right after the answer, the newest page of the
+        batch list is read (within the create's timeout) and every batch with the nonce but the one
+        returned is cancelled, logged as a duplicate. A duplicate that appears later is left to
+        :class:`~airflow_psopenai.operators.StopOrphanedBatchesOperator`. With the run tags, the deployment
+        and the nonce, 10 of the 16 metadata pairs are left for your own keys (11 when not mapped).
+
         :param input_file_id: ID of a JSONL file uploaded with ``purpose="batch"``.
         :param endpoint: The endpoint every request of the file goes to (``/v1/responses``, ``/v1/embeddings``, ...).
         :param completion_window: How long the batch may take.
@@ -429,10 +439,10 @@ class PSOpenAIHook(BaseHook):
             "completion_window": completion_window,
         }
         task_try = current_try()
-        tags = task_try.tags if task_try is not None else {}
-        tagged = tagged_metadata(tags, metadata)
-        if tagged:
-            body["metadata"] = tagged
+        tags = task_try.tags if task_try is not None else {DEPLOYMENT_KEY: deployment()}
+        nonce = secrets.token_hex(16)
+        tagged = tagged_metadata({**tags, CREATE_NONCE_KEY: nonce}, metadata)
+        body["metadata"] = tagged
         if task_try is not None and reuse_earlier_batch:
             own = TaskTry.own_tags({key: tagged[key] for key in tags})
 
@@ -454,9 +464,48 @@ class PSOpenAIHook(BaseHook):
                     status_of(earlier),
                 )
                 return earlier
-        return self._request(
+        created = self._request(
             "POST", settings.url("/batches"), headers=settings.headers({}), target="a new batch", body=body
         )
+        self._cancel_duplicates(created, tagged[CREATE_NONCE_KEY])
+        return created
+
+    def _cancel_duplicates(self, created: JsonObject, nonce: str) -> None:
+        """Cancel every batch but ``created`` that carries the create's ``nonce``: a retry on the way made it.
+
+        Reads the newest page of the batch list only, within the create's timeout; never raises (the batch
+        was created): a look or cancel that fails is a warning.
+        """
+        timeout = self.settings.timeout_sec
+        deadline = Deadline.budget(timeout if timeout > 0 else DUPLICATE_LOOK_SEC)
+        listed = walk_list(
+            lambda after, page_deadline: self.list_page(
+                BATCH, after=after, page_size=REUSE_PAGE_SIZE, deadline=page_deadline
+            ),
+            BATCH,
+            self.settings.redact,
+            metadata={CREATE_NONCE_KEY: nonce},
+            since=None,
+            deadline=deadline,
+            max_pages=1,
+        )
+        if isinstance(listed.unread, PSOpenAIAPIError) and listed.unread.http_status in LIST_NOT_SERVED:
+            return
+        if listed.unread is not None:
+            self.log.warning("Could not look for a duplicate of batch %r: %s", created.get("id"), listed.unread)
+        for item in listed.found:
+            if item["id"] == created.get("id") or status_of(item) not in BATCH.cancellable:
+                continue
+            self.log.warning(
+                "Batch %r is a duplicate of batch %r, made by a retry of its create between here and the API "
+                "(a gateway's): cancelling it.",
+                item["id"],
+                created.get("id"),
+            )
+            try:
+                self.cancel_object(BATCH, {"batch_id": item["id"]}, deadline=deadline)
+            except PSOpenAIError as error:
+                self.log.warning("Could not cancel the duplicate batch %r: %s", item["id"], error)
 
     def _earlier_batches(self, task_try: TaskTry) -> Earlier:
         """Return the batches created since the DAG run's ``run_after`` (less the cutoff margin), oldest first.

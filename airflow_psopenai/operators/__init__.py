@@ -16,12 +16,14 @@ from airflow_psopenai.operators.stop import (
 
 if TYPE_CHECKING:
     from airflow_psopenai.operators.stop_batches import StopBatchesOperator
+    from airflow_psopenai.operators.sweep import StopOrphanedBatchesOperator
 
 __all__ = [
     "StopBatchOperator",
     "StopBatchesOperator",
     "StopEvalRunOperator",
     "StopFineTuningJobOperator",
+    "StopOrphanedBatchesOperator",
     "StopResponseOperator",
     "StopThreadRunOperator",
     "StopVectorStoreFileBatchOperator",
@@ -34,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from airflow_psopenai.operators.stop_batches import StopBatchesOperator
 
         return StopBatchesOperator
+    if name == "StopOrphanedBatchesOperator":
+        from airflow_psopenai.operators.sweep import StopOrphanedBatchesOperator
+
+        return StopOrphanedBatchesOperator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from airflow_psopenai.cancelling.bulk import BatchOutcome
     from airflow_psopenai.triggers.status import ResourceSetStatusTrigger
 
-SELECTORS = ("batch_ids", "batches", "metadata")
+SELECTORS = ("batch_ids", "batches", "metadata", "this_run")
 
 
 class StopBatchesOperator(CancellingOperator):
@@ -38,7 +38,11 @@ class StopBatchesOperator(CancellingOperator):
     :param metadata: A dict: every batch whose metadata holds all these pairs, found by listing the
         account's batches, newest first, down to ``created_after``. When part of the list cannot be read
         (a page that keeps failing, a list that repeats itself), the batches it showed are cancelled and
-        the task then fails, naming what was not looked at: its retry lists again.
+        the task then fails, naming what was not looked at: its retry lists again. A DAG run's selector
+        (``airflow_dag_id`` and ``airflow_run_id``) without ``airflow_deployment`` leaves out the batches
+        another deployment tagged.
+    :param this_run: True: the batches of this task's DAG run that this deployment launched (or that
+        carry no deployment tag), listed as ``metadata`` is: the way to say "this run's batches".
     :param created_after: Where the listing of ``metadata`` stops: batches created before it (less the
         cutoff margin, ``[psopenai] cutoff_margin_sec``) are not looked at. A datetime (without a time
         zone: UTC), its ISO 8601 text or epoch seconds; default: the DAG run's ``run_after`` (when a
@@ -63,13 +67,16 @@ class StopBatchesOperator(CancellingOperator):
         batch_ids: list[str] | str | None = None,
         batches: list[dict[str, Any]] | str | None = None,
         metadata: dict[str, str] | str | None = None,
+        this_run: bool | None = None,
         created_after: datetime | float | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         given = [
-            name for name, value in zip(SELECTORS, (batch_ids, batches, metadata), strict=True) if value is not None
+            name
+            for name, value in zip(SELECTORS, (batch_ids, batches, metadata, this_run or None), strict=True)
+            if value is not None
         ]
         if len(given) != 1:
             raise PSOpenAIConfigurationError(
@@ -80,6 +87,7 @@ class StopBatchesOperator(CancellingOperator):
         self.batch_ids = batch_ids
         self.batches = batches
         self.metadata = metadata
+        self.this_run = bool(this_run)
         self.created_after = created_after
         self.max_concurrency = max_concurrency
         if not self._instance_of_a_mapped_task():
@@ -290,8 +298,11 @@ class StopBatchesOperator(CancellingOperator):
         elif self.batches is not None:
             ids = _ids_of_batches(self.batches)
         else:
-            metadata = _as_metadata(self.metadata)
             from airflow_psopenai.cancelling.bulk import list_by_metadata
+            from airflow_psopenai.run_tags import run_selector
+
+            ti = context["ti"]
+            metadata = run_selector(ti.dag_id, ti.run_id) if self.this_run else _as_metadata(self.metadata)
 
             listed = list_by_metadata(self.hook, metadata, self._created_after(context), self.log)
             ids = [str(batch["id"]) for batch in listed.found]

@@ -2,9 +2,9 @@
 
 A plugin's app inherits no authentication from Airflow: every route asks for the user through
 Airflow's own ``get_user`` (a bearer token, else the UI's cookie on Airflow 3.1+) and its rights through
-the auth manager. A batch tagged with a DAG is governed by that DAG's rights; an untagged one by the
-connection's (:func:`governing_dag`). The auth manager's calls may query a database or an identity
-provider: they run in a thread, never on the API server's event loop.
+the auth manager. A batch this deployment tagged with a DAG is governed by that DAG's rights; an untagged
+one, or another deployment's, by the connection's (:func:`governing_dag`). The auth manager's calls may
+query a database or an identity provider: they run in a thread, never on the API server's event loop.
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ SAME_ORIGIN = "same-origin"
 
 def governing_dag(tags: Tags) -> str | None:
     """Return the DAG whose rights govern a batch: the DAG it is tagged with; None (the connection's rights)
-    for an untagged batch."""
+    for an untagged batch and for another deployment's (one with a deployment tag not this deployment's)."""
+    from airflow_psopenai.run_tags import deployment
+
+    if tags.deployment is not None and tags.deployment != deployment():
+        return None
     return tags.dag_id
 
 

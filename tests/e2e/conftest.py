@@ -30,6 +30,7 @@ E2E_DAG_IDS = {
     "e2e_psopenai_cleanup_timeout",
     "e2e_psopenai_cleanup_marked",
     "e2e_psopenai_late_run",
+    "e2e_psopenai_sweep",
 }
 
 

@@ -34,6 +34,7 @@ EXPECTED_DAG_IDS = {
     "example_psopenai_response",
     "example_psopenai_run_cleanup",
     "example_psopenai_deadline",
+    "example_psopenai_sweep",
 }
 
 
@@ -63,7 +64,10 @@ def test_example_dags_parse_without_import_errors(airflow_db: None) -> None:
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == EXPECTED_DAG_IDS
     for dag in bag.dags.values():
-        assert type(dag.timetable).__name__ == "NullTimetable", dag.dag_id  # schedule=None
+        if dag.dag_id == "example_psopenai_sweep":  # the maintenance DAG: every 15 minutes, one run at a time
+            assert not dag.catchup and dag.max_active_runs == 1
+        else:
+            assert type(dag.timetable).__name__ == "NullTimetable", dag.dag_id  # schedule=None
         assert dag.doc_md and len(dag.doc_md) > 200, dag.dag_id
         assert "example" in dag.tags, dag.dag_id
 
@@ -109,7 +113,9 @@ def test_cancel_on_failure_cancels_confirms_and_reports(emulator: OpenAIEmulator
     batch = emulator.get_batch(batch_id)
     assert batch["status"] == "cancelled"
     assert batch["input_file_id"] == "file-psopenai-example-input"
+    assert batch["metadata"].pop("airflow_create_nonce")
     assert batch["metadata"] == {
+        "airflow_deployment": "default",
         "airflow_dag_id": "example_psopenai_cancel_on_failure",
         "airflow_run_id": result.dag_run.run_id,
         "airflow_task_id": "submit_batch",
@@ -163,7 +169,10 @@ def test_xcom_ids_cancels_each_batch_once(emulator: OpenAIEmulator, run_dag: Run
         cancelled = result.xcom(cancel_task)
         assert cancelled["id"] == submitted[label], cancel_task
         assert cancelled["status"] == "cancelling"
-        assert emulator.get_batch(submitted[label])["metadata"] == {
+        metadata = emulator.get_batch(submitted[label])["metadata"]
+        assert metadata.pop("airflow_create_nonce")
+        assert metadata == {
+            "airflow_deployment": "default",
             "airflow_dag_id": "example_psopenai_xcom_ids",
             "airflow_run_id": result.dag_run.run_id,
             "airflow_task_id": f"submit_{label}",
@@ -547,3 +556,21 @@ def test_parsing_the_examples_loads_no_hook_trigger_or_worker_code() -> None:
         "airflow_psopenai.waiting.status_board",
     )
     assert [name for name in loaded if name.startswith(run_time)] == []
+
+
+def test_the_sweep_cancels_what_a_failed_run_left_and_nothing_else(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
+    failed = run_dag("example_psopenai_cancel_on_failure")
+    assert failed.state == "failed"  # expected: its processing task failed
+    run = {"airflow_dag_id": "example_psopenai_cancel_on_failure", "airflow_run_id": failed.dag_run.run_id}
+    # A batch of the failed run that its callback did not see (created by another process after it ran).
+    left = str(emulator.create_batch(metadata={**run, "airflow_deployment": "default"})["id"])
+    emulator.create_batch(metadata={**run, "airflow_deployment": "another-airflow"})
+    emulator.create_batch(metadata={"airflow_deployment": "default"})
+    cancels_before = len(batch_cancels(emulator))
+    result = run_dag("example_psopenai_sweep")
+    assert result.state == "success"
+    swept = result.xcom("sweep")
+    assert swept["cancelled"] == [left]
+    assert swept["kept"]["another deployment"] == 1
+    assert swept["kept"]["no run tags"] == 1
+    assert batch_cancels(emulator)[cancels_before:] == [left]

@@ -95,9 +95,12 @@ def test_create_batch_posts_the_body(emulator: OpenAIEmulator) -> None:
     assert created["input_file_id"] == "file-abc"
     assert created["endpoint"] == "/v1/chat/completions"
     assert created["completion_window"] == "24h"
-    assert created["metadata"] == {"owner": "dag_1"}
-    [entry] = emulator.journal
+    # Outside a task: the deployment tag and the create's nonce, with the caller's keys.
+    assert created["metadata"].pop("airflow_create_nonce")
+    assert created["metadata"] == {"airflow_deployment": "default", "owner": "dag_1"}
+    entry, look = emulator.journal
     assert (entry.method, entry.path, entry.status) == ("POST", "/v1/batches", 200)
+    assert (look.method, look.path) == ("GET", "/v1/batches")  # the look for a duplicate: the newest page
     assert emulator.get_batch(str(created["id"]))["status"] == "in_progress"
 
 

@@ -178,3 +178,17 @@ def test_a_mapped_instance_takes_over_only_its_own_batch(
         monkeypatch.setattr(sdk, "get_current_context", running.context)
         assert create()["id"] == created[index]
     assert posts(emulator) == 2
+
+
+def test_a_retry_never_takes_over_another_deployments_batch_of_the_same_task(
+    emulator: OpenAIEmulator, task: RunningTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Production's try of the same DAG, run ID and task, with the same file and endpoint, on the same account.
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "production")
+    production = create()
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "staging")
+    task.retried()
+    mine = create()
+    assert mine["id"] != production["id"]
+    assert mine["metadata"]["airflow_deployment"] == "staging"
+    assert posts(emulator) == 2

@@ -46,7 +46,7 @@ def late_run(emulator: OpenAIEmulator, run_dag: RunDag) -> tuple[DagRunResult, l
     assert result.state == "success"
     batch_ids: list[str] = result.xcom("create_tagged")
     tags = {"airflow_dag_id": "late_run_batches", "airflow_run_id": result.dag_run.run_id}
-    already = str(emulator.create_batch(status="cancelling", metadata=tags)["id"])
+    already = str(emulator.create_batch(status="cancelling", metadata={**tags, "airflow_deployment": "default"})["id"])
     others = [
         str(emulator.create_batch(metadata={**tags, "airflow_run_id": "another-run"})["id"]),
         str(emulator.create_batch()["id"]),
@@ -68,13 +68,17 @@ def test_the_deadline_callback_cancels_the_late_runs_batches_once_as_the_trigger
     assert [event["state"] for event in events] == ["running", "success"]
     # Text: Airflow stores the body in its callback table's text column (a dict would stop the triggerer).
     assert events[1]["body"] == (
-        f"acancel_run_batches: run {result.dag_run.run_id!r} of 'late_run_batches': 4 batches tagged with it, "
+        f"acancel_run_batches: run {result.dag_run.run_id!r} of 'late_run_batches' (deployment 'default'): "
+        "4 batches tagged with it, "
         "3 running: 3 cancels sent, 0 could not be cancelled."
     )
     assert sorted(cancels(emulator)) == sorted(batch_ids)
     assert all(emulator.get_batch(batch_id)["status"] == "in_progress" for batch_id in others[:2])
     for batch_id in batch_ids:
-        assert f"acancel_run_batches: batch {batch_id!r}: found in_progress, cancel requested" in caplog.text
+        assert (
+            f"acancel_run_batches (deployment 'default'): batch {batch_id!r}: found in_progress, cancel requested"
+            in caplog.text
+        )
     assert "4 batches tagged with it, 3 running: 3 cancels sent, 0 could not be cancelled." in caplog.text
     assert emulator.api_key not in caplog.text
     assert emulator.api_key not in json.dumps(events)
@@ -94,7 +98,7 @@ def test_the_sync_callback_takes_the_deadlines_context_and_kwargs(emulator: Open
 
 
 def test_the_async_callback_takes_a_tasks_context(emulator: OpenAIEmulator) -> None:
-    tags = {"airflow_dag_id": "pipeline", "airflow_run_id": "run-1"}
+    tags = {"airflow_deployment": "default", "airflow_dag_id": "pipeline", "airflow_run_id": "run-1"}
     mine = [str(emulator.create_batch(metadata=tags)["id"]) for _ in range(2)]
     emulator.create_batch(metadata={**tags, "airflow_run_id": "run-2"})
     dag_run = SimpleNamespace(dag_id="pipeline", run_id="run-1", run_after=datetime.now(UTC))
@@ -195,7 +199,8 @@ def test_the_nth_call_of_a_retry_returns_the_nth_batch_of_the_try_before_for_one
     result = run_dag("create_batches_retried", input_file_id="file-same")
     assert result.task_states["create_three_then_fail"] == "success"
     assert len(batch_posts(emulator)) == 3  # try 1 created three batches of one input file; try 2 took them over
-    assert len(emulator.requests(method="GET", path="/v1/batches")) == 2  # one list page per try
+    # One list page per try, and one look for a duplicate after each of the three creates.
+    assert len(emulator.requests(method="GET", path="/v1/batches")) == 2 + 3
     listed = httpx.get(f"{emulator.api_base}/batches", headers={"Authorization": f"Bearer {emulator.api_key}"}).json()[
         "data"
     ]
@@ -218,7 +223,8 @@ def test_a_list_the_gateway_does_not_serve_never_keeps_a_task_from_creating_its_
         r"Could not look for a batch an earlier try of this task created.*request id (req_\w+)", captured_logs()
     )
     assert len(set(warned)) == 2, warned
-    assert len(emulator.requests(method="GET", path="/v1/batches")) == 2  # one look per try
+    # One look per try for an earlier batch, one for a duplicate after each create.
+    assert len(emulator.requests(method="GET", path="/v1/batches")) == 2 + 2
 
 
 def test_reuse_earlier_batch_false_creates_again(emulator: OpenAIEmulator, run_dag: RunDag) -> None:
@@ -242,7 +248,8 @@ def test_outside_a_task_every_call_creates(emulator: OpenAIEmulator) -> None:
     hook = PSOpenAIHook()
     first, second = (hook.create_batch("file-same")["id"] for _ in range(2))
     assert first != second
-    assert emulator.requests(method="GET") == []
+    # No look for an earlier try's batch: only the look for a duplicate after each create.
+    assert len(emulator.requests(method="GET", path="/v1/batches")) == 2
     assert len(batch_posts(emulator)) == 2
 
 

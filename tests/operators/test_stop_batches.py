@@ -271,7 +271,9 @@ def test_bad_options_fail_before_any_request(
 
 
 def test_exactly_one_selector_is_required() -> None:
-    with pytest.raises(PSOpenAIConfigurationError, match="exactly one of batch_ids, batches, metadata; got none"):
+    with pytest.raises(
+        PSOpenAIConfigurationError, match="exactly one of batch_ids, batches, metadata, this_run; got none"
+    ):
         StopBatchesOperator(task_id="none")
     with pytest.raises(PSOpenAIConfigurationError, match="got batch_ids, metadata"):
         StopBatchesOperator(task_id="two", batch_ids=[], metadata={"a": "b"})
@@ -319,7 +321,9 @@ def test_batches_created_in_a_task_carry_the_run_tags_and_are_found_by_them(
     created = result.xcom("create_tagged")
     for batch_id in created:
         metadata = emulator.get_batch(batch_id)["metadata"]
+        assert metadata.pop("airflow_create_nonce")
         assert metadata == {
+            "airflow_deployment": "default",
             "airflow_dag_id": "stop_batches_of_this_run",
             "airflow_run_id": result.dag_run.run_id,
             "airflow_task_id": "create_tagged",

@@ -282,6 +282,26 @@ def test_an_untagged_batch_needs_edit_on_the_connection(page_server: PageClient,
     assert len(cancels_sent(emulator)) == 1
 
 
+def test_another_deployments_batch_is_governed_by_the_connection_s_rights(
+    page_server: PageClient, emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "staging")
+    ours = emulator.create_batch(metadata=tagged(airflow_deployment="staging"))
+    theirs = emulator.create_batch(metadata=tagged(airflow_deployment="production"))
+
+    def listed(user: str) -> dict[str, bool]:
+        return {item["id"]: item["can_cancel"] for item in page_server.get(BATCHES, user).json()["data"]}
+
+    # The DAG's rights reach this deployment's batch only; the other deployment's is the connection's business.
+    assert listed("uma") == {ours["id"]: True}
+    assert listed("otto") == {ours["id"]: True, theirs["id"]: True}
+    refused = page_server.post(cancel_path(theirs["id"]), "uma")
+    assert refused.status_code == 403
+    assert cancels_sent(emulator) == []
+    assert page_server.post(cancel_path(theirs["id"]), "otto").json()["action"] == "sent"
+    assert len(cancels_sent(emulator)) == 1
+
+
 @pytest.mark.parametrize(
     ("batch_id", "named"),
     [

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import DAG, task
 
 from airflow_psopenai.callbacks import cancel_run_batches
-from airflow_psopenai.operators import StopBatchOperator
+from airflow_psopenai.operators import StopBatchOperator, StopOrphanedBatchesOperator
 from airflow_psopenai.sensors import BatchCancelledSensor
 
 START = datetime(2026, 1, 1)
@@ -146,3 +146,7 @@ with DAG(
 # (c) A user marks the run failed through the REST API: no callback runs; the provider's listener cancels.
 with DAG("e2e_psopenai_cleanup_marked", schedule=None, start_date=START, catchup=False, tags=["psopenai-e2e"]):
     create_tagged() >> work_for_long()
+
+# (d) The sweep of a maintenance DAG: what a failed run left that no callback or listener saw.
+with DAG("e2e_psopenai_sweep", schedule=None, start_date=START, catchup=False, tags=["psopenai-e2e"]):
+    StopOrphanedBatchesOperator(task_id="sweep")
