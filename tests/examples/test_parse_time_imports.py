@@ -20,6 +20,7 @@ PARSE_TIME_MODULES = {
     "airflow_psopenai.cancelling.cancel",  # check_cancel_options: the operators check their options when built
     "airflow_psopenai.cancelling.concurrency",  # StopBatchesOperator's max_concurrency default and check
     "airflow_psopenai.cancelling.object_ids",
+    "airflow_psopenai.cancelling.sweep",  # StopOrphanedBatchesOperator checks its run_states when built
     "airflow_psopenai.client",
     "airflow_psopenai.client.deadline",
     "airflow_psopenai.client.rendered",  # what a template rendered to, for the IDs' checks
@@ -30,8 +31,10 @@ PARSE_TIME_MODULES = {
     "airflow_psopenai.operators.options",  # the options every cancelling operator declares
     "airflow_psopenai.operators.stop",
     "airflow_psopenai.operators.stop_batches",
+    "airflow_psopenai.operators.sweep",  # example_psopenai_sweep.py
     "airflow_psopenai.resource_task",
     "airflow_psopenai.resources",
+    "airflow_psopenai.run_tags",  # the run tag keys the sweep's decisions read
     "airflow_psopenai.sensors",
     "airflow_psopenai.sensors.cancelled",
 }
