@@ -35,10 +35,14 @@ from airflow_psopenai.client.validation import require_conn_id, require_positive
 from airflow_psopenai.resource_task import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
+    from typing import TypeAlias
 
     from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
+
+    # A callback's work: list the run's objects and cancel the running ones within the deadline; the summary.
+    _Cleanup: TypeAlias = Callable[[PSOpenAIHook, Mapping[str, Any], Deadline, int, str], Awaitable[str]]
 
 __all__ = [
     "acancel_run_batches",
@@ -96,15 +100,14 @@ def cancel_run_batches(
         secrets backend that hangs holds the callback up as it would hold up a task.
     :param max_concurrency: Cancels sent at once, 1 to 200.
     """
-    from airflow_psopenai.client.deadline import Deadline
-
-    try:
-        _check_options(conn_id, timeout_sec, max_concurrency)
-        deadline = Deadline.budget(timeout_sec)
-    except Exception as error:  # a callback must never fail the run's bookkeeping
-        log.error("cancel_run_batches: %s", error)
-        return
-    cancel_batches_of_run(context, conn_id, deadline, max_concurrency)
+    _run_sync(
+        _cancel_run_batches,
+        "cancel_run_batches",
+        context,
+        conn_id=conn_id,
+        timeout_sec=timeout_sec,
+        max_concurrency=max_concurrency,
+    )
 
 
 def cancel_batches_of_run(
@@ -112,16 +115,9 @@ def cancel_batches_of_run(
 ) -> None:
     """Cancel the running batches tagged with the context's DAG run, all of it within ``deadline`` (a budget,
     which its owner may end early); log, never raise. Runs its own event loop."""
-    import asyncio
-
-    from airflow_psopenai.hooks import PSOpenAIHook
-
-    try:
-        hook = PSOpenAIHook(conn_id, timeout_sec=_request_timeout(deadline))
-        _ = hook.settings  # looked up synchronously, as tasks do; the async core finds it resolved
-        asyncio.run(_closing(_cancel_run_batches(hook, context, deadline, max_concurrency, name)))
-    except Exception as error:  # a callback must never fail the run's bookkeeping
-        _log_failure(name, conn_id, error, context)
+    _run_in_own_loop(
+        _cancel_run_batches, name, context, conn_id=conn_id, deadline=deadline, max_concurrency=max_concurrency
+    )
 
 
 async def acancel_run_batches(
@@ -145,18 +141,14 @@ async def acancel_run_batches(
     :return: The summary line, or None when it could not be done. Text: Airflow stores it in its
         callback table's text column, which a dict would not fit (the triggerer would stop on it).
     """
-    from airflow_psopenai.client.deadline import Deadline
-    from airflow_psopenai.hooks import PSOpenAIHook
-
-    name = "acancel_run_batches"
-    try:
-        _check_options(conn_id, timeout_sec, max_concurrency)
-        deadline = Deadline.budget(timeout_sec)
-        hook = PSOpenAIHook(conn_id, timeout_sec=timeout_sec)
-        return await _cancel_run_batches(hook, context, deadline, max_concurrency, name)
-    except Exception as error:  # a callback must never fail the run's bookkeeping
-        _log_failure(name, conn_id, error, context)
-        return None
+    return await _run_async(
+        _cancel_run_batches,
+        "acancel_run_batches",
+        context,
+        conn_id=conn_id,
+        timeout_sec=timeout_sec,
+        max_concurrency=max_concurrency,
+    )
 
 
 def cancel_run_work(
@@ -176,20 +168,14 @@ def cancel_run_work(
     :param timeout_sec: Longest time the callback takes, both listings and every cancel included.
     :param max_concurrency: Cancels sent at once per kind, 1 to 200.
     """
-    import asyncio
-
-    from airflow_psopenai.client.deadline import Deadline
-    from airflow_psopenai.hooks import PSOpenAIHook
-
-    name = "cancel_run_work"
-    try:
-        _check_options(conn_id, timeout_sec, max_concurrency)
-        deadline = Deadline.budget(timeout_sec)
-        hook = PSOpenAIHook(conn_id, timeout_sec=_request_timeout(deadline))
-        _ = hook.settings  # looked up synchronously, as tasks do; the async core finds it resolved
-        asyncio.run(_closing(_cancel_run_work(hook, context, deadline, max_concurrency, name)))
-    except Exception as error:  # a callback must never fail the run's bookkeeping
-        _log_failure(name, conn_id, error, context)
+    _run_sync(
+        _cancel_run_work,
+        "cancel_run_work",
+        context,
+        conn_id=conn_id,
+        timeout_sec=timeout_sec,
+        max_concurrency=max_concurrency,
+    )
 
 
 async def acancel_run_work(
@@ -206,15 +192,59 @@ async def acancel_run_work(
 
     :return: The summary lines of both kinds, or None when nothing could be done.
     """
+    return await _run_async(
+        _cancel_run_work,
+        "acancel_run_work",
+        context,
+        conn_id=conn_id,
+        timeout_sec=timeout_sec,
+        max_concurrency=max_concurrency,
+    )
+
+
+def _run_sync(
+    cleanup: _Cleanup, name: str, context: Mapping[str, Any], *, conn_id: str, timeout_sec: float, max_concurrency: int
+) -> None:
+    """Run a cleanup as a synchronous callback does: options checked, one budget, its own event loop."""
+    from airflow_psopenai.client.deadline import Deadline
+
+    try:
+        _check_options(conn_id, timeout_sec, max_concurrency)
+        deadline = Deadline.budget(timeout_sec)
+    except Exception as error:  # a callback must never fail the run's bookkeeping
+        log.error("%s: %s", name, error)
+        return
+    _run_in_own_loop(cleanup, name, context, conn_id=conn_id, deadline=deadline, max_concurrency=max_concurrency)
+
+
+def _run_in_own_loop(
+    cleanup: _Cleanup, name: str, context: Mapping[str, Any], *, conn_id: str, deadline: Deadline, max_concurrency: int
+) -> None:
+    """Run a cleanup within ``deadline`` in an event loop of its own; log, never raise."""
+    import asyncio
+
+    from airflow_psopenai.hooks import PSOpenAIHook
+
+    try:
+        hook = PSOpenAIHook(conn_id, timeout_sec=_request_timeout(deadline))
+        _ = hook.settings  # looked up synchronously, as tasks do; the async core finds it resolved
+        asyncio.run(_closing(cleanup(hook, context, deadline, max_concurrency, name)))
+    except Exception as error:  # a callback must never fail the run's bookkeeping
+        _log_failure(name, conn_id, error, context)
+
+
+async def _run_async(
+    cleanup: _Cleanup, name: str, context: Mapping[str, Any], *, conn_id: str, timeout_sec: float, max_concurrency: int
+) -> str | None:
+    """Await a cleanup as an async callback does, on the caller's event loop; log, never raise."""
     from airflow_psopenai.client.deadline import Deadline
     from airflow_psopenai.hooks import PSOpenAIHook
 
-    name = "acancel_run_work"
     try:
         _check_options(conn_id, timeout_sec, max_concurrency)
         deadline = Deadline.budget(timeout_sec)
         hook = PSOpenAIHook(conn_id, timeout_sec=timeout_sec)
-        return await _cancel_run_work(hook, context, deadline, max_concurrency, name)
+        return await cleanup(hook, context, deadline, max_concurrency, name)
     except Exception as error:  # a callback must never fail the run's bookkeeping
         _log_failure(name, conn_id, error, context)
         return None
