@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_psopenai.cancelling.cancel import IfNotCancellable, check_cancel_options
+from airflow_psopenai.cancelling.object_ids import rendered_at_run_time
+from airflow_psopenai.client.validation import require_retry_count, require_timeout
 from airflow_psopenai.resource_task import CONNECTION_TEMPLATE_FIELDS, DEFAULT_CONN_ID, ResourceTaskMixin
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from datetime import timedelta
 
 
@@ -45,6 +47,14 @@ class CancellingOperator(ResourceTaskMixin, BaseOperator):
 
     template_fields: Sequence[str] = CONNECTION_TEMPLATE_FIELDS
     ui_color = "#f6c6b7"
+    # The options checked when the task is built (a mapped task's when .partial() is called), with defaults.
+    checked_options: ClassVar[Mapping[str, object]] = {
+        "if_not_cancellable": "fail",
+        "poll_interval": 1.0,
+        "wait_timeout": None,
+        "timeout_sec": None,
+        "max_retry_count": None,
+    }
 
     def __init__(
         self,
@@ -73,7 +83,27 @@ class CancellingOperator(ResourceTaskMixin, BaseOperator):
         self.wait_timeout = wait_timeout
         self.deferrable = deferrable
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's ``partial``, which also refuses the options given here that no run can fix, when the DAG is
+        parsed, as an unmapped task's are (a template's or an XComArg's are checked when the task runs)."""
+        given = {
+            name: value
+            for name, value in kwargs.items()
+            if name in cls.checked_options and not rendered_at_run_time(value)
+        }
+        cls.check_option_values({**cls.checked_options, **given})
+        return super().partial(**kwargs)
+
+    @classmethod
+    def check_option_values(cls, values: Mapping[str, object]) -> None:
+        """Refuse bad options of the cancel, its wait and the connection (``checked_options``, by name)."""
+        check_cancel_options(values["if_not_cancellable"], values["poll_interval"], values["wait_timeout"])
+        if values["timeout_sec"] is not None:
+            require_timeout(values["timeout_sec"])
+        if values["max_retry_count"] is not None:
+            require_retry_count(values["max_retry_count"])
+
     def _check_options(self) -> None:
         """Refuse bad options of the cancel, its wait and the connection, before any request."""
-        check_cancel_options(self.if_not_cancellable, self.poll_interval, self.wait_timeout)
-        self.hook_kwargs()
+        self.check_option_values({name: getattr(self, name) for name in self.checked_options})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowSkipException
 
@@ -18,6 +18,7 @@ from airflow_psopenai.operators.options import CancellingOperator
 from airflow_psopenai.resources import BATCH, counted, status_of
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
 
     from airflow.providers.common.compat.sdk import Context
@@ -60,6 +61,10 @@ class StopBatchesOperator(CancellingOperator):
 
     resource = BATCH
     template_fields = (*SELECTORS, "created_after", *CancellingOperator.template_fields)
+    checked_options: ClassVar[Mapping[str, object]] = {
+        **CancellingOperator.checked_options,
+        "max_concurrency": DEFAULT_MAX_CONCURRENCY,
+    }
 
     def __init__(
         self,
@@ -285,9 +290,11 @@ class StopBatchesOperator(CancellingOperator):
             ),
         )
 
-    def _check_options(self) -> None:
-        super()._check_options()
-        require_concurrency(self.max_concurrency)
+    @classmethod
+    def check_option_values(cls, values: Mapping[str, object]) -> None:
+        """Refuse bad options of the cancels, their wait and the connection (``checked_options``, by name)."""
+        super().check_option_values(values)
+        require_concurrency(values["max_concurrency"])
 
     def _selected_ids(self, context: Context) -> tuple[list[str], str]:
         """Return the selected batch IDs in selection order, each once, and the part of the list not looked at

@@ -158,6 +158,39 @@ def test_templates_and_xcomargs_are_left_to_the_run() -> None:
         )
 
 
+PARTIAL_BAD = [
+    (StopBatchesOperator, {"max_concurrency": 0}, "max_concurrency must be 1 to 200, got 0."),
+    (StopBatchOperator, {"if_not_cancellable": "ignore"}, "if_not_cancellable must be one of fail, succeed, skip"),
+    (StopBatchOperator, {"poll_interval": 0}, "poll_interval must be a number of seconds above 0, got 0."),
+    (StopResponseOperator, {"wait": True, "wait_timeout": 0}, WAIT_TIMEOUT_ZERO),
+    (StopThreadRunOperator, {"max_retry_count": 101}, "max_retry_count must be from 0 to 100, got 101."),
+]
+
+
+@pytest.mark.parametrize(
+    ("operator_class", "arguments", "message"), PARTIAL_BAD, ids=[m[:40] for _, _, m in PARTIAL_BAD]
+)
+def test_a_wrong_option_given_to_partial_is_refused_when_the_dag_is_parsed(
+    operator_class: type[Any], arguments: dict[str, Any], message: str
+) -> None:
+    from airflow.sdk import DAG
+
+    with DAG("mapped", schedule=None), pytest.raises(PSOpenAIConfigurationError, match=re.escape(message)):
+        operator_class.partial(task_id="task", **arguments)
+
+
+def test_partial_leaves_templates_to_the_run_and_maps_as_airflow_does() -> None:
+    from airflow.sdk import DAG
+
+    with DAG("mapped", schedule=None) as dag:
+        StopBatchOperator.partial(task_id="stop", poll_interval=2, timeout_sec="{{ params.t }}").expand(
+            batch_id=["batch_1", "batch_2"]
+        )
+        StopBatchesOperator.partial(task_id="sets", max_concurrency=5).expand(batch_ids=[["batch_1"]])
+    assert {task.task_id for task in dag.tasks} == {"stop", "sets"}
+    assert dag.get_task("stop").partial_kwargs["poll_interval"] == 2
+
+
 def test_a_mapped_instance_is_checked_when_it_runs(
     emulator: OpenAIEmulator, run_dag: RunDag, captured_logs: Callable[[], str]
 ) -> None:
