@@ -82,7 +82,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         ``cancelled`` object ends the sensor with ``AirflowSensorTimeout`` there and then.
         """
         from airflow_psopenai.client.retry import is_retryable
-        from airflow_psopenai.waiting.polling import log_status, outcome_of
+        from airflow_psopenai.waiting.polling import log_status, outcome_of, timeout_message
 
         ids = self.resolved_ids()
         target = self.resource.describe(ids)
@@ -93,7 +93,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
             if not is_retryable(error):
                 raise
             if deadline.passed():
-                raise AirflowSensorTimeout(f"{self._timed_out}: {target} could not be read: {error}") from None
+                raise AirflowSensorTimeout(f"{timeout_message(target, self._deadline_name, None)} {error}") from None
             self.log.warning("Poke of %s failed for now, trying at the next poke: %s", target, error)
             return False
         status = status_of(obj)
@@ -105,13 +105,14 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         if status in self.resource.settled:
             raise self._unexpected(obj, ids)
         if deadline.passed():
-            raise AirflowSensorTimeout(f"{self._timed_out}: {target} is still {status}.")
+            raise AirflowSensorTimeout(timeout_message(target, self._deadline_name, status))
         self.log.info("%s is %s; waiting for cancelled.", target, status)
         return False
 
     @property
-    def _timed_out(self) -> str:
-        return f"Sensor has timed out after its timeout of {float(self.timeout):g} s"
+    def _deadline_name(self) -> str:
+        """How a timeout's message names the sensor's deadline, poked or deferred alike."""
+        return f"the sensor's timeout of {float(self.timeout):g} s"
 
     def execute(self, context: Context) -> Any:
         """Poke (in the worker, or once and then in the triggerer when ``deferrable``) until ``timeout``."""
@@ -123,7 +124,11 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
                 return done.xcom_value
             self.defer(
                 trigger=self.status_trigger(
-                    self.resolved_ids(), float(self.poke_interval), self._deadline, context["ti"].try_number
+                    self.resolved_ids(),
+                    float(self.poke_interval),
+                    self._deadline,
+                    context["ti"].try_number,
+                    self._deadline_name,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=float(self.timeout)),
@@ -190,7 +195,7 @@ class ResourceCancelledSensor(ResourceTaskMixin, BaseSensorOperator):
         ids = self.resolved_ids()
         checked = check_event(event, self.resource, ids)
         if checked["status"] == EVENT_TIMEOUT:
-            raise AirflowSensorTimeout(f"Sensor timed out after {self.timeout} s: {checked['message']}")
+            raise AirflowSensorTimeout(checked["message"])
         if checked["status"] == EVENT_ERROR:
             raise PSOpenAIError(checked["message"])
         obj: dict[str, Any] = checked["object"]
