@@ -457,8 +457,16 @@ class AirflowStack:
         services = ("metadatabase", "scheduler", "triggerer", "dag_processor")
         return bool(health) and all((health.get(name) or {}).get("status") == "healthy" for name in services)
 
-    def wait_for_dags(self, dag_ids: set[str], files: set[str], timeout: float = 240) -> dict[str, dict[str, Any]]:
-        """Wait until the DAG processor has parsed ``dag_ids`` with no import error in ``files``; unpause them."""
+    def wait_for_dags(
+        self,
+        dag_ids: set[str],
+        files: set[str],
+        timeout: float = 240,
+        *,
+        keep_paused: frozenset[str] | set[str] = frozenset(),
+    ) -> dict[str, dict[str, Any]]:
+        """Wait until the DAG processor has parsed ``dag_ids`` with no import error in ``files``; unpause them
+        but ``keep_paused``."""
 
         def parsed() -> dict[str, dict[str, Any]] | None:
             self.assert_running()
@@ -472,7 +480,7 @@ class AirflowStack:
             return dags if dag_ids <= set(dags) else None
 
         dags = wait_until(parsed, timeout, lambda: f"DAGs {sorted(dag_ids)} to be parsed\n{self.logs_report()}")
-        for dag_id in dag_ids:
+        for dag_id in dag_ids - keep_paused:
             self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
         return dags
 

@@ -60,8 +60,9 @@ def assert_no_key(answer: Any, emulator: OpenAIEmulator) -> None:
 
 
 def test_a_viewer_sees_the_running_batches_of_dags_with_their_tags(
-    page_server: PageClient, emulator: OpenAIEmulator
+    page_server: PageClient, emulator: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AIRFLOW__PSOPENAI__DEPLOYMENT", "eu-prod")  # this deployment's batch
     batch = emulator.create_batch(metadata=tagged(airflow_map_index="3", airflow_deployment="eu-prod"))
     emulator.create_batch(status="completed", metadata=tagged())
 
