@@ -1,9 +1,9 @@
 """The OpenAI page's cost: 20 viewers asking for the running batches of an account of 10,000 batches.
 
-The emulator (in this process, over real HTTP on 127.0.0.1) holds ``N`` batches of this deployment
+In a fresh process with a private Airflow home, the emulator (over real HTTP on 127.0.0.1) holds ``N`` batches of this deployment
 (``airflow_deployment`` tag), nine in ten running, spread over a few DAGs. Airflow's API server app
 (``airflow.api_fastapi.app.create_app``, the simple auth manager, the plugin's page mounted) is served
-by uvicorn on a local port, as ``airflow api-server`` serves it, in a thread of this process. ``VIEWERS``
+by uvicorn on a local port, as ``airflow api-server`` serves it, in a thread of the same process. ``VIEWERS``
 viewers, each with a bearer token from ``POST /auth/token``, ask ``GET /psopenai/api/batches``
 (``status=running``, the first page) at the same moment, in rounds: the first round finds the page
 cache empty (cold), the next ones fall within its interval (warm), and one round after the interval
@@ -93,7 +93,6 @@ def _measure_here(n: int, viewers: int, warm_rounds: int) -> dict[str, Any]:
         with _served_app() as base_url:
             rounds = asyncio.run(_rounds(emulator, base_url, users, warm_rounds, PAGE_TTL_SEC))
     cold, warm, refresh = rounds[0], rounds[1:-1], rounds[-1]
-
     return {
         "n": n,
         "viewers": viewers,
