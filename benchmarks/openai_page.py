@@ -1,14 +1,14 @@
 """The OpenAI page's cost: 20 viewers asking for the running batches of an account of 10,000 batches.
 
-In a fresh process with a private Airflow home, the emulator (over real HTTP on 127.0.0.1) holds ``N`` batches of this deployment
-(``airflow_deployment`` tag), nine in ten running, spread over a few DAGs. Airflow's API server app
-(``airflow.api_fastapi.app.create_app``, the simple auth manager, the plugin's page mounted) is served
-by uvicorn on a local port, as ``airflow api-server`` serves it, in a thread of the same process. ``VIEWERS``
-viewers, each with a bearer token from ``POST /auth/token``, ask ``GET /psopenai/api/batches``
-(``status=running``, the first page) at the same moment, in rounds: the first round finds the page
-cache empty (cold), the next ones fall within its interval (warm), and one round after the interval
-reads the list again (refresh). Reported per kind of round: median and p95 answer time of a viewer's
-request, and the list requests the emulator received (its journal) per round; and the bytes of a page.
+In a fresh process with a private Airflow home, the emulator (over real HTTP on 127.0.0.1) holds ``N`` batches
+of this deployment (``airflow_deployment`` tag), nine in ten running, spread over a few DAGs. Airflow's API
+server app (``airflow.api_fastapi.app.create_app``, the simple auth manager, the plugin's page mounted) is
+served by uvicorn on a local port, as ``airflow api-server`` serves it, in a thread of the same process.
+``VIEWERS`` viewers, each with a bearer token from ``POST /auth/token``, ask ``GET /psopenai/api/batches``
+(``status=running``, the first page) at the same moment, in rounds: the first round finds the page cache empty
+(cold), the next ones fall within its interval (warm), and one round after the interval reads the list again
+(refresh). Reported per kind of round: median and p95 answer time of a viewer's request, and the list requests
+the emulator received (its journal) per round; and the bytes of a page.
 
 Run alone: ``python -m benchmarks.openai_page`` (writes ``benchmarks/results/openai_page.json``).
 """
