@@ -28,6 +28,7 @@ from benchmarks import (
     cancel_throughput,
     coalesced_polling,
     import_cost,
+    openai_page,
     sweep,
     trigger_concurrency,
     triggerer_first_poll,
@@ -360,6 +361,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += triggerer_first_poll.markdown(results["triggerer_first_poll"])
     if results.get("sweep"):
         lines += sweep.markdown(results["sweep"])
+    if results.get("openai_page"):
+        lines += openai_page.markdown(results["openai_page"])
     verdicts = results.get("targets", [])
     if verdicts:
         lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -524,6 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("bulk_cancel", lambda: bulk_cancel.measure(*((100, (20,)) if args.quick else (1000, (100, 300))))),
         ("triggerer_first_poll", triggerer_first_poll.measure),
         ("sweep", lambda: sweep.measure(*((1000, 50) if args.quick else (sweep.N, sweep.RUNS)))),
+        ("openai_page", lambda: openai_page.measure(*((1000, 5, 1) if args.quick else (openai_page.N,)))),
     ]
     suffix = "-quick" if args.quick else ""
     if args.only is not None:
