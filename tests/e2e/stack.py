@@ -346,6 +346,8 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
                 "AIRFLOW_CONN_PSOPENAI_DEFAULT": json.dumps(connection),
+                # For the waits whose tests count each batch's own polls: no list pages in their place.
+                "AIRFLOW_CONN_PSOPENAI_PER_BATCH": json.dumps({**connection, "extra": {"coalesce_polling": False}}),
                 # The provider's listener: the batches of a run marked failed by hand are cancelled too.
                 "AIRFLOW__PSOPENAI__CANCEL_BATCHES_OF_FAILED_RUNS": "True",
             }

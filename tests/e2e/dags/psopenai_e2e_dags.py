@@ -17,6 +17,10 @@ from airflow_psopenai.operators import StopBatchOperator, StopOrphanedBatchesOpe
 from airflow_psopenai.sensors import BatchCancelledSensor
 
 START = datetime(2026, 1, 1)
+# The deferred, restart and mark-failed tests count each batch's polls (its GETs): their waits poll one by
+# one. On the default connection the status board answers waits that come due together from one list page,
+# which a loaded machine makes likely, and their batches then see no GET of their own.
+PER_BATCH = "psopenai_per_batch"
 
 
 def conf_id(key: str) -> str:
@@ -28,6 +32,7 @@ def conf_id(key: str) -> str:
 with DAG("e2e_psopenai_deferred", schedule=None, start_date=START, catchup=False, tags=["psopenai-e2e"]):
     StopBatchOperator(
         task_id="stop_and_wait",
+        conn_id=PER_BATCH,
         batch_id=conf_id("stop_batch_id"),
         wait=True,
         deferrable=True,
@@ -36,9 +41,12 @@ with DAG("e2e_psopenai_deferred", schedule=None, start_date=START, catchup=False
         wait_timeout=180,
         retries=0,
     )
-    stop_only = StopBatchOperator(task_id="stop_only", batch_id=conf_id("sensed_batch_id"), retries=0)
+    stop_only = StopBatchOperator(
+        task_id="stop_only", batch_id=conf_id("sensed_batch_id"), conn_id=PER_BATCH, retries=0
+    )
     sensor = BatchCancelledSensor(
         task_id="sensor",
+        conn_id=PER_BATCH,
         batch_id=conf_id("sensed_batch_id"),
         deferrable=True,
         poke_interval=1,
@@ -52,6 +60,7 @@ with DAG("e2e_psopenai_deferred", schedule=None, start_date=START, catchup=False
 with DAG("e2e_psopenai_restart", schedule=None, start_date=START, catchup=False, tags=["psopenai-e2e"]):
     StopBatchOperator(
         task_id="wait_long",
+        conn_id=PER_BATCH,
         batch_id=conf_id("long_batch_id"),
         wait=True,
         deferrable=True,
@@ -62,6 +71,7 @@ with DAG("e2e_psopenai_restart", schedule=None, start_date=START, catchup=False,
     )
     StopBatchOperator(
         task_id="wait_short",
+        conn_id=PER_BATCH,
         batch_id=conf_id("short_batch_id"),
         wait=True,
         deferrable=True,
@@ -69,9 +79,12 @@ with DAG("e2e_psopenai_restart", schedule=None, start_date=START, catchup=False,
         wait_timeout=60,
         retries=0,
     )
-    cancel_sensed = StopBatchOperator(task_id="cancel_sensed", batch_id=conf_id("sensed_batch_id"), retries=0)
+    cancel_sensed = StopBatchOperator(
+        task_id="cancel_sensed", batch_id=conf_id("sensed_batch_id"), conn_id=PER_BATCH, retries=0
+    )
     sensor_long = BatchCancelledSensor(
         task_id="sensor_long",
+        conn_id=PER_BATCH,
         batch_id=conf_id("sensed_batch_id"),
         deferrable=True,
         poke_interval=1,
@@ -84,6 +97,7 @@ with DAG("e2e_psopenai_restart", schedule=None, start_date=START, catchup=False,
 with DAG("e2e_psopenai_mark_failed", schedule=None, start_date=START, catchup=False, tags=["psopenai-e2e"]):
     StopBatchOperator(
         task_id="stop_and_wait",
+        conn_id=PER_BATCH,
         batch_id=conf_id("batch_id"),
         wait=True,
         deferrable=True,
